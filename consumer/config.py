@@ -1,0 +1,298 @@
+"""The YAML configuration: its shape, its validation, and loading with secrets resolved.
+
+Every problem is reported at once, each as `<file>: <field path>: <what was expected>`, so an
+operator fixes a config in one pass instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from yarl import URL
+
+ParamType = Literal["string", "integer", "number", "boolean"]
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Model):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "webhook-consumer"
+    topic: str = "user-threshold-events"
+    dead_letter_topic: str = "webhook-dead-letters"
+    client_id: str = "webhook-consumer"
+    create_topics: bool = True
+    topic_partitions: PositiveInt = 3
+    replication_factor: PositiveInt = 1
+    max_poll_records: PositiveInt = 500
+    max_in_flight_per_partition: PositiveInt = 2000
+    commit_interval_ms: PositiveInt = 500
+    revoke_grace_seconds: PositiveFloat = 10.0
+    shutdown_grace_seconds: PositiveFloat = 30.0
+
+
+class AttributesConfig(_Model):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    url: str = "sqlite:///./attributes.db"
+
+
+class RetryConfig(_Model):
+    quick_attempts: PositiveInt = 3
+    schedule_seconds: list[PositiveFloat] = [5, 300, 1800, 7200, 18000, 36000, 36000]
+    backoff_initial_ms: PositiveFloat = 200.0
+    backoff_max_ms: PositiveFloat = 5000.0
+    retry_after_max_seconds: PositiveFloat = 30.0
+
+
+class RateLimitConfig(_Model):
+    per_second: PositiveFloat
+    burst: PositiveInt | None = None  # default: one second's worth
+
+    @property
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else max(1, round(self.per_second))
+
+
+class BatchConfig(_Model):
+    max_users: PositiveInt = 1
+    linger_ms: Annotated[int, Field(ge=0)] = 0
+
+
+class BasicAuthConfig(_Model):
+    username: str
+    password_env: str | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> BasicAuthConfig:
+        if (self.password_env is None) == (self.password_file is None):
+            raise ValueError("expected exactly one of password_env or password_file")
+        return self
+
+
+class ChannelConfig(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    url: str
+    query: dict[str, str] = {}
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    basic_auth: BasicAuthConfig | None = None
+    template_params: dict[str, ParamType] = {}
+    user_attributes: list[str] = []
+    rate_limit: RateLimitConfig | None = None
+    max_concurrency: PositiveInt = 16
+    timeout_seconds: PositiveFloat = 10.0
+    batch: BatchConfig = BatchConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = URL(value)
+        except ValueError as exc:
+            raise ValueError(f"expected an http(s) URL, got {value!r} ({exc})") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"expected an absolute http:// or https:// URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> ChannelConfig:
+        if self.secret_env is not None and self.secret_file is not None:
+            raise ValueError("expected at most one of secret_env or secret_file")
+        return self
+
+
+class CampaignConfig(_Model):
+    id: Annotated[str, Field(min_length=1)]
+    channels: Annotated[list[str], Field(min_length=1)]
+    template_params: dict[str, Any] = {}
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class ServiceConfig(_Model):
+    kafka: KafkaConfig = KafkaConfig()
+    attributes: AttributesConfig = AttributesConfig()
+    allowed_networks: list[IPv4Network | IPv6Network] = []
+    retry: RetryConfig = RetryConfig()
+    logging: LoggingConfig = LoggingConfig()
+    channels: Annotated[list[ChannelConfig], Field(min_length=1)]
+    campaigns: list[CampaignConfig] = []
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` lists every reason found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Read, validate and cross-check a config file; raise ConfigError with every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [f"cannot read the file: {exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    return parse_config(data, source, os.environ if environ is None else environ)
+
+
+def parse_config(data: object, source: str, environ: Mapping[str, str]) -> ServiceConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"expected a mapping at the top level, got {_kind(data)}"])
+    problems: list[str] = []
+    config: ServiceConfig | None = None
+    try:
+        config = ServiceConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_describe(error) for error in exc.errors())
+    # Cross-references are checked on the raw data too, so they are reported even when some
+    # unrelated field failed validation.
+    problems.extend(_cross_check(data, environ))
+    if problems or config is None:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _describe(error: Any) -> str:
+    path = _path(error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{path}: required field is missing"
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown field"
+    if "got " in message:
+        return f"{path}: {message}"
+    return f"{path}: {message[0].lower()}{message[1:]}, got {error['input']!r}"
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_one_secret_source(), ChannelConfig]",):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+_PARAM_CHECKS: dict[str, tuple[str, type | tuple[type, ...]]] = {
+    "string": ("a string", str),
+    "integer": ("an integer", int),
+    "number": ("a number", (int, float)),
+    "boolean": ("true or false", bool),
+}
+
+
+def param_type_matches(expected: str, value: object) -> bool:
+    _, types = _PARAM_CHECKS[expected]
+    if isinstance(value, bool) and expected != "boolean":
+        return False
+    return isinstance(value, types)
+
+
+def _cross_check(data: dict[str, Any], environ: Mapping[str, str]) -> Iterator[str]:
+    channels = {
+        ch["name"]: (i, ch)
+        for i, ch in _items(data.get("channels"))
+        if isinstance(ch.get("name"), str)
+    }
+    seen: set[str] = set()
+    for i, ch in _items(data.get("channels")):
+        name = ch.get("name")
+        if isinstance(name, str) and name in seen:
+            yield f"channels[{i}].name: duplicate channel name {name!r}; expected unique names"
+        if isinstance(name, str):
+            seen.add(name)
+        yield from _secret_checks(f"channels[{i}]", ch, "secret_env", "secret_file", environ)
+        auth = ch.get("basic_auth")
+        if isinstance(auth, dict):
+            prefix = f"channels[{i}].basic_auth"
+            yield from _secret_checks(prefix, auth, "password_env", "password_file", environ)
+    ids: set[str] = set()
+    for i, campaign in _items(data.get("campaigns")):
+        cid = campaign.get("id")
+        if isinstance(cid, str) and cid in ids:
+            yield f"campaigns[{i}].id: duplicate campaign id {cid!r}; expected unique ids"
+        if isinstance(cid, str):
+            ids.add(cid)
+        params = campaign.get("template_params") or {}
+        names = campaign.get("channels")
+        for j, ch_name in enumerate(names if isinstance(names, list) else []):
+            if ch_name not in channels:
+                known = ", ".join(sorted(channels)) or "(none defined)"
+                yield (
+                    f"campaigns[{i}].channels[{j}]: unknown channel {ch_name!r}; "
+                    f"expected one of: {known}"
+                )
+                continue
+            declared = channels[ch_name][1].get("template_params")
+            if isinstance(declared, dict) and isinstance(params, dict):
+                yield from _param_checks(i, ch_name, declared, params)
+
+
+def _param_checks(
+    i: int, channel: str, declared: dict[str, Any], params: dict[str, Any]
+) -> Iterator[str]:
+    for key, expected in declared.items():
+        if expected not in _PARAM_CHECKS:
+            continue  # reported by the model validation of the channel
+        wanted = _PARAM_CHECKS[expected][0]
+        if key not in params:
+            yield (
+                f"campaigns[{i}].template_params.{key}: missing; "
+                f"channel {channel!r} expects {wanted}"
+            )
+        elif not param_type_matches(expected, params[key]):
+            yield (
+                f"campaigns[{i}].template_params.{key}: expected {wanted} "
+                f"(declared by channel {channel!r}), got {params[key]!r}"
+            )
+
+
+def _secret_checks(
+    prefix: str, section: dict[str, Any], env_key: str, file_key: str, environ: Mapping[str, str]
+) -> Iterator[str]:
+    var = section.get(env_key)
+    if isinstance(var, str) and var not in environ:
+        yield (
+            f"{prefix}.{env_key}: environment variable {var} is not set; "
+            "expected it to hold the secret"
+        )
+    file = section.get(file_key)
+    if isinstance(file, str) and not Path(file).is_file():
+        yield (
+            f"{prefix}.{file_key}: expected a readable file holding the secret, {file!r} is not one"
+        )
+
+
+def _items(value: object) -> Iterator[tuple[int, dict[str, Any]]]:
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                yield i, item
+
+
+def _kind(value: object) -> str:
+    return "nothing (empty file)" if value is None else type(value).__name__
