@@ -1,0 +1,64 @@
+"""A delivery: one request's worth of work for one channel, and the records waiting on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .catalog import Channel
+
+# Fixed forever: changing it changes every delivery id receivers deduplicate on.
+DELIVERY_NAMESPACE: Final = uuid.UUID("6c1f3f2e-3f0e-5d8a-9a57-1d0f5b2c7e41")
+
+
+def delivery_id(channel: str, event_ids: Sequence[str]) -> str:
+    """UUIDv5 of the channel and the sorted event ids: the same work always gets the same id."""
+    return str(uuid.uuid5(DELIVERY_NAMESPACE, "\n".join([channel, *sorted(event_ids)])))
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    topic: str
+    partition: int
+    offset: int
+
+
+class Ticket:
+    """Counts the deliveries a record still waits for; the record is finished at zero."""
+
+    __slots__ = ("_on_finished", "remaining", "source")
+
+    def __init__(self, source: Source, remaining: int, on_finished: Callable[[Source], None]):
+        self.source = source
+        self.remaining = remaining
+        self._on_finished = on_finished
+        if remaining == 0:
+            on_finished(source)
+
+    def done(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            self._on_finished(self.source)
+
+
+@dataclass(slots=True)
+class Delivery:
+    id: str
+    channel: Channel
+    campaign_id: str
+    template_param: Mapping[str, Any]
+    user_attr: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    sources: list[Source]
+    tickets: list[Ticket] = field(default_factory=list)
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    last_attempt_at: float | None = None
+
+    def finish(self) -> None:
+        """Called once, when the delivery reached a terminal hand-off."""
+        tickets, self.tickets = self.tickets, []
+        for ticket in tickets:
+            ticket.done()

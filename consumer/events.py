@@ -1,0 +1,71 @@
+"""The input record: a threshold event, and how a raw Kafka value becomes one or a rejection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Behavior(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    count: int | None = None
+    threshold: int | None = None
+    window_seconds: int | None = None
+
+
+class ThresholdEvent(BaseModel):
+    """`schemas/threshold-event.v1.json`. Unknown fields are kept and ignored."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, title="ThresholdEvent")
+
+    event_id: Annotated[str, Field(min_length=1, max_length=256)]
+    event_type: str = "user.threshold.reached"
+    schema_version: int = 1
+    user_id: Annotated[str, Field(min_length=1, max_length=256)]
+    campaign_id: Annotated[str, Field(min_length=1, max_length=256)]
+    behavior: Behavior | None = None
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid event plus the JSON object it came from (kept verbatim for dead letters)."""
+
+    event_id: str
+    user_id: str
+    campaign_id: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why a record is not an event; `document` is the parsed JSON, or None if it was not JSON."""
+
+    message: str
+    document: Any | None
+
+
+def parse_event(value: bytes | None) -> Event | Rejected:
+    if value is None:
+        return Rejected("record has no value (tombstone)", None)
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Rejected(f"not valid UTF-8 JSON: {exc}", None)
+    if not isinstance(document, dict):
+        return Rejected(f"expected a JSON object, got {type(document).__name__}", document)
+    try:
+        event = ThresholdEvent.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        return Rejected(f"does not match threshold-event.v1: {problems}", document)
+    return Event(event.event_id, event.user_id, event.campaign_id, document)
