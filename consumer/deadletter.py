@@ -1,0 +1,192 @@
+"""Dead-letter records and the writer that makes them durable before their offsets move."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from .delivery import Delivery, Source
+from .outcome import Outcome
+
+log = structlog.get_logger(__name__)
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    status: int | None = None
+    message: str = ""
+
+
+class SourceRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class DeadLetter(BaseModel):
+    """`schemas/dead-letter.v1.json`."""
+
+    model_config = ConfigDict(frozen=True, title="DeadLetter")
+
+    schema_version: int = 1
+    delivery_id: str | None
+    channel: str | None
+    campaign_id: str | None
+    events: list[Any]
+    template_param: dict[str, Any] | None = None
+    user_attr: list[dict[str, Any]] | None = None
+    reason: Reason
+    attempts: int
+    first_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    dead_lettered_at: datetime
+    source: SourceRef
+    sources: list[SourceRef]
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+def _time(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _ref(source: Source) -> SourceRef:
+    return SourceRef(topic=source.topic, partition=source.partition, offset=source.offset)
+
+
+def for_delivery(delivery: Delivery, reason: Outcome) -> DeadLetter:
+    refs = [_ref(s) for s in delivery.sources]
+    return DeadLetter(
+        delivery_id=delivery.id,
+        channel=delivery.channel.name,
+        campaign_id=delivery.campaign_id,
+        events=delivery.events,
+        template_param=dict(delivery.template_param),
+        user_attr=delivery.user_attr,
+        reason=Reason(kind=reason.kind.value, status=reason.status, message=reason.message),
+        attempts=delivery.attempts,
+        first_attempt_at=_time(delivery.first_attempt_at),
+        last_attempt_at=_time(delivery.last_attempt_at),
+        dead_lettered_at=datetime.now(UTC),
+        source=refs[0],
+        sources=refs,
+    )
+
+
+def for_record(
+    source: Source,
+    value: bytes | None,
+    document: Any | None,
+    reason: Outcome,
+    campaign_id: str | None = None,
+) -> DeadLetter:
+    """A record that never became a delivery: kept whole, as JSON if it was JSON."""
+    event: Any
+    if document is not None:
+        event = document
+    elif value is None:
+        event = None
+    else:
+        try:
+            event = value.decode("utf-8")
+        except UnicodeDecodeError:
+            event = {"base64": base64.b64encode(value).decode("ascii")}
+    ref = _ref(source)
+    return DeadLetter(
+        delivery_id=None,
+        channel=None,
+        campaign_id=campaign_id,
+        events=[event],
+        reason=Reason(kind=reason.kind.value, status=reason.status, message=reason.message),
+        attempts=0,
+        first_attempt_at=None,
+        last_attempt_at=None,
+        dead_lettered_at=datetime.now(UTC),
+        source=ref,
+        sources=[ref],
+    )
+
+
+class DeadLetterSink(Protocol):
+    async def write(self, letter: DeadLetter) -> None:
+        """Return only once the letter is durable."""
+
+
+class MemoryDeadLetterSink:
+    """For unit tests."""
+
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+
+    async def write(self, letter: DeadLetter) -> None:
+        self.letters.append(letter)
+
+
+class KafkaDeadLetterSink:
+    def __init__(self, producer: Any, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def write(self, letter: DeadLetter) -> None:
+        headers = [
+            ("reason", letter.reason.kind.encode()),
+            ("channel", (letter.channel or "").encode()),
+        ]
+        key = (letter.delivery_id or f"{letter.source.topic}:{letter.source.partition}").encode()
+        await self._producer.send_and_wait(self._topic, letter.encode(), key=key, headers=headers)
+
+
+class DeadLetterWriter:
+    """Writes letters in the background, retrying until durable, then runs `on_written`.
+
+    A write that keeps failing holds its record's offset back rather than dropping the letter.
+    """
+
+    def __init__(self, sink: DeadLetterSink, retry_seconds: float = 1.0) -> None:
+        self._sink = sink
+        self._retry_seconds = retry_seconds
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, letter: DeadLetter, on_written: Callable[[], None]) -> None:
+        task = asyncio.get_running_loop().create_task(self._write(letter, on_written))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, letter: DeadLetter, on_written: Callable[[], None]) -> None:
+        while True:
+            try:
+                await self._sink.write(letter)
+            except Exception as exc:  # the broker may be briefly away; never drop the letter
+                log.warning("dead_letter.write_failed", error=str(exc), channel=letter.channel)
+                await asyncio.sleep(self._retry_seconds)
+                continue
+            log.info(
+                "dead_lettered",
+                channel=letter.channel,
+                delivery_id=letter.delivery_id,
+                reason=letter.reason.kind,
+                status=letter.reason.status,
+                source=f"{letter.source.topic}/{letter.source.partition}@{letter.source.offset}",
+            )
+            on_written()
+            return
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,91 @@
+"""Wires the parts together and runs them until a signal asks to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from .attributes import open_store
+from .catalog import Catalog
+from .config import ServiceConfig
+from .deadletter import DeadLetterWriter, KafkaDeadLetterSink
+from .dispatcher import Dispatcher
+from .lanes import ChannelLane
+from .listener import Listener
+from .sender import Sender, make_session
+from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
+
+log = structlog.get_logger(__name__)
+
+
+def make_producer(config: ServiceConfig) -> AIOKafkaProducer:
+    # acks=all: a dead letter counts as handed off only once every in-sync replica has it.
+    return AIOKafkaProducer(
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        client_id=config.kafka.client_id,
+        acks="all",
+        linger_ms=5,
+        max_request_size=DEAD_LETTER_MAX_BYTES,
+    )
+
+
+async def run_service(
+    config: ServiceConfig,
+    stop: asyncio.Event | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Consume and deliver until `stop` is set (or SIGTERM/SIGINT), then drain and return."""
+    stop = stop or asyncio.Event()
+    catalog = Catalog.from_config(config, environ)
+    if config.kafka.create_topics:
+        await ensure_topics(config.kafka)
+    async with AsyncExitStack() as stack:
+        store = open_store(config.attributes.backend, config.attributes.url)
+        stack.push_async_callback(store.close)
+        session = make_session()
+        stack.push_async_callback(session.close)
+        producer = make_producer(config)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        dead_letters = DeadLetterWriter(
+            KafkaDeadLetterSink(producer, config.kafka.dead_letter_topic)
+        )
+        stack.push_async_callback(dead_letters.close)
+        sender = Sender(session)
+        lanes = {
+            name: ChannelLane(channel, sender, dead_letters, config.retry)
+            for name, channel in catalog.channels.items()
+        }
+        for lane in lanes.values():
+            lane.start()
+            stack.push_async_callback(lane.close)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=config.kafka.bootstrap_servers,
+            group_id=config.kafka.group_id,
+            client_id=config.kafka.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=config.kafka.max_poll_records,
+        )
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)  # leaves the group: partitions move at once
+        listener = Listener(consumer, Dispatcher(catalog, store, lanes, dead_letters), config.kafka)
+        listener.subscribe()
+        _stop_on_signals(stop)
+        log.info("service.started", topic=config.kafka.topic, channels=len(lanes))
+        await listener.run(stop)
+    log.info("service.stopped")
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            return

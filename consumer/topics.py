@@ -1,0 +1,44 @@
+"""Creates the service's topics at start, so nothing depends on broker auto-creation."""
+
+from __future__ import annotations
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from .config import KafkaConfig
+
+log = structlog.get_logger(__name__)
+
+# Dead letters carry the original record plus context, so they can outgrow the input's limit.
+DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
+
+
+async def ensure_topics(config: KafkaConfig) -> None:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap_servers, client_id=config.client_id
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(config.topic, config.topic_partitions, config.replication_factor),
+            NewTopic(
+                config.dead_letter_topic,
+                config.topic_partitions,
+                config.replication_factor,
+                topic_configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+            ),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                response = await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                return  # another replica created it first
+            for name, code, message, *_ in getattr(response, "topic_errors", []):
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise RuntimeError(f"cannot create topic {name!r}: error {code} {message}")
+            log.info("topics.created", topics=[t.name for t in missing])
+    finally:
+        await admin.close()
