@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, err)
     except ConfigError as exc:
         err.print(f"[bold red]configuration rejected[/] ({len(exc.problems)} problem(s)):")
-        for problem in exc.problems:
-            err.print(f"  {exc.source}: {problem}", markup=False)
+        for problem in exc.problems:  # plain print: one greppable line per problem, never wrapped
+            print(f"  {exc.source}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILURE

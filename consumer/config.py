@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from yarl import URL
 
 ParamType = Literal["string", "integer", "number", "boolean"]
@@ -73,12 +73,6 @@ class BasicAuthConfig(_Model):
     password_env: str | None = None
     password_file: Path | None = None
 
-    @model_validator(mode="after")
-    def _one_password_source(self) -> BasicAuthConfig:
-        if (self.password_env is None) == (self.password_file is None):
-            raise ValueError("expected exactly one of password_env or password_file")
-        return self
-
 
 class ChannelConfig(_Model):
     name: Annotated[str, Field(min_length=1)]
@@ -104,12 +98,6 @@ class ChannelConfig(_Model):
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"expected an absolute http:// or https:// URL, got {value!r}")
         return value
-
-    @model_validator(mode="after")
-    def _one_secret_source(self) -> ChannelConfig:
-        if self.secret_env is not None and self.secret_file is not None:
-            raise ValueError("expected at most one of secret_env or secret_file")
-        return self
 
 
 class CampaignConfig(_Model):
@@ -190,8 +178,6 @@ def _path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after[_one_secret_source(), ChannelConfig]",):
-            continue
         else:
             out += f".{part}" if out else str(part)
     return out or "(top level)"
@@ -229,7 +215,9 @@ def _cross_check(data: dict[str, Any], environ: Mapping[str, str]) -> Iterator[s
         auth = ch.get("basic_auth")
         if isinstance(auth, dict):
             prefix = f"channels[{i}].basic_auth"
-            yield from _secret_checks(prefix, auth, "password_env", "password_file", environ)
+            yield from _secret_checks(
+                prefix, auth, "password_env", "password_file", environ, required=True
+            )
     ids: set[str] = set()
     for i, campaign in _items(data.get("campaigns")):
         cid = campaign.get("id")
@@ -272,8 +260,18 @@ def _param_checks(
 
 
 def _secret_checks(
-    prefix: str, section: dict[str, Any], env_key: str, file_key: str, environ: Mapping[str, str]
+    prefix: str,
+    section: dict[str, Any],
+    env_key: str,
+    file_key: str,
+    environ: Mapping[str, str],
+    required: bool = False,
 ) -> Iterator[str]:
+    given = [key for key in (env_key, file_key) if section.get(key) is not None]
+    if len(given) > 1:
+        yield f"{prefix}: expected at most one of {env_key} or {file_key}, got both"
+    elif required and not given:
+        yield f"{prefix}: expected one of {env_key} or {file_key}"
     var = section.get(env_key)
     if isinstance(var, str) and var not in environ:
         yield (

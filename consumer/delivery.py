@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
+
 from .catalog import Channel
 
 # Fixed forever: changing it changes every delivery id receivers deduplicate on.
@@ -15,7 +17,9 @@ DELIVERY_NAMESPACE: Final = uuid.UUID("6c1f3f2e-3f0e-5d8a-9a57-1d0f5b2c7e41")
 
 def delivery_id(channel: str, event_ids: Sequence[str]) -> str:
     """UUIDv5 of the channel and the sorted event ids: the same work always gets the same id."""
-    return str(uuid.uuid5(DELIVERY_NAMESPACE, "\n".join([channel, *sorted(event_ids)])))
+    # JSON, not a joined string: ids may contain any character, and ["a\nb"] != ["a", "b"].
+    name = orjson.dumps([channel, *sorted(event_ids)]).decode()
+    return str(uuid.uuid5(DELIVERY_NAMESPACE, name))
 
 
 @dataclass(frozen=True, slots=True)

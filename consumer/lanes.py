@@ -13,7 +13,7 @@ from .catalog import Channel
 from .config import RetryConfig
 from .deadletter import DeadLetterWriter, for_delivery
 from .delivery import Delivery
-from .outcome import Done, GiveUp, Outcome, RetrySoon, decide
+from .outcome import Done, GiveUp, Kind, Outcome, RetrySoon, decide
 from .ratelimit import RateLimiter, TokenBucket, Unlimited
 
 log = structlog.get_logger(__name__)
@@ -45,7 +45,7 @@ class ChannelLane:
         self._rng = rng or random.Random()
         self._limiter = limiter_for(channel)
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._timers: dict[int, asyncio.TimerHandle] = {}  # id(delivery) -> its retry timer
         self._workers: list[asyncio.Task[None]] = []
         self.in_flight = 0  # accepted and not yet handed off
 
@@ -68,7 +68,11 @@ class ChannelLane:
             if delivery.first_attempt_at is None:
                 delivery.first_attempt_at = now
             delivery.last_attempt_at = now
-            outcome = await self._transport.send(delivery)
+            try:
+                outcome = await self._transport.send(delivery)
+            except Exception as exc:  # a bug must cost a retry, never a stranded record
+                log.exception("delivery.send_crashed", channel=self.channel.name)
+                outcome = Outcome(Kind.INTERNAL_ERROR, retryable=True, message=repr(exc)[:500])
             self._apply(delivery, outcome)
 
     def _apply(self, delivery: Delivery, outcome: Outcome) -> None:
@@ -85,15 +89,15 @@ class ChannelLane:
                     kind=outcome.kind,
                     status=outcome.status,
                 )
-                handle = asyncio.get_running_loop().call_later(delay, self._requeue, delivery)
-                self._timers.add(handle)
+                loop = asyncio.get_running_loop()
+                self._timers[id(delivery)] = loop.call_later(delay, self._requeue, delivery)
             case GiveUp(reason):
                 self._dead_letters.submit(
                     for_delivery(delivery, reason), lambda: self._finish(delivery)
                 )
 
     def _requeue(self, delivery: Delivery) -> None:
-        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > 0}
+        del self._timers[id(delivery)]
         self._queue.put_nowait(delivery)
 
     def _finish(self, delivery: Delivery) -> None:
@@ -101,7 +105,7 @@ class ChannelLane:
         delivery.finish()
 
     async def close(self) -> None:
-        for handle in self._timers:
+        for handle in self._timers.values():
             handle.cancel()
         for worker in self._workers:
             worker.cancel()

@@ -19,6 +19,7 @@ class Kind(StrEnum):
     BLOCKED_DESTINATION = "blocked_destination"  # the address is not allowed
     INVALID_EVENT = "invalid_event"  # the record is not a threshold event
     UNKNOWN_CAMPAIGN = "unknown_campaign"  # no campaign with that id is configured
+    INTERNAL_ERROR = "internal_error"  # a bug of ours while sending; retried like a failure
 
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -55,7 +56,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
