@@ -1,0 +1,218 @@
+"""Helpers for integration tests: configs on fresh topics, producing, reading offsets."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumer.config import ServiceConfig, parse_config
+from consumer.receiver import Receiver
+from consumer.service import run_service
+
+
+def event(campaign: str, user: str, event_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_type": "user.threshold.reached",
+        "schema_version": 1,
+        "user_id": user,
+        "campaign_id": campaign,
+        "behavior": {"name": "add_to_cart", "count": 5, "threshold": 5},
+        "occurred_at": datetime.now(UTC).isoformat(),
+        **extra,
+    }
+
+
+def channel(receiver: Receiver, name: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "url": receiver.url(name),
+        "secret_env": f"SECRET_{name.upper().replace('-', '_')}",
+        "template_params": {"title": "string"},
+        "user_attributes": ["hobby"],
+        "timeout_seconds": 5,
+        **overrides,
+    }
+
+
+@dataclass
+class Setup:
+    """One test's topics, group, secrets and config."""
+
+    bootstrap: str
+    receiver: Receiver
+    channels: list[dict[str, Any]]
+    campaigns: dict[str, list[str]]
+    kafka: dict[str, Any] = field(default_factory=dict)
+    retry: dict[str, Any] = field(default_factory=dict)
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    tmp: str = "/tmp"
+
+    @property
+    def topic(self) -> str:
+        return f"events-{self.suffix}"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"dead-letters-{self.suffix}"
+
+    @property
+    def group(self) -> str:
+        return f"group-{self.suffix}"
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return {ch["secret_env"]: f"key-{ch['name']}-{self.suffix}" for ch in self.channels}
+
+    def secrets_by_channel(self) -> dict[str, str]:
+        return {ch["name"]: self.environ[ch["secret_env"]] for ch in self.channels}
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "kafka": {
+                "bootstrap_servers": self.bootstrap,
+                "group_id": self.group,
+                "topic": self.topic,
+                "dead_letter_topic": self.dead_letter_topic,
+                "topic_partitions": 3,
+                "commit_interval_ms": 200,
+                "shutdown_grace_seconds": 20,
+                **self.kafka,
+            },
+            "attributes": {"backend": "sqlite", "url": f"sqlite:///{self.tmp}/attrs.db"},
+            "allowed_networks": ["127.0.0.0/8"],
+            "retry": {
+                "quick_attempts": 3,
+                "backoff_initial_ms": 20,
+                "backoff_max_ms": 200,
+                **self.retry,
+            },
+            "logging": {"level": "warning", "format": "json"},
+            "channels": self.channels,
+            "campaigns": [
+                {"id": cid, "channels": names, "template_params": {"title": f"hello {cid}"}}
+                for cid, names in self.campaigns.items()
+            ],
+        }
+
+    def config(self) -> ServiceConfig:
+        self.receiver.secrets.update(self.secrets_by_channel())
+        return parse_config(self.document(), "test-config", self.environ)
+
+
+class RunningService:
+    """The service in this process, stoppable like SIGTERM would (the stop event)."""
+
+    def __init__(self, config: ServiceConfig, environ: dict[str, str]) -> None:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(run_service(config, self.stop, environ))
+
+    async def shutdown(self, within: float = 60) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, within)
+
+
+async def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def encoded(events: Iterable[dict[str, Any]]) -> list[tuple[bytes | None, bytes | None]]:
+    return [(e["user_id"].encode(), orjson.dumps(e)) for e in events]
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    from aiokafka.admin import NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def _stop(consumer: AIOKafkaConsumer) -> None:
+    """Stop a group-less consumer; aiokafka 0.14 lets its never-started internal task's
+    CancelledError escape when stop() follows start() closely, which is no cancellation of ours."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
+async def partitions(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in described["partitions"])
+    finally:
+        await admin.close()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    tps = [TopicPartition(topic, p) for p in await partitions(bootstrap, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await _stop(consumer)
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+    finally:
+        await admin.close()
+
+
+async def read_all(bootstrap: str, topic: str, within: float = 20) -> list[Any]:
+    """Every record now in `topic`, read up to its current end offsets."""
+    ends = await end_offsets(bootstrap, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in ends]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = asyncio.get_running_loop().time() + within
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp.partition]]:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end")
+            batch = await consumer.getmany(timeout_ms=200)
+            for items in batch.values():
+                records.extend(items)
+    finally:
+        await _stop(consumer)
+    return records
+
+
+def pairs_delivered(receiver: Receiver) -> set[tuple[str, str]]:
+    """(channel, delivery id) of every verified 2xx answer."""
+    return {(r.channel, r.delivery_id) for r in receiver.delivered()}

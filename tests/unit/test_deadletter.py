@@ -1,0 +1,93 @@
+"""Dead-letter records: what they keep, what they never contain, and durable writing."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from consumer.deadletter import DeadLetter, DeadLetterWriter, for_delivery, for_record
+from consumer.delivery import Delivery, Source, delivery_id
+from consumer.outcome import Kind, Outcome, from_response
+
+if TYPE_CHECKING:
+    from .conftest import CatalogFactory, ChannelFactory, WaitUntil
+
+SOURCE = Source("user-threshold-events", 4, 1234)
+INVALID = Outcome(Kind.INVALID_EVENT, retryable=False, message="not valid UTF-8 JSON")
+
+
+def test_unparseable_text_is_kept_as_text() -> None:
+    letter = for_record(SOURCE, b"{oops", None, INVALID)
+    assert letter.events == ["{oops"]
+    assert (letter.reason.kind, letter.delivery_id, letter.attempts) == ("invalid_event", None, 0)
+    assert (letter.source.topic, letter.source.partition, letter.source.offset) == (
+        "user-threshold-events",
+        4,
+        1234,
+    )
+
+
+def test_non_utf8_value_is_kept_as_base64() -> None:
+    letter = for_record(SOURCE, b"\xff\x00", None, INVALID)
+    assert letter.events == [{"base64": "/wA="}]
+
+
+def test_parsed_document_is_kept_as_json() -> None:
+    letter = for_record(SOURCE, b"[1]", [1], INVALID)
+    assert json.loads(letter.encode())["events"] == [[1]]
+
+
+def test_letter_for_a_failed_delivery(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory
+) -> None:
+    _, catalog = build_catalog(
+        [channel_cfg("crm", basic_auth={"username": "gio", "password_env": "HOOK_PASSWORD"})],
+        environ={"HOOK_SECRET": "very-secret-key", "HOOK_PASSWORD": "very-secret-password"},
+    )
+    delivery = Delivery(
+        id=delivery_id("crm", ["e1"]),
+        channel=catalog.channels["crm"],
+        campaign_id="double11",
+        template_param={"discount": "20%"},
+        user_attr=[{"hobby": "game1"}],
+        events=[{"event_id": "e1", "user_id": "u1"}],
+        sources=[SOURCE],
+        attempts=3,
+        first_attempt_at=1_700_000_000.0,
+        last_attempt_at=1_700_000_001.5,
+    )
+    encoded = for_delivery(delivery, from_response(503, None, "down")).encode()
+    document = json.loads(encoded)
+    assert document["delivery_id"] == delivery.id
+    assert (document["channel"], document["campaign_id"]) == ("crm", "double11")
+    assert document["events"] == [{"event_id": "e1", "user_id": "u1"}]
+    assert document["reason"] == {"kind": "http_status", "status": 503, "message": "down"}
+    assert document["attempts"] == 3
+    assert document["first_attempt_at"].startswith("2023-11-14T22:13:20")
+    assert document["source"] == {"topic": "user-threshold-events", "partition": 4, "offset": 1234}
+    assert b"very-secret" not in encoded
+    assert DeadLetter.model_validate_json(encoded).delivery_id == delivery.id
+
+
+class FlakySink:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.letters: list[DeadLetter] = []
+
+    async def write(self, letter: DeadLetter) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("broker away")
+        self.letters.append(letter)
+
+
+async def test_writer_retries_until_durable_then_hands_off(wait_until: WaitUntil) -> None:
+    sink = FlakySink(failures=2)
+    writer = DeadLetterWriter(sink, retry_seconds=0.001)
+    handed_off: list[str] = []
+    writer.submit(for_record(SOURCE, b"x", None, INVALID), lambda: handed_off.append("done"))
+    assert handed_off == []
+    await wait_until(lambda: handed_off == ["done"], what="letter written")
+    assert len(sink.letters) == 1
+    assert writer.pending == 0
+    await writer.close()

@@ -1,0 +1,90 @@
+"""Delivery ids receivers deduplicate on, and tickets that finish a record once."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import TYPE_CHECKING
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.delivery import Delivery, Source, Ticket, delivery_id
+
+if TYPE_CHECKING:
+    from .conftest import CatalogFactory, ChannelFactory
+
+SOURCE = Source("user-threshold-events", 2, 41)
+
+
+def test_delivery_id_is_pinned_forever() -> None:
+    # Receivers deduplicate on this value across releases: it must never change.
+    # The documented formula: UUIDv5(namespace, JSON array of channel then sorted event ids).
+    namespace = uuid.UUID("6c1f3f2e-3f0e-5d8a-9a57-1d0f5b2c7e41")
+    expected = uuid.uuid5(namespace, '["coupon-system","7f1c","a9"]')
+    assert delivery_id("coupon-system", ["a9", "7f1c"]) == str(expected)
+
+
+def test_delivery_id_is_a_uuid5() -> None:
+    assert uuid.UUID(delivery_id("coupon-system", ["e1"])).version == 5
+
+
+def test_same_event_same_channel_same_id() -> None:
+    assert delivery_id("coupon-system", ["e1"]) == delivery_id("coupon-system", ["e1"])
+
+
+def test_differs_per_channel_and_per_event() -> None:
+    ids = {
+        delivery_id("coupon-system", ["e1"]),
+        delivery_id("crm", ["e1"]),
+        delivery_id("coupon-system", ["e2"]),
+        delivery_id("coupon-system", ["e1", "e2"]),
+    }
+    assert len(ids) == 4
+
+
+@given(st.lists(st.text(min_size=1), min_size=1, max_size=8, unique=True), st.randoms())
+def test_batch_id_ignores_event_order(event_ids: list[str], rnd: random.Random) -> None:
+    shuffled = list(event_ids)
+    rnd.shuffle(shuffled)
+    assert delivery_id("digest", shuffled) == delivery_id("digest", event_ids)
+
+
+def test_distinct_batches_never_share_an_id() -> None:
+    assert delivery_id("digest", ["a\nb"]) != delivery_id("digest", ["a", "b"])
+
+
+def test_ticket_finishes_after_its_last_delivery() -> None:
+    finished: list[Source] = []
+    ticket = Ticket(SOURCE, 2, finished.append)
+    ticket.done()
+    assert finished == []
+    ticket.done()
+    assert finished == [SOURCE]
+
+
+def test_ticket_with_nothing_to_wait_for_finishes_at_once() -> None:
+    finished: list[Source] = []
+    Ticket(SOURCE, 0, finished.append)
+    assert finished == [SOURCE]
+
+
+def test_delivery_finishes_its_records_once(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory
+) -> None:
+    _, catalog = build_catalog([channel_cfg("crm")])
+    finished: list[Source] = []
+    other = Source("user-threshold-events", 0, 7)
+    delivery = Delivery(
+        id=delivery_id("crm", ["e1", "e2"]),
+        channel=catalog.channels["crm"],
+        campaign_id="c",
+        template_param={},
+        user_attr=[],
+        events=[{}, {}],
+        sources=[SOURCE, other],
+        tickets=[Ticket(SOURCE, 1, finished.append), Ticket(other, 1, finished.append)],
+    )
+    delivery.finish()
+    delivery.finish()  # a second hand-off must not count twice
+    assert finished == [SOURCE, other]

@@ -1,0 +1,168 @@
+"""Classifying answers, reading Retry-After, and the one policy deciding what comes next."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.config import RetryConfig
+from consumer.outcome import (
+    Done,
+    GiveUp,
+    Kind,
+    Outcome,
+    RetrySoon,
+    backoff,
+    decide,
+    from_response,
+    parse_retry_after,
+)
+
+# No delay schedule configured: after the quick attempts comes the dead letter.
+RETRY = RetryConfig(
+    quick_attempts=3, backoff_initial_ms=100, backoff_max_ms=1000, schedule_seconds=[]
+)
+
+
+def ceiling(attempt: int, retry: RetryConfig = RETRY) -> float:
+    return min(retry.backoff_max_ms, retry.backoff_initial_ms * 2.0 ** (attempt - 1)) / 1000
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
+def test_2xx_is_delivered(status: int) -> None:
+    outcome = from_response(status, None, "ok")
+    assert outcome.ok
+    assert outcome.kind is Kind.DELIVERED
+    assert outcome.status == status
+
+
+@pytest.mark.parametrize("status", [301, 302, 304, 307, 400, 401, 403, 404, 410, 422])
+def test_redirects_and_client_errors_are_permanent(status: int) -> None:
+    outcome = from_response(status, "10", "nope")
+    assert not outcome.ok
+    assert not outcome.retryable
+    assert (outcome.kind, outcome.status, outcome.message) == (Kind.HTTP_STATUS, status, "nope")
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504, 599])
+def test_throttling_and_server_errors_are_retryable(status: int) -> None:
+    outcome = from_response(status, None, "")
+    assert not outcome.ok
+    assert outcome.retryable
+    assert outcome.kind is Kind.HTTP_STATUS
+
+
+def test_retry_after_is_read_from_retryable_answers() -> None:
+    assert from_response(429, "120", "").retry_after == 120
+    assert from_response(503, None, "").retry_after is None
+
+
+NOW = datetime(2026, 11, 11, 0, 0, 0, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        (format_datetime(datetime(2026, 11, 11, 0, 2, 0, tzinfo=UTC), usegmt=True), 120.0),
+        ("Wed, 11 Nov 2026 00:00:30 GMT", 30.0),
+        ("Tue, 10 Nov 2026 23:00:00 GMT", 0.0),  # already past: retry now, never negative
+    ],
+)
+def test_parse_retry_after(header: str, seconds: float) -> None:
+    assert parse_retry_after(header, now=NOW) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("header", [None, "", "soon", "-5", "1.5e3", "Wed, 99 Foo 2026"])
+def test_unreadable_retry_after_is_none(header: str | None) -> None:
+    assert parse_retry_after(header, now=NOW) is None
+
+
+def test_unicode_digit_retry_after_is_none() -> None:
+    assert parse_retry_after("²") is None
+
+
+def rng() -> random.Random:
+    return random.Random(20261111)
+
+
+SERVER_ERROR = Outcome(Kind.HTTP_STATUS, retryable=True, status=503)
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+def test_retryable_retries_soon_within_the_backoff_ceiling(attempts: int) -> None:
+    decision = decide(SERVER_ERROR, attempts, RETRY, rng())
+    assert isinstance(decision, RetrySoon)
+    assert 0 <= decision.delay <= ceiling(attempts)
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Outcome(Kind.TIMEOUT, retryable=True),
+        Outcome(Kind.CONNECTION, retryable=True),
+        from_response(429, None, ""),
+    ],
+)
+def test_timeouts_connection_errors_and_throttling_are_retried(outcome: Outcome) -> None:
+    assert isinstance(decide(outcome, 1, RETRY, rng()), RetrySoon)
+
+
+def test_gives_up_after_quick_attempts_when_no_schedule() -> None:
+    assert decide(SERVER_ERROR, 3, RETRY, rng()) == GiveUp(SERVER_ERROR)
+    assert decide(SERVER_ERROR, 4, RETRY, rng()) == GiveUp(SERVER_ERROR)
+
+
+def test_permanent_failure_gives_up_at_once() -> None:
+    outcome = from_response(400, None, "bad request")
+    assert decide(outcome, 1, RETRY, rng()) == GiveUp(outcome)
+
+
+def test_delivered_is_done() -> None:
+    assert decide(from_response(204, None, ""), 1, RETRY, rng()) == Done()
+
+
+def test_single_quick_attempt_never_retries_in_process() -> None:
+    retry = RETRY.model_copy(update={"quick_attempts": 1})
+    assert isinstance(decide(SERVER_ERROR, 1, retry, rng()), GiveUp)
+
+
+def test_retry_after_below_the_bound_is_honoured() -> None:
+    outcome = Outcome(Kind.HTTP_STATUS, retryable=True, status=429, retry_after=5)
+    decision = decide(outcome, 1, RETRY, rng())
+    assert isinstance(decision, RetrySoon)
+    assert 5 <= decision.delay <= 5 + ceiling(1)
+
+
+def test_retry_after_above_the_bound_is_capped() -> None:
+    retry = RETRY.model_copy(update={"retry_after_max_seconds": 30})
+    outcome = Outcome(Kind.HTTP_STATUS, retryable=True, status=503, retry_after=86400)
+    assert decide(outcome, 1, retry, rng()) == RetrySoon(30)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="retry.schedule_seconds is never read: after quick_attempts a retryable failure is "
+    "dead-lettered at once instead of moving to the delay schedule (CONTRACT.md, retry)",
+)
+def test_retryable_failure_moves_to_the_delay_schedule_after_quick_attempts() -> None:
+    retry = RETRY.model_copy(update={"schedule_seconds": [5.0, 300.0]})
+    assert not isinstance(decide(SERVER_ERROR, 3, retry, rng()), GiveUp)
+
+
+@given(attempt=st.integers(min_value=1, max_value=64), seed=st.integers())
+def test_backoff_is_bounded_by_the_exponential_ceiling(attempt: int, seed: int) -> None:
+    assert 0 <= backoff(attempt, RETRY, random.Random(seed)) <= ceiling(attempt)
+
+
+def test_backoff_is_jittered_not_synchronised() -> None:
+    generator = rng()
+    delays = [backoff(4, RETRY, generator) for _ in range(200)]
+    assert max(delays) - min(delays) > ceiling(4) / 2
