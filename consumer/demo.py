@@ -130,6 +130,8 @@ def sample_events(count: int) -> list[tuple[str, dict[str, Any]]]:
 
 async def run_demo(bootstrap: str, event_count: int) -> int:
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=160)  # a log file has no width to fit
     keys = {
         name: secrets.token_hex(16) for name in ("coupon-system", "push-service", "loyalty-points")
     }
