@@ -53,6 +53,7 @@ class Setup:
     campaigns: dict[str, list[str]]
     kafka: dict[str, Any] = field(default_factory=dict)
     retry: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "warning"
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     tmp: str = "/tmp"
 
@@ -95,7 +96,7 @@ class Setup:
                 "backoff_max_ms": 200,
                 **self.retry,
             },
-            "logging": {"level": "warning", "format": "json"},
+            "logging": {"level": self.log_level, "format": "json"},
             "channels": self.channels,
             "campaigns": [
                 {"id": cid, "channels": names, "template_params": {"title": f"hello {cid}"}}

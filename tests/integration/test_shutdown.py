@@ -89,3 +89,47 @@ async def test_sigterm_drains_commits_and_a_restart_loses_nothing(
         f"\nSIGTERM after {at_stop} of {len(expected)} pairs; after restart all delivered, "
         f"{duplicates} duplicate deliveries"
     )
+
+
+async def test_a_second_replica_takes_partitions_over_without_losing_work(
+    bootstrap: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    limited = {"rate_limit": {"per_second": 400, "burst": 50}}
+    setup = Setup(
+        bootstrap,
+        receiver,
+        [channel(receiver, "alpha", **limited)],
+        {"c": ["alpha"]},
+        tmp=str(tmp_path),
+    )
+    setup.kafka.update(max_in_flight_per_partition=50, revoke_grace_seconds=10)
+    setup.log_level = "info"
+    setup.config()
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(setup.document()), encoding="utf-8")
+    log = tmp_path / "service.log"
+    await create_topic(bootstrap, setup.topic, 3)
+    events = [event("c", f"u-{i}") for i in range(2000)]
+    await produce(bootstrap, setup.topic, encoded(events))
+    expected = {("alpha", delivery_id("alpha", [e["event_id"]])) for e in events}
+
+    first = await _start(config_path, setup, log)
+    second = None
+    try:
+        assert await receiver.wait_for(lambda r: len(r.received) >= 300, within=60)
+        second = await _start(config_path, setup, log)  # joins the group: a rebalance
+        assert await receiver.wait_for(lambda r: pairs_delivered(r) >= expected, within=120), (
+            f"{len(expected - pairs_delivered(receiver))} never delivered\n"
+            + log.read_text()[-3000:]
+        )
+    finally:
+        for process in (first, second):
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+        codes = [await asyncio.wait_for(p.wait(), 30) for p in (first, second) if p]
+    assert codes == [0, 0]
+    assert "partitions.revoked" in log.read_text()
+    ends = await end_offsets(bootstrap, setup.topic)
+    assert await committed_offsets(bootstrap, setup.group, setup.topic) == ends
+    duplicates = len(receiver.delivered()) - len(pairs_delivered(receiver))
+    print(f"\nrebalance mid-stream: all {len(expected)} delivered, {duplicates} duplicates")

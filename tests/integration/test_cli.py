@@ -1,0 +1,101 @@
+"""The command line as an operator runs it: real processes, a real receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import orjson
+import yaml
+
+from consumer.receiver import Receiver
+
+from .support import Setup, channel
+
+
+async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consumer",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def _write(setup: Setup, tmp_path: Path) -> Path:
+    setup.config()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(setup.document(), allow_unicode=True), encoding="utf-8")
+    return path
+
+
+async def test_send_test_posts_one_signed_request_and_hides_the_secret(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    setup = Setup(
+        "127.0.0.1:1",
+        receiver,
+        [channel(receiver, "coupons")],
+        {"c": ["coupons"]},
+        tmp=str(tmp_path),
+    )
+    config = _write(setup, tmp_path)
+    users = tmp_path / "users.jsonl"
+    users.write_bytes(orjson.dumps({"user_id": "u-1", "attributes": {"hobby": "跑步"}}) + b"\n")
+    code, out, _ = await _cli(
+        "attributes", "import", "--config", str(config), str(users), env=setup.environ
+    )
+    assert code == 0, out
+    assert "imported 1 users" in out
+
+    code, out, err = await _cli(
+        "send-test",
+        "--config",
+        str(config),
+        "coupons",
+        "--campaign",
+        "c",
+        "--user",
+        "u-1",
+        env=setup.environ,
+    )
+    assert code == 0, out + err
+    [request] = receiver.received
+    assert request.verified
+    assert request.body["templateParam"] == {"title": "hello c"}
+    assert request.body["userAttr"] == [{"hobby": "跑步"}]
+    assert request.headers["X-gio-signature"] in out
+    assert "200" in out
+    secret = setup.secrets_by_channel()["coupons"]
+    assert secret not in out + err
+
+    receiver.answer("coupons", default=500)
+    code, out, _ = await _cli("send-test", "--config", str(config), "coupons", env=setup.environ)
+    assert code == 1
+    assert "500" in out
+
+
+async def test_check_config_lists_every_problem_with_exit_2(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    setup = Setup(
+        "127.0.0.1:1", receiver, [channel(receiver, "a")], {"c": ["a", "ghost"]}, tmp=str(tmp_path)
+    )
+    document = setup.document()
+    document["channels"][0]["url"] = "ftp://nowhere"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    code, _, err = await _cli("check-config", "--config", str(path), env={})
+    assert code == 2
+    assert f"{path}: channels[0].url:" in err
+    assert f"{path}: campaigns[0].channels[1]: unknown channel 'ghost'" in err
+    assert f"{path}: channels[0].secret_env: environment variable SECRET_A is not set" in err
+    assert "Traceback" not in err
