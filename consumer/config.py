@@ -30,6 +30,7 @@ class KafkaConfig(_Model):
     group_id: str = "webhook-consumer"
     topic: str = "user-threshold-events"
     dead_letter_topic: str = "webhook-dead-letters"
+    retry_topic_prefix: str = "webhook-retry"  # one delay topic per distinct schedule delay
     client_id: str = "webhook-consumer"
     create_topics: bool = True
     topic_partitions: PositiveInt = 3
@@ -46,12 +47,27 @@ class AttributesConfig(_Model):
     url: str = "sqlite:///./attributes.db"
 
 
+class CircuitBreakerConfig(_Model):
+    failures: PositiveInt = 5  # consecutive retryable failures that open the circuit
+    cooldown_seconds: PositiveFloat = 30.0  # open this long, then one probe (half-open)
+
+
 class RetryConfig(_Model):
     quick_attempts: PositiveInt = 3
+    # After the quick attempts, one attempt after each of these delays (Svix's schedule).
     schedule_seconds: list[PositiveFloat] = [5, 300, 1800, 7200, 18000, 36000, 36000]
     backoff_initial_ms: PositiveFloat = 200.0
     backoff_max_ms: PositiveFloat = 5000.0
-    retry_after_max_seconds: PositiveFloat = 30.0
+    retry_after_max_seconds: PositiveFloat = 30.0  # longest in-process wait a receiver may ask
+    # A channel whose queue would take longer than this to send parks new work on the delay
+    # path instead of holding it (and its input offsets) in memory.
+    max_backlog_seconds: PositiveFloat = 5.0
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+
+    @property
+    def park_seconds(self) -> float:
+        """How long congested work waits on the delay path; it does not use up the schedule."""
+        return self.schedule_seconds[0] if self.schedule_seconds else 5.0
 
 
 class RateLimitConfig(_Model):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,6 +11,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from .delivery import Delivery, Source
+from .handoff import Handoff
 from .outcome import Outcome
 
 log = structlog.get_logger(__name__)
@@ -148,29 +148,15 @@ class KafkaDeadLetterSink:
 
 
 class DeadLetterWriter:
-    """Writes letters in the background, retrying until durable, then runs `on_written`.
+    """Writes letters in the background until durable, then runs `on_written`."""
 
-    A write that keeps failing holds its record's offset back rather than dropping the letter.
-    """
-
-    def __init__(self, sink: DeadLetterSink, retry_seconds: float = 1.0) -> None:
+    def __init__(self, sink: DeadLetterSink, handoff: Handoff | None = None) -> None:
         self._sink = sink
-        self._retry_seconds = retry_seconds
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._handoff = handoff or Handoff()
 
     def submit(self, letter: DeadLetter, on_written: Callable[[], None]) -> None:
-        task = asyncio.get_running_loop().create_task(self._write(letter, on_written))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _write(self, letter: DeadLetter, on_written: Callable[[], None]) -> None:
-        while True:
-            try:
-                await self._sink.write(letter)
-            except Exception as exc:  # the broker may be briefly away; never drop the letter
-                log.warning("dead_letter.write_failed", error=str(exc), channel=letter.channel)
-                await asyncio.sleep(self._retry_seconds)
-                continue
+        async def write() -> None:
+            await self._sink.write(letter)
             log.info(
                 "dead_lettered",
                 channel=letter.channel,
@@ -179,14 +165,8 @@ class DeadLetterWriter:
                 status=letter.reason.status,
                 source=f"{letter.source.topic}/{letter.source.partition}@{letter.source.offset}",
             )
-            on_written()
-            return
 
-    @property
-    def pending(self) -> int:
-        return len(self._tasks)
+        self._handoff.submit(write, on_written, "dead letter")
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._handoff.close()

@@ -10,6 +10,7 @@ from typing import Any, Final
 import orjson
 
 from .catalog import Channel
+from .outcome import Outcome
 
 # Fixed forever: changing it changes every delivery id receivers deduplicate on.
 DELIVERY_NAMESPACE: Final = uuid.UUID("6c1f3f2e-3f0e-5d8a-9a57-1d0f5b2c7e41")
@@ -58,8 +59,10 @@ class Delivery:
     sources: list[Source]
     tickets: list[Ticket] = field(default_factory=list)
     attempts: int = 0
+    rounds: int = 0  # delays of the retry schedule used so far
     first_attempt_at: float | None = None
     last_attempt_at: float | None = None
+    last_error: Outcome | None = None
 
     def finish(self) -> None:
         """Called once, when the delivery reached a terminal hand-off."""

@@ -7,21 +7,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from .config import KafkaConfig
+from .delaypath import due_ms_of
 from .delivery import Source
-from .dispatcher import Dispatcher
+from .dispatcher import RecordLike
 from .offsets import OffsetTracker, PartitionState
 
 log = structlog.get_logger(__name__)
 
 Key = tuple[str, int]
+
+
+class Handler(Protocol):
+    """Turns a topic's records into work; `on_finished` fires per record when it is done."""
+
+    async def dispatch(
+        self, records: Sequence[RecordLike], on_finished: Callable[[Source], None]
+    ) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 def _key(tp: TopicPartition) -> Key:
@@ -30,13 +42,20 @@ def _key(tp: TopicPartition) -> Key:
 
 class Listener:
     def __init__(
-        self, consumer: AIOKafkaConsumer, dispatcher: Dispatcher, config: KafkaConfig
+        self,
+        consumer: AIOKafkaConsumer,
+        handlers: Mapping[str, Handler],
+        delay_topics: set[str],
+        config: KafkaConfig,
     ) -> None:
         self._consumer = consumer
-        self._dispatcher = dispatcher
+        self._handlers = handlers
+        self._delay_topics = delay_topics
         self._config = config
         self._tracker = OffsetTracker()
-        self._paused: set[TopicPartition] = set()
+        self._paused: set[TopicPartition] = set()  # too much of it in flight
+        self._sleeping: dict[TopicPartition, asyncio.TimerHandle] = {}  # head not yet due
+        self._draining = False
         self._progress = asyncio.Event()  # set whenever some record finished
         self._resume_below = max(1, config.max_in_flight_per_partition // 2)
 
@@ -45,7 +64,7 @@ class Listener:
         return self._tracker
 
     def subscribe(self) -> None:
-        self._consumer.subscribe([self._config.topic], listener=_Rebalance(self))
+        self._consumer.subscribe(list(self._handlers), listener=_Rebalance(self))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and dispatch until `stop` is set, then drain within the grace period."""
@@ -67,13 +86,38 @@ class Listener:
         await self.drain(self._config.shutdown_grace_seconds)
 
     async def _dispatch(self, tp: TopicPartition, records: list[Any]) -> None:
+        if tp.topic in self._delay_topics:
+            records = self._due_only(tp, records)
+        if not records:
+            return
         state = self._tracker.state(_key(tp))
         for record in records:
             state.started(record.offset)
-        await self._dispatcher.dispatch(records, self._finisher(state))
+        await self._handlers[tp.topic].dispatch(records, self._finisher(state))
         if state.unfinished >= self._config.max_in_flight_per_partition and tp not in self._paused:
             self._consumer.pause(tp)
             self._paused.add(tp)
+
+    def _due_only(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
+        """The records already due; at the first that is not, rewind to it and let the
+        partition sleep until it is due (no polling, and other partitions keep flowing)."""
+        now_ms = time.time() * 1000
+        for i, record in enumerate(records):
+            due_ms = due_ms_of(record.headers)
+            if due_ms is not None and due_ms > now_ms:
+                self._consumer.seek(tp, record.offset)
+                self._consumer.pause(tp)
+                wake = asyncio.get_running_loop().call_later(
+                    (due_ms - now_ms) / 1000, self._wake, tp
+                )
+                self._sleeping[tp] = wake
+                return records[:i]
+        return records
+
+    def _wake(self, tp: TopicPartition) -> None:
+        del self._sleeping[tp]
+        if not self._draining and tp not in self._paused and tp in self._consumer.assignment():
+            self._consumer.resume(tp)
 
     def _finisher(self, state: PartitionState) -> Callable[[Source], None]:
         progress = self._progress
@@ -88,9 +132,10 @@ class Listener:
         ready = [
             tp for tp in self._paused if self._tracker.unfinished(_key(tp)) < self._resume_below
         ]
-        if ready:
-            self._consumer.resume(*ready)
-            self._paused.difference_update(ready)
+        self._paused.difference_update(ready)
+        awake = [tp for tp in ready if tp not in self._sleeping]
+        if awake:
+            self._consumer.resume(*awake)
 
     async def commit(self, keys: list[Key] | None = None) -> None:
         offsets = self._tracker.to_commit(keys)
@@ -130,11 +175,16 @@ class Listener:
                 await self.commit()  # keep offsets moving during a long drain
         return True
 
+    def _flush(self) -> None:
+        for handler in self._handlers.values():
+            handler.flush()
+
     async def drain(self, grace: float) -> None:
+        self._draining = True
         assignment = list(self._consumer.assignment())
         if assignment:
             self._consumer.pause(*assignment)
-        self._dispatcher.flush()
+        self._flush()
         complete = await self.wait_finished(None, grace)
         await self.commit()
         log.info("drained", complete=complete, unfinished=self._tracker.total_unfinished())
@@ -151,12 +201,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         if not keys:
             return
         listener = self._listener
-        listener._dispatcher.flush()
+        listener._flush()
         complete = await listener.wait_finished(keys, listener._config.revoke_grace_seconds)
         await listener.commit(keys)
         for key in keys:
             listener.tracker.revoke(key)
         listener._paused.difference_update(revoked)
+        for tp in revoked:
+            timer = listener._sleeping.pop(tp, None)
+            if timer is not None:
+                timer.cancel()
         log.info("partitions.revoked", partitions=sorted(keys), complete=complete)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:

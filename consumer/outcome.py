@@ -20,6 +20,8 @@ class Kind(StrEnum):
     INVALID_EVENT = "invalid_event"  # the record is not a threshold event
     UNKNOWN_CAMPAIGN = "unknown_campaign"  # no campaign with that id is configured
     INTERNAL_ERROR = "internal_error"  # a bug of ours while sending; retried like a failure
+    CIRCUIT_OPEN = "circuit_open"  # not sent: the channel's circuit breaker is open
+    UNKNOWN_CHANNEL = "unknown_channel"  # a delayed delivery names a channel no longer configured
 
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -78,13 +80,26 @@ class RetrySoon:
 
 
 @dataclass(frozen=True, slots=True)
+class Delay:
+    """Hand to the delay path, to be attempted again in `seconds`.
+
+    `uses_round` is False only for parking (a congested lane): that is no failure of the
+    receiver, so it must not bring the delivery closer to its dead letter.
+    """
+
+    seconds: float  # until due
+    level: float  # the schedule delay whose topic carries it
+    uses_round: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class GiveUp:
     """Write a dead letter with this reason."""
 
     reason: Outcome
 
 
-Decision = Done | RetrySoon | GiveUp
+Decision = Done | RetrySoon | Delay | GiveUp
 
 
 def backoff(attempt: int, retry: RetryConfig, rng: random.Random) -> float:
@@ -98,17 +113,34 @@ def backoff(attempt: int, retry: RetryConfig, rng: random.Random) -> float:
     return rng.uniform(0, ceiling) / 1000
 
 
-def decide(outcome: Outcome, attempts: int, retry: RetryConfig, rng: random.Random) -> Decision:
+def decide(
+    outcome: Outcome, attempts: int, rounds: int, retry: RetryConfig, rng: random.Random
+) -> Decision:
     """Every retry and dead-letter rule lives here.
 
-    `attempts` counts the attempts made so far, this one included.
+    `attempts` counts the attempts made so far, this one included; `rounds` counts the
+    schedule delays already used. Fresh deliveries get `quick_attempts` in-process tries; then
+    one try after each delay of the schedule; then a dead letter.
     """
     if outcome.ok:
         return Done()
-    if not outcome.retryable or attempts >= retry.quick_attempts:
+    if not outcome.retryable:
         return GiveUp(outcome)
-    delay = backoff(attempts, retry, rng)
-    if outcome.retry_after is not None:
-        # Honour the receiver's wish, but never let it park work here for long.
-        delay = max(delay, min(outcome.retry_after, retry.retry_after_max_seconds))
-    return RetrySoon(delay)
+    in_quick_phase = rounds == 0 and attempts < retry.quick_attempts
+    if in_quick_phase and outcome.kind is not Kind.CIRCUIT_OPEN:
+        delay = backoff(attempts, retry, rng)
+        if outcome.retry_after is not None:
+            # Honour the receiver's wish, but never let it park work in memory for long.
+            delay = max(delay, min(outcome.retry_after, retry.retry_after_max_seconds))
+        return RetrySoon(delay)
+    if rounds < len(retry.schedule_seconds):
+        # Retry-After may push the next try later, never earlier.
+        asked = min(outcome.retry_after or 0.0, max(retry.schedule_seconds))
+        level = retry.schedule_seconds[rounds]
+        return Delay(max(level, asked), level)
+    return GiveUp(outcome)
+
+
+def park(retry: RetryConfig) -> Delay:
+    """A congested lane's overflow: wait on the delay path without using up the schedule."""
+    return Delay(retry.park_seconds, retry.park_seconds, uses_round=False)

@@ -14,9 +14,12 @@ from .attributes import open_store
 from .catalog import Catalog
 from .config import ServiceConfig
 from .deadletter import DeadLetterWriter, KafkaDeadLetterSink
+from .delaypath import DelayPath, KafkaDelaySink
+from .delaypath import delay_topics as delay_topics_of
 from .dispatcher import Dispatcher
 from .lanes import ChannelLane
-from .listener import Listener
+from .listener import Handler, Listener
+from .redelivery import Redelivery
 from .sender import Sender, make_session
 from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 
@@ -42,8 +45,9 @@ async def run_service(
     """Consume and deliver until `stop` is set (or SIGTERM/SIGINT), then drain and return."""
     stop = stop or asyncio.Event()
     catalog = Catalog.from_config(config, environ)
+    delay_topics = delay_topics_of(config)
     if config.kafka.create_topics:
-        await ensure_topics(config.kafka)
+        await ensure_topics(config.kafka, delay_topics)
     async with AsyncExitStack() as stack:
         store = open_store(config.attributes.backend, config.attributes.url)
         stack.push_async_callback(store.close)
@@ -56,9 +60,11 @@ async def run_service(
             KafkaDeadLetterSink(producer, config.kafka.dead_letter_topic)
         )
         stack.push_async_callback(dead_letters.close)
+        delays = DelayPath(KafkaDelaySink(producer), config.kafka.retry_topic_prefix)
+        stack.push_async_callback(delays.close)
         sender = Sender(session)
         lanes = {
-            name: ChannelLane(channel, sender, dead_letters, config.retry)
+            name: ChannelLane(channel, sender, dead_letters, delays, config.retry)
             for name, channel in catalog.channels.items()
         }
         for lane in lanes.values():
@@ -74,7 +80,12 @@ async def run_service(
         )
         await consumer.start()
         stack.push_async_callback(consumer.stop)  # leaves the group: partitions move at once
-        listener = Listener(consumer, Dispatcher(catalog, store, lanes, dead_letters), config.kafka)
+        handlers: dict[str, Handler] = {
+            config.kafka.topic: Dispatcher(catalog, store, lanes, dead_letters)
+        }
+        redelivery = Redelivery(catalog, lanes, dead_letters)
+        handlers.update(dict.fromkeys(delay_topics, redelivery))
+        listener = Listener(consumer, handlers, set(delay_topics), config.kafka)
         listener.subscribe()
         _stop_on_signals(stop)
         log.info("service.started", topic=config.kafka.topic, channels=len(lanes))

@@ -14,7 +14,7 @@ log = structlog.get_logger(__name__)
 DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
 
 
-async def ensure_topics(config: KafkaConfig) -> None:
+async def ensure_topics(config: KafkaConfig, delay_topics: list[str] | None = None) -> None:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=config.bootstrap_servers, client_id=config.client_id
     )
@@ -28,6 +28,10 @@ async def ensure_topics(config: KafkaConfig) -> None:
                 config.topic_partitions,
                 config.replication_factor,
                 topic_configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+            ),
+            *(
+                NewTopic(name, config.topic_partitions, config.replication_factor)
+                for name in delay_topics or []
             ),
         ]
         missing = [t for t in wanted if t.name not in existing]
