@@ -33,6 +33,12 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self.state = State.CLOSED
 
+    def is_open(self) -> bool:
+        """Would a request be refused now? Unlike `allow`, never takes the half-open probe."""
+        if self.state is State.OPEN:
+            return self._clock() - self._opened_at < self._cooldown
+        return self.state is State.HALF_OPEN
+
     def allow(self) -> bool:
         """May a request go out now? In half-open, exactly one caller gets True."""
         if self.state is State.CLOSED:

@@ -41,6 +41,21 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("channel")
     send.add_argument("--campaign", help="take template parameters from this campaign")
     send.add_argument("--user", action="append", default=[], help="include this user's attributes")
+    dlq = commands.add_parser("dlq", help="inspect and replay dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("stats", "counts of dead letters by channel and reason"),
+        ("replay", "re-deliver matching dead letters, keeping their ids"),
+    ):
+        sub = dlq_commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--config", default=os.environ.get("WEBHOOK_CONSUMER_CONFIG"))
+    replay = dlq_commands.choices["replay"]
+    replay.add_argument("--channel")
+    replay.add_argument("--reason", help="reason kind, e.g. http_status, timeout")
+    replay.add_argument("--since", help="ISO 8601 time or an age like 2h")
+    replay.add_argument("--until", help="ISO 8601 time or an age like 30m")
+    replay.add_argument("--limit", type=int)
+    replay.add_argument("--dry-run", action="store_true", help="list, send nothing")
     attributes = commands.add_parser("attributes", help="manage the user attribute store")
     attr_commands = attributes.add_subparsers(dest="attr_command", required=True, metavar="ACTION")
     importer = attr_commands.add_parser("import", help="load JSON lines of user attributes")
@@ -110,6 +125,12 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
         return EXIT_OK
     if args.command == "send-test":
         return asyncio.run(_send_test(config, args.channel, args.campaign, args.user))
+    if args.command == "dlq":
+        from .dlq_cli import dlq_replay, dlq_stats
+
+        if args.dlq_command == "stats":
+            return asyncio.run(dlq_stats(config))
+        return asyncio.run(dlq_replay(config, args))
     if args.command == "attributes":
         return asyncio.run(_import_attributes(config, args.file))
     raise AssertionError(args.command)

@@ -56,8 +56,11 @@ class DelayedDelivery(BaseModel):
 
     @classmethod
     def of(cls, delivery: Delivery, due_ms: int) -> DelayedDelivery:
+        # Built from our own validated objects: skip re-validation, it is on the hot path when
+        # a receiver fails and thousands of deliveries move to the delay path at once.
         error = delivery.last_error
-        return cls(
+        return cls.model_construct(
+            schema_version=1,
             delivery_id=delivery.id,
             channel=delivery.channel.name,
             campaign_id=delivery.campaign_id,
@@ -65,7 +68,7 @@ class DelayedDelivery(BaseModel):
             user_attr=delivery.user_attr,
             events=delivery.events,
             sources=[
-                SourceRef(topic=s.topic, partition=s.partition, offset=s.offset)
+                SourceRef.model_construct(topic=s.topic, partition=s.partition, offset=s.offset)
                 for s in delivery.sources
             ],
             attempts=delivery.attempts,
@@ -74,7 +77,9 @@ class DelayedDelivery(BaseModel):
             last_attempt_at=delivery.last_attempt_at,
             last_error=None
             if error is None
-            else Reason(kind=error.kind.value, status=error.status, message=error.message),
+            else Reason.model_construct(
+                kind=error.kind.value, status=error.status, message=error.message
+            ),
             due_ms=due_ms,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections import deque
 from typing import Protocol
@@ -27,7 +28,6 @@ from .ratelimit import RateLimiter, TokenBucket, Unlimited
 log = structlog.get_logger(__name__)
 
 _TICK_SECONDS = 0.25
-_COLD_RATE = 1000.0  # deliveries/s assumed before a channel has shown what it can take
 
 
 class Transport(Protocol):
@@ -41,13 +41,13 @@ def limiter_for(channel: Channel) -> RateLimiter:
 
 
 class Throughput:
-    """Deliveries per second the lane sustains, learned only while it was saturated (busy
-    the whole tick), so an idle lane never looks slow. Halves per saturated tick with no
-    completions, so a receiver that stopped answering is noticed within a second or two."""
+    """Deliveries per second the lane sustains, learned only while it was saturated (work
+    waiting the whole tick), so an idle lane never looks slow. None until first measured:
+    a lane parks nothing before it has evidence, except that a rate limit is known up front."""
 
     def __init__(self, ceiling: float | None) -> None:
         self._ceiling = ceiling
-        self.per_second = ceiling if ceiling is not None else _COLD_RATE
+        self.per_second: float | None = ceiling
         self._completed = 0
 
     def completed(self) -> None:
@@ -55,12 +55,21 @@ class Throughput:
 
     def tick(self, seconds: float, saturated: bool) -> None:
         observed, self._completed = self._completed / seconds, 0
-        if saturated:
-            self.per_second = 0.5 * self.per_second + 0.5 * observed
-        else:
-            self.per_second = max(self.per_second, observed)
-        if self._ceiling is not None:
-            self.per_second = min(self.per_second, self._ceiling)
+        previous = self.per_second
+        if not saturated:
+            # Work ran out before the lane did: it can do at least this much. This is what lets
+            # a recovered receiver earn its capacity back.
+            if previous is not None and observed > previous:
+                self.per_second = (
+                    observed if self._ceiling is None else min(observed, self._ceiling)
+                )
+            return
+        self.per_second = self._capped(
+            observed if previous is None else 0.7 * previous + 0.3 * observed
+        )
+
+    def _capped(self, rate: float) -> float:
+        return rate if self._ceiling is None else min(rate, self._ceiling)
 
 
 class ChannelLane:
@@ -85,7 +94,7 @@ class ChannelLane:
         self.breaker = CircuitBreaker(
             channel.name, retry.circuit_breaker.failures, retry.circuit_breaker.cooldown_seconds
         )
-        self._queue: deque[Delivery] = deque()
+        self._queue: deque[tuple[float, Delivery]] = deque()  # (enqueued at, delivery)
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
         self._timers: dict[int, asyncio.TimerHandle] = {}  # id(delivery) -> its retry timer
         self._tasks: list[asyncio.Task[None]] = []
@@ -103,20 +112,35 @@ class ChannelLane:
 
     def capacity(self) -> int:
         """How many queued deliveries the lane can send within the backlog bound."""
-        bound = self._retry.max_backlog_seconds * self.throughput.per_second
-        return max(self.channel.max_concurrency, int(bound))
+        rate = self.throughput.per_second
+        if rate is None:
+            return sys.maxsize
+        return max(self.channel.max_concurrency, int(self._retry.max_backlog_seconds * rate))
+
+    def _behind(self) -> bool:
+        """The oldest queued delivery has waited longer than the backlog bound."""
+        bound = self._retry.max_backlog_seconds
+        return bool(self._queue) and time.monotonic() - self._queue[0][0] > bound
+
+    def _overloaded(self) -> bool:
+        """More queued than the lane can send within the bound. A rate limit makes that
+        known up front; otherwise only a lane already behind counts, so a healthy lane
+        absorbing a burst (or still warming up its connections) never parks anything."""
+        if len(self._queue) < self.capacity():
+            return False
+        return self.channel.rate_limit is not None or self._behind()
 
     def submit(self, delivery: Delivery) -> None:
-        if not self.breaker.allow():
+        if self.breaker.is_open():
             closed = Outcome(Kind.CIRCUIT_OPEN, retryable=True, message="circuit breaker open")
             self._apply(delivery, closed)
-        elif len(self._queue) >= self.capacity():
+        elif self._overloaded():
             self._apply_decision(delivery, park(self._retry))
         else:
             self._enqueue(delivery)
 
     def _enqueue(self, delivery: Delivery) -> None:
-        self._queue.append(delivery)
+        self._queue.append((time.monotonic(), delivery))
         while self._idle:  # wake one idle worker, synchronously and without a task
             waiter = self._idle.popleft()
             if not waiter.done():
@@ -128,7 +152,7 @@ class ChannelLane:
             waiter = asyncio.get_running_loop().create_future()
             self._idle.append(waiter)
             await waiter
-        return self._queue.popleft()
+        return self._queue.popleft()[1]
 
     async def _work(self) -> None:
         while True:
@@ -157,8 +181,8 @@ class ChannelLane:
         self._apply(delivery, outcome)
 
     def _apply(self, delivery: Delivery, outcome: Outcome) -> None:
-        if not outcome.ok:
-            delivery.last_error = outcome
+        if not outcome.ok and not (outcome.kind is Kind.CIRCUIT_OPEN and delivery.last_error):
+            delivery.last_error = outcome  # an open circuit says nothing new about the receiver
         decision = decide(outcome, delivery.attempts, delivery.rounds, self._retry, self._rng)
         self._apply_decision(delivery, decision)
 
@@ -195,9 +219,8 @@ class ChannelLane:
             await asyncio.sleep(_TICK_SECONDS)
             saturated = saturated_before and bool(self._queue)
             self.throughput.tick(loop.time() - started, saturated)
-            overflow = len(self._queue) - self.capacity()
-            for _ in range(max(0, overflow)):
-                self._apply_decision(self._queue.pop(), park(self._retry))  # newest first
+            while len(self._queue) > self.capacity() and self._overloaded():
+                self._apply_decision(self._queue.pop()[1], park(self._retry))  # newest first
 
     async def close(self) -> None:
         for handle in self._timers.values():

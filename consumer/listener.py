@@ -24,6 +24,7 @@ from .offsets import OffsetTracker, PartitionState
 log = structlog.get_logger(__name__)
 
 Key = tuple[str, int]
+WAKE_SLACK_SECONDS = 0.25
 
 
 class Handler(Protocol):
@@ -107,8 +108,10 @@ class Listener:
             if due_ms is not None and due_ms > now_ms:
                 self._consumer.seek(tp, record.offset)
                 self._consumer.pause(tp)
+                # Oversleep a little: records behind the head fall due moments later, and one
+                # wake should take a chunk of them rather than re-fetch a batch per record.
                 wake = asyncio.get_running_loop().call_later(
-                    (due_ms - now_ms) / 1000, self._wake, tp
+                    (due_ms - now_ms) / 1000 + WAKE_SLACK_SECONDS, self._wake, tp
                 )
                 self._sleeping[tp] = wake
                 return records[:i]

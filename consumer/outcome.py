@@ -126,18 +126,21 @@ def decide(
         return Done()
     if not outcome.retryable:
         return GiveUp(outcome)
+    asked = outcome.retry_after or 0.0
     in_quick_phase = rounds == 0 and attempts < retry.quick_attempts
-    if in_quick_phase and outcome.kind is not Kind.CIRCUIT_OPEN:
-        delay = backoff(attempts, retry, rng)
-        if outcome.retry_after is not None:
-            # Honour the receiver's wish, but never let it park work in memory for long.
-            delay = max(delay, min(outcome.retry_after, retry.retry_after_max_seconds))
-        return RetrySoon(delay)
+    if (
+        in_quick_phase
+        and outcome.kind is not Kind.CIRCUIT_OPEN
+        and asked <= retry.retry_after_max_seconds  # a longer wish is honoured on the delay path
+    ):
+        return RetrySoon(max(backoff(attempts, retry, rng), asked))
     if rounds < len(retry.schedule_seconds):
-        # Retry-After may push the next try later, never earlier.
-        asked = min(outcome.retry_after or 0.0, max(retry.schedule_seconds))
-        level = retry.schedule_seconds[rounds]
-        return Delay(max(level, asked), level)
+        # Retry-After may push the next try later, never earlier; the record then rides the
+        # topic of the shortest delay that covers its wait, so it never sits at the head of a
+        # partition whose other records fall due sooner.
+        wait = max(retry.schedule_seconds[rounds], min(asked, max(retry.schedule_seconds)))
+        level = min(d for d in retry.schedule_seconds if d >= wait)
+        return Delay(wait, level)
     return GiveUp(outcome)
 
 

@@ -33,6 +33,8 @@ def make_producer(config: ServiceConfig) -> AIOKafkaProducer:
         client_id=config.kafka.client_id,
         acks="all",
         linger_ms=5,
+        # Hand-offs come in bursts when a receiver fails; big batches keep them cheap.
+        max_batch_size=512 * 1024,
         max_request_size=DEAD_LETTER_MAX_BYTES,
     )
 

@@ -83,6 +83,7 @@ class Setup:
                 "group_id": self.group,
                 "topic": self.topic,
                 "dead_letter_topic": self.dead_letter_topic,
+                "retry_topic_prefix": f"retry-{self.suffix}",
                 "topic_partitions": 3,
                 "commit_interval_ms": 200,
                 "shutdown_grace_seconds": 20,
@@ -217,3 +218,17 @@ async def read_all(bootstrap: str, topic: str, within: float = 20) -> list[Any]:
 def pairs_delivered(receiver: Receiver) -> set[tuple[str, str]]:
     """(channel, delivery id) of every verified 2xx answer."""
     return {(r.channel, r.delivery_id) for r in receiver.delivered()}
+
+
+async def committed_to_end(setup: Setup, within: float = 30) -> bool:
+    """Poll until the group's committed offsets reach the topic's end offsets."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    ends = await end_offsets(setup.bootstrap, setup.topic)
+    while loop.time() < deadline:
+        committed = await committed_offsets(setup.bootstrap, setup.group, setup.topic)
+        # A partition that never held a record has nothing to commit.
+        if all(max(0, committed.get(p, 0)) == end for p, end in ends.items()):
+            return True
+        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
+    return False

@@ -14,10 +14,9 @@ from .support import (
     RunningService,
     Setup,
     channel,
-    committed_offsets,
+    committed_to_end,
     create_topic,
     encoded,
-    end_offsets,
     event,
     pairs_delivered,
     produce,
@@ -25,21 +24,6 @@ from .support import (
 )
 
 CHANNELS = ["coupon-system", "push-service", "loyalty-points"]
-
-
-async def _committed_to_end(setup: Setup, within: float = 30) -> bool:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    ends = await end_offsets(setup.bootstrap, setup.topic)
-    while loop.time() < deadline:
-        committed = await committed_offsets(setup.bootstrap, setup.group, setup.topic)
-        # A partition that never held a record has nothing to commit.
-        if all(max(0, committed.get(p, 0)) == end for p, end in ends.items()):
-            return True
-        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
-    return False
 
 
 async def test_every_event_reaches_every_channel_signed(
@@ -69,7 +53,7 @@ async def test_every_event_reaches_every_channel_signed(
         f"{len(expected - pairs_delivered(receiver))} pairs missing"
     )
     elapsed = time.monotonic() - started
-    assert await _committed_to_end(setup)
+    assert await committed_to_end(setup)
     await service.shutdown()
 
     assert all(r.verified for r in receiver.received)
@@ -118,7 +102,7 @@ async def test_permanent_failure_is_dead_lettered_after_one_attempt(
     await create_topic(bootstrap, setup.topic, 3)
     await produce(bootstrap, setup.topic, encoded([e]))
     service = RunningService(setup.config(), setup.environ)
-    assert await _committed_to_end(setup)
+    assert await committed_to_end(setup)
     await service.shutdown()
     assert len(receiver.received) == 1
     [letter] = await read_all(bootstrap, setup.dead_letter_topic)
@@ -146,7 +130,7 @@ async def test_bad_records_are_dead_lettered_and_never_block(
     await produce(bootstrap, setup.topic, records)
     service = RunningService(setup.config(), setup.environ)
     assert await receiver.wait_for(lambda r: len(r.delivered()) == 4, within=30)
-    assert await _committed_to_end(setup)
+    assert await committed_to_end(setup)
     await service.shutdown()
     letters = [orjson.loads(r.value) for r in await read_all(bootstrap, setup.dead_letter_topic)]
     assert sorted(letter["reason"]["kind"] for letter in letters) == [

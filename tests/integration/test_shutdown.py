@@ -133,3 +133,47 @@ async def test_a_second_replica_takes_partitions_over_without_losing_work(
     assert await committed_offsets(bootstrap, setup.group, setup.topic) == ends
     duplicates = len(receiver.delivered()) - len(pairs_delivered(receiver))
     print(f"\nrebalance mid-stream: all {len(expected)} delivered, {duplicates} duplicates")
+
+
+async def test_sigkill_between_delay_produce_and_commit_loses_nothing(
+    bootstrap: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    setup = Setup(bootstrap, receiver, [channel(receiver, "down"), channel(receiver, "up")],
+                  {"c": ["down", "up"]}, tmp=str(tmp_path),
+                  retry={"quick_attempts": 1, "schedule_seconds": [2]})
+    # Commits are rare, so the kill lands after delay records were produced but before
+    # the input offsets that produced them were committed.
+    setup.kafka.update(commit_interval_ms=600_000)
+    setup.config()
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(setup.document()), encoding="utf-8")
+    log = tmp_path / "service.log"
+    receiver.answer("down", default=503)
+    await create_topic(bootstrap, setup.topic, 3)
+    events = [event("c", f"u-{i}") for i in range(500)]
+    await produce(bootstrap, setup.topic, encoded(events))
+    expected = {(ch, delivery_id(ch, [e["event_id"]])) for e in events for ch in ("down", "up")}
+
+    first = await _start(config_path, setup, log)
+    delay_topic = f"retry-{setup.suffix}-2s"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while sum((await end_offsets(bootstrap, delay_topic)).values()) < 100:
+        assert loop.time() < deadline, "no delay records were produced"
+        await asyncio.sleep(0.1)  # polling the broker for a condition, with a deadline
+    first.send_signal(signal.SIGKILL)
+    await first.wait()
+    committed = await committed_offsets(bootstrap, setup.group, setup.topic)
+    assert sum(committed.values()) < len(events), "input was committed: the kill came too late"
+
+    receiver.answer("down", default=200)
+    second = await _start(config_path, setup, log)
+    try:
+        assert await receiver.wait_for(lambda r: pairs_delivered(r) >= expected, within=90), (
+            f"{len(expected - pairs_delivered(receiver))} pairs lost"
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.wait(), 30) == 0
+    duplicates = len(receiver.delivered()) - len(pairs_delivered(receiver))
+    print(f"\nSIGKILL after delay produce: nothing lost, {duplicates} duplicate deliveries")

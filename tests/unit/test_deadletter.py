@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from consumer.deadletter import DeadLetter, DeadLetterWriter, for_delivery, for_record
 from consumer.delivery import Delivery, Source, delivery_id
+from consumer.handoff import Handoff
 from consumer.outcome import Kind, Outcome, from_response
 
 if TYPE_CHECKING:
@@ -83,11 +84,16 @@ class FlakySink:
 
 async def test_writer_retries_until_durable_then_hands_off(wait_until: WaitUntil) -> None:
     sink = FlakySink(failures=2)
-    writer = DeadLetterWriter(sink, retry_seconds=0.001)
-    handed_off: list[str] = []
-    writer.submit(for_record(SOURCE, b"x", None, INVALID), lambda: handed_off.append("done"))
-    assert handed_off == []
-    await wait_until(lambda: handed_off == ["done"], what="letter written")
-    assert len(sink.letters) == 1
-    assert writer.pending == 0
+    handoff = Handoff(retry_seconds=0.001)
+    writer = DeadLetterWriter(sink, handoff)
+    letters_at_hand_off: list[int] = []
+    writer.submit(
+        for_record(SOURCE, b"x", None, INVALID),
+        lambda: letters_at_hand_off.append(len(sink.letters)),
+    )
+    assert letters_at_hand_off == []
+    await wait_until(lambda: letters_at_hand_off != [], what="letter written")
+    assert letters_at_hand_off == [1]  # handed off only once the letter was durable
+    assert sink.failures == 0
+    await wait_until(lambda: handoff.pending == 0, what="write task done")
     await writer.close()

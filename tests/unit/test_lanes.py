@@ -1,4 +1,5 @@
-"""A channel's lane: retries, dead letters and completion, against a scripted transport."""
+"""A channel's lane: retries, the delay path, dead letters, its circuit breaker and parking,
+against scripted transports and in-memory sinks."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 
+from consumer.breaker import CircuitBreaker, State
 from consumer.catalog import Channel
-from consumer.config import RetryConfig
+from consumer.config import CircuitBreakerConfig, RetryConfig
 from consumer.deadletter import DeadLetterWriter, MemoryDeadLetterSink
+from consumer.delaypath import DelayedDelivery, DelayPath, MemoryDelaySink
 from consumer.delivery import Delivery, Source, Ticket, delivery_id
 from consumer.lanes import ChannelLane
 from consumer.outcome import Kind, Outcome, from_response
@@ -20,8 +24,13 @@ from consumer.outcome import Kind, Outcome, from_response
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory, WaitUntil
 
+# No schedule: after the quick attempts comes the dead letter.
 FAST = RetryConfig(quick_attempts=3, backoff_initial_ms=1, backoff_max_ms=2, schedule_seconds=[])
-SOURCE = Source("user-threshold-events", 1, 99)
+# Long delays: what reaches the delay path stays there for the whole test.
+SCHEDULED = FAST.model_copy(update={"schedule_seconds": [60.0, 120.0]})
+BREAKER = SCHEDULED.model_copy(update={"circuit_breaker": CircuitBreakerConfig(failures=3)})
+TOPIC = "user-threshold-events"
+SERVER_ERROR = from_response(503, None, "status 503")
 
 
 class ScriptedTransport:
@@ -40,7 +49,13 @@ class ScriptedTransport:
 
 
 class HangingTransport:
+    """Accepts every request and never answers."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
     async def send(self, delivery: Delivery) -> Outcome:
+        self.calls += 1
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -59,84 +74,118 @@ def channel(channel_cfg: ChannelFactory, build_catalog: CatalogFactory) -> Chann
     return catalog.channels["coupon-system"]
 
 
-def make_delivery(channel: Channel, finished: list[Source]) -> Delivery:
+def make_delivery(
+    channel: Channel,
+    finished: list[Source],
+    offset: int = 99,
+    attempts: int = 0,
+    rounds: int = 0,
+    last_error: Outcome | None = None,
+) -> Delivery:
+    source = Source(TOPIC, 1, offset)
     return Delivery(
-        id=delivery_id(channel.name, ["e1"]),
+        id=delivery_id(channel.name, [f"e{offset}"]),
         channel=channel,
         campaign_id="double11",
         template_param={"discount": "20%"},
         user_attr=[{"hobby": "game1"}],
-        events=[{"event_id": "e1"}],
-        sources=[SOURCE],
-        tickets=[Ticket(SOURCE, 1, finished.append)],
+        events=[{"event_id": f"e{offset}"}],
+        sources=[source],
+        tickets=[Ticket(source, 1, finished.append)],
+        attempts=attempts,
+        rounds=rounds,
+        last_error=last_error,
     )
+
+
+@dataclass
+class Harness:
+    lane: ChannelLane
+    letters: MemoryDeadLetterSink
+    delayed: MemoryDelaySink
+
+    @property
+    def records(self) -> list[DelayedDelivery]:
+        return [record for _, record in self.delayed.written]
+
+    @property
+    def topics(self) -> set[str]:
+        return {topic for topic, _ in self.delayed.written}
 
 
 @asynccontextmanager
 async def running_lane(
-    channel: Channel, transport: object, sink: MemoryDeadLetterSink
-) -> AsyncIterator[ChannelLane]:
-    lane = ChannelLane(channel, transport, DeadLetterWriter(sink), FAST, random.Random(7))  # type: ignore[arg-type]
+    channel: Channel, transport: object, retry: RetryConfig = FAST
+) -> AsyncIterator[Harness]:
+    letters, delayed = MemoryDeadLetterSink(), MemoryDelaySink()
+    dead_letters = DeadLetterWriter(letters)
+    delays = DelayPath(delayed, "webhook-retry")
+    lane = ChannelLane(channel, transport, dead_letters, delays, retry, random.Random(7))  # type: ignore[arg-type]
     lane.start()
     try:
-        yield lane
+        yield Harness(lane, letters, delayed)
     finally:
         await lane.close()
+        await delays.close()
+        await dead_letters.close()
+
+
+# Retries in-process and dead letters
 
 
 async def test_retryable_then_delivered(channel: Channel, wait_until: WaitUntil) -> None:
-    transport, sink = ScriptedTransport(503, 200), MemoryDeadLetterSink()
+    transport = ScriptedTransport(503, 200)
     finished: list[Source] = []
     delivery = make_delivery(channel, finished)
-    async with running_lane(channel, transport, sink) as lane:
-        lane.submit(delivery)
-        await wait_until(lambda: finished == [SOURCE], what="delivery finished")
+    async with running_lane(channel, transport) as h:
+        h.lane.submit(delivery)
+        await wait_until(lambda: finished == delivery.sources, what="delivery finished")
         assert delivery.attempts == 2
         assert transport.attempts == [(delivery.id, 1), (delivery.id, 2)]
-        assert sink.letters == []
-        assert lane.in_flight == 0
+        assert (h.letters.letters, h.delayed.written, h.lane.backlog) == ([], [], 0)
 
 
 async def test_timeout_is_retried(channel: Channel, wait_until: WaitUntil) -> None:
     timeout = Outcome(Kind.TIMEOUT, retryable=True, message="no answer")
     transport = ScriptedTransport(timeout, timeout, 204)
     finished: list[Source] = []
-    async with running_lane(channel, transport, MemoryDeadLetterSink()) as lane:
-        lane.submit(make_delivery(channel, finished))
-        await wait_until(lambda: finished == [SOURCE], what="delivery finished")
+    async with running_lane(channel, transport) as h:
+        h.lane.submit(make_delivery(channel, finished))
+        await wait_until(lambda: len(finished) == 1, what="delivery finished")
+        assert h.letters.letters == []
     assert [attempt for _, attempt in transport.attempts] == [1, 2, 3]
 
 
 async def test_permanent_failure_is_dead_lettered_once(
     channel: Channel, wait_until: WaitUntil
 ) -> None:
-    transport, sink = ScriptedTransport(400), MemoryDeadLetterSink()
+    transport = ScriptedTransport(400)
     finished: list[Source] = []
     delivery = make_delivery(channel, finished)
-    async with running_lane(channel, transport, sink) as lane:
-        lane.submit(delivery)
-        await wait_until(lambda: finished == [SOURCE], what="record finished via dead letter")
-        assert lane.in_flight == 0
-    (letter,) = sink.letters
+    async with running_lane(channel, transport, SCHEDULED) as h:
+        h.lane.submit(delivery)
+        await wait_until(lambda: len(finished) == 1, what="record finished via dead letter")
+        assert h.delayed.written == []  # never retried later, schedule or not
+    (letter,) = h.letters.letters
     assert letter.delivery_id == delivery.id
     assert letter.channel == "coupon-system"
     assert letter.campaign_id == "double11"
     assert (letter.reason.kind, letter.reason.status) == ("http_status", 400)
     assert letter.attempts == 1
-    assert letter.events == [{"event_id": "e1"}]
+    assert letter.events == [{"event_id": "e99"}]
     assert (letter.source.partition, letter.source.offset) == (1, 99)
     assert len(transport.attempts) == 1
 
 
-async def test_retries_exhausted_after_quick_attempts(
+async def test_retries_exhausted_after_quick_attempts_without_schedule(
     channel: Channel, wait_until: WaitUntil
 ) -> None:
-    transport, sink = ScriptedTransport(503), MemoryDeadLetterSink()
+    transport = ScriptedTransport(503)
     finished: list[Source] = []
-    async with running_lane(channel, transport, sink) as lane:
-        lane.submit(make_delivery(channel, finished))
-        await wait_until(lambda: finished == [SOURCE], what="record finished via dead letter")
-    (letter,) = sink.letters
+    async with running_lane(channel, transport) as h:
+        h.lane.submit(make_delivery(channel, finished))
+        await wait_until(lambda: len(finished) == 1, what="record finished via dead letter")
+    (letter,) = h.letters.letters
     assert letter.attempts == FAST.quick_attempts == len(transport.attempts)
     assert (letter.reason.kind, letter.reason.status) == ("http_status", 503)
     assert letter.first_attempt_at is not None
@@ -144,39 +193,229 @@ async def test_retries_exhausted_after_quick_attempts(
     assert letter.first_attempt_at <= letter.last_attempt_at
 
 
-async def test_a_hanging_channel_does_not_hold_up_another(
-    channel_cfg: ChannelFactory, build_catalog: CatalogFactory, wait_until: WaitUntil
-) -> None:
-    _, catalog = build_catalog([channel_cfg("stuck"), channel_cfg("healthy")])
-    finished: list[Source] = []
-    sink = MemoryDeadLetterSink()
-    async with (
-        running_lane(catalog.channels["stuck"], HangingTransport(), sink) as stuck,
-        running_lane(catalog.channels["healthy"], ScriptedTransport(200), sink) as healthy,
-    ):
-        for _ in range(5):
-            stuck.submit(make_delivery(catalog.channels["stuck"], finished))
-        for _ in range(5):
-            healthy.submit(make_delivery(catalog.channels["healthy"], finished))
-        await wait_until(lambda: len(finished) == 5, what="healthy deliveries finished")
-        assert healthy.in_flight == 0
-        assert stuck.in_flight == 5
-
-
 async def test_transport_exception_does_not_strand_the_delivery(
     channel: Channel, wait_until: WaitUntil
 ) -> None:
-    transport, sink = FailingOnceTransport(200), MemoryDeadLetterSink()
+    transport = FailingOnceTransport(200)
     finished: list[Source] = []
-    async with running_lane(channel, transport, sink) as lane:
-        lane.submit(make_delivery(channel, finished))
-        await wait_until(lambda: finished == [SOURCE], within=1.0, what="delivery handed off")
+    async with running_lane(channel, transport) as h:
+        h.lane.submit(make_delivery(channel, finished))
+        await wait_until(lambda: len(finished) == 1, within=1.0, what="delivery handed off")
+        assert (h.letters.letters, h.delayed.written) == ([], [])
+    assert [attempt for _, attempt in transport.attempts] == [1, 2]
 
 
 async def test_retry_timers_are_released(channel: Channel, wait_until: WaitUntil) -> None:
     transport = ScriptedTransport(503, 503, 200)
     finished: list[Source] = []
-    async with running_lane(channel, transport, MemoryDeadLetterSink()) as lane:
-        lane.submit(make_delivery(channel, finished))
-        await wait_until(lambda: finished == [SOURCE], what="delivery finished")
-        assert len(lane._timers) == 0
+    async with running_lane(channel, transport) as h:
+        h.lane.submit(make_delivery(channel, finished))
+        await wait_until(lambda: len(finished) == 1, what="delivery finished")
+        assert len(h.lane._timers) == 0
+
+
+# The delay path
+
+
+async def test_still_failing_after_quick_attempts_goes_to_the_delay_path(
+    channel: Channel, wait_until: WaitUntil
+) -> None:
+    transport = ScriptedTransport(503)
+    finished: list[Source] = []
+    delivery = make_delivery(channel, finished)
+    async with running_lane(channel, transport, SCHEDULED) as h:
+        h.lane.submit(delivery)
+        await wait_until(lambda: finished == delivery.sources, what="handed to the delay path")
+        assert len(transport.attempts) == SCHEDULED.quick_attempts
+        assert h.letters.letters == []
+        ((topic, record),) = h.delayed.written
+    assert topic == "webhook-retry-60s"
+    assert (record.delivery_id, record.rounds) == (delivery.id, 1)
+    assert record.attempts == SCHEDULED.quick_attempts
+    assert record.last_error is not None
+    assert (record.last_error.kind, record.last_error.status) == ("http_status", 503)
+
+
+async def test_back_from_a_delay_one_attempt_then_the_next_delay(
+    channel: Channel, wait_until: WaitUntil
+) -> None:
+    transport = ScriptedTransport(503)
+    finished: list[Source] = []
+    delivery = make_delivery(channel, finished, attempts=3, rounds=1, last_error=SERVER_ERROR)
+    async with running_lane(channel, transport, SCHEDULED) as h:
+        h.lane.submit(delivery)
+        await wait_until(lambda: len(finished) == 1, what="handed to the delay path")
+        ((topic, record),) = h.delayed.written
+    assert transport.attempts == [(delivery.id, 4)]  # same id, the next attempt number
+    assert topic == "webhook-retry-120s"
+    assert (record.attempts, record.rounds) == (4, 2)
+
+
+async def test_schedule_used_up_then_dead_letter(channel: Channel, wait_until: WaitUntil) -> None:
+    transport = ScriptedTransport(503)
+    finished: list[Source] = []
+    rounds = len(SCHEDULED.schedule_seconds)
+    delivery = make_delivery(channel, finished, attempts=5, rounds=rounds)
+    async with running_lane(channel, transport, SCHEDULED) as h:
+        h.lane.submit(delivery)
+        await wait_until(lambda: len(finished) == 1, what="record finished via dead letter")
+        assert h.delayed.written == []
+    (letter,) = h.letters.letters
+    assert (letter.delivery_id, letter.attempts) == (delivery.id, 6)
+    assert (letter.reason.kind, letter.reason.status) == ("http_status", 503)
+    assert len(transport.attempts) == 1
+
+
+# The circuit breaker
+
+
+def open_circuit(lane: ChannelLane) -> None:
+    for _ in range(BREAKER.circuit_breaker.failures):
+        lane.breaker.record(success=False)
+    assert lane.breaker.state is State.OPEN
+
+
+async def test_an_open_circuit_sends_nothing_and_delays_instead(
+    channel: Channel, wait_until: WaitUntil
+) -> None:
+    transport = ScriptedTransport(503)
+    finished: list[Source] = []
+    async with running_lane(channel, transport, BREAKER) as h:
+        h.lane.submit(make_delivery(channel, finished, offset=0))  # 3 failed attempts
+        await wait_until(lambda: len(finished) == 1, what="first delivery delayed")
+        assert h.lane.breaker.state is State.OPEN
+        for offset in range(1, 6):
+            h.lane.submit(make_delivery(channel, finished, offset=offset))
+        await wait_until(lambda: len(finished) == 6, what="the others delayed")
+        assert len(transport.attempts) == BREAKER.circuit_breaker.failures
+        assert h.letters.letters == []
+        assert h.topics == {"webhook-retry-60s"}
+        assert [r.attempts for r in h.records] == [3, 0, 0, 0, 0, 0]
+
+
+async def test_after_the_cooldown_a_probe_closes_the_circuit(
+    channel: Channel, wait_until: WaitUntil
+) -> None:
+    now = [0.0]
+    transport = ScriptedTransport(200)
+    finished: list[Source] = []
+    async with running_lane(channel, transport, BREAKER) as h:
+        h.lane.breaker = CircuitBreaker(channel.name, 3, 30.0, clock=lambda: now[0])
+        open_circuit(h.lane)
+        now[0] += 30.0
+        h.lane.submit(make_delivery(channel, finished))
+        await wait_until(lambda: len(finished) == 1, what="probe delivered")
+        assert len(transport.attempts) == 1
+        assert h.lane.breaker.state is State.CLOSED
+        assert (h.letters.letters, h.delayed.written) == ([], [])
+
+
+async def test_a_failed_probe_reopens_and_sends_nothing_more(
+    channel: Channel, wait_until: WaitUntil
+) -> None:
+    now = [0.0]
+    transport = ScriptedTransport(503)
+    finished: list[Source] = []
+    async with running_lane(channel, transport, BREAKER) as h:
+        h.lane.breaker = CircuitBreaker(channel.name, 3, 30.0, clock=lambda: now[0])
+        open_circuit(h.lane)
+        now[0] += 30.0
+        h.lane.submit(make_delivery(channel, finished))
+        await wait_until(lambda: len(finished) == 1, what="probe failed, delivery delayed")
+        assert len(transport.attempts) == 1  # its quick retry found the circuit open again
+        assert h.lane.breaker.state is State.OPEN
+        ((_, record),) = h.delayed.written
+        assert (record.attempts, record.rounds) == (1, 1)
+
+
+async def test_an_open_circuit_keeps_the_last_real_error_on_the_delay_path(
+    channel: Channel, wait_until: WaitUntil
+) -> None:
+    transport = ScriptedTransport(200)
+    finished: list[Source] = []
+    delivery = make_delivery(channel, finished, attempts=3, rounds=1, last_error=SERVER_ERROR)
+    async with running_lane(channel, transport, BREAKER) as h:
+        open_circuit(h.lane)
+        h.lane.submit(delivery)
+        await wait_until(lambda: len(finished) == 1, what="delayed")
+        ((_, record),) = h.delayed.written
+    assert transport.attempts == []
+    assert record.last_error is not None
+    assert (record.last_error.kind, record.last_error.status) == ("http_status", 503)
+
+
+async def test_an_open_circuit_dead_letters_with_the_last_real_error(
+    channel: Channel, wait_until: WaitUntil
+) -> None:
+    transport = ScriptedTransport(200)
+    finished: list[Source] = []
+    rounds = len(BREAKER.schedule_seconds)
+    delivery = make_delivery(channel, finished, attempts=5, rounds=rounds, last_error=SERVER_ERROR)
+    async with running_lane(channel, transport, BREAKER) as h:
+        open_circuit(h.lane)
+        h.lane.submit(delivery)
+        await wait_until(lambda: len(finished) == 1, what="dead-lettered")
+        (letter,) = h.letters.letters
+    assert transport.attempts == []
+    assert (letter.reason.kind, letter.reason.status) == ("http_status", 503)
+
+
+# Isolation: what a lane cannot send in time waits on the delay path, not in memory
+
+
+async def test_a_hanging_channel_does_not_hold_up_another(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory, wait_until: WaitUntil
+) -> None:
+    _, catalog = build_catalog([channel_cfg("stuck"), channel_cfg("healthy")])
+    stuck_channel, healthy_channel = catalog.channels["stuck"], catalog.channels["healthy"]
+    stuck_done: list[Source] = []
+    healthy_done: list[Source] = []
+    async with (
+        running_lane(stuck_channel, HangingTransport()) as stuck,
+        running_lane(healthy_channel, ScriptedTransport(200)) as healthy,
+    ):
+        for offset in range(5):
+            stuck.lane.submit(make_delivery(stuck_channel, stuck_done, offset))
+            healthy.lane.submit(make_delivery(healthy_channel, healthy_done, offset))
+        await wait_until(lambda: len(healthy_done) == 5, what="healthy deliveries finished")
+        assert stuck_done == []
+
+
+async def test_a_hanging_channel_parks_its_overflow_on_the_delay_path(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory, wait_until: WaitUntil
+) -> None:
+    _, catalog = build_catalog([channel_cfg("stuck", max_concurrency=2)])
+    channel = catalog.channels["stuck"]
+    transport = HangingTransport()
+    retry = SCHEDULED.model_copy(update={"max_backlog_seconds": 0.01})
+    finished: list[Source] = []
+    async with running_lane(channel, transport, retry) as h:
+        for offset in range(200):
+            h.lane.submit(make_delivery(channel, finished, offset))
+        # 2 in the receiver's hands, at most max_concurrency waiting, the rest parked.
+        await wait_until(lambda: len(finished) == 196, within=2.0, what="overflow parked")
+        assert transport.calls == 2
+        assert h.lane.backlog == 2
+        assert len(h.records) == 196
+        assert h.topics == {"webhook-retry-60s"}  # the parking delay
+        assert {(r.rounds, r.attempts) for r in h.records} == {(0, 0)}  # no round used up
+        assert h.letters.letters == []
+
+
+async def test_a_rate_limited_channel_parks_what_it_cannot_send_in_time(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory, wait_until: WaitUntil
+) -> None:
+    _, catalog = build_catalog(
+        [channel_cfg("slow", max_concurrency=1, rate_limit={"per_second": 10})]
+    )
+    channel = catalog.channels["slow"]
+    transport = ScriptedTransport(200)
+    retry = SCHEDULED.model_copy(update={"max_backlog_seconds": 0.5})  # 5 deliveries at 10/s
+    finished: list[Source] = []
+    async with running_lane(channel, transport, retry) as h:
+        for offset in range(50):
+            h.lane.submit(make_delivery(channel, finished, offset))
+        await wait_until(lambda: len(finished) == 50, what="sent or parked")
+        assert len(transport.attempts) == 5
+        assert len(h.records) == 45
+        assert {r.rounds for r in h.records} == {0}

@@ -1,0 +1,102 @@
+"""Dead letters after exhausted retries, `dlq stats`, and `dlq replay` as an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from consumer.delivery import delivery_id
+from consumer.receiver import Receiver
+
+from .support import (
+    RunningService,
+    Setup,
+    channel,
+    create_topic,
+    encoded,
+    end_offsets,
+    event,
+    produce,
+)
+
+
+async def _cli(config: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "consumer", "dlq", *args, "--config", str(config),
+        env={**os.environ, **env, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def _count(bootstrap: str, topic: str) -> int:
+    return sum((await end_offsets(bootstrap, topic)).values())
+
+
+async def _wait_count(bootstrap: str, topic: str, at_least: int, within: float = 60) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while await _count(bootstrap, topic) < at_least:
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
+    return True
+
+
+async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
+    bootstrap: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    setup = Setup(bootstrap, receiver, [channel(receiver, "r")], {"c": ["r"]}, tmp=str(tmp_path),
+                  retry={"quick_attempts": 2, "schedule_seconds": [1],
+                         "circuit_breaker": {"failures": 1000, "cooldown_seconds": 1}})
+    config_file = tmp_path / "config.yaml"
+    setup.config()
+    config_file.write_text(yaml.safe_dump(setup.document()), encoding="utf-8")
+    receiver.answer("r", default=503)
+    await create_topic(bootstrap, setup.topic, 3)
+    events = [event("c", f"u-{i}") for i in range(20)]
+    await produce(bootstrap, setup.topic, encoded(events))
+    ids = {delivery_id("r", [e["event_id"]]) for e in events}
+
+    service = RunningService(setup.config(), setup.environ)
+    try:
+        assert await _wait_count(bootstrap, setup.dead_letter_topic, 20)
+        # Two quick attempts, then one after the 1 s delay: three requests per delivery.
+        assert len(receiver.received) == 60
+        assert {r.attempt for r in receiver.received} == {1, 2, 3}
+
+        code, out = await _cli(config_file, setup.environ, "stats")
+        assert code == 0, out
+        assert re.search(r"│ r\s+│ http_status\s+│\s+20 │", out), out
+
+        delay_topic = f"retry-{setup.suffix}-1s"
+        before = await _count(bootstrap, delay_topic)
+        code, out = await _cli(config_file, setup.environ, "replay", "--dry-run")
+        assert code == 0, out
+        assert "would replay 20 of 20" in out
+        assert await _count(bootstrap, delay_topic) == before, "a dry run sent something"
+
+        receiver.answer("r", default=200)  # the receiver is fixed
+        code, out = await _cli(config_file, setup.environ, "replay", "--channel", "r",
+                               "--limit", "5")
+        assert code == 0, out
+        assert "replayed 5 of 5" in out
+        code, out = await _cli(config_file, setup.environ, "replay", "--channel", "r")
+        assert code == 0, out
+        assert "replayed 15 of 15" in out, "the second run must resume after the first five"
+        assert await receiver.wait_for(lambda r: len(r.delivered()) >= 20, within=30)
+
+        code, out = await _cli(config_file, setup.environ, "replay", "--channel", "r")
+        assert "replayed 0 of 0" in out, out
+    finally:
+        await service.shutdown()
+    delivered = [r for r in receiver.delivered()]
+    assert sorted(r.delivery_id for r in delivered) == sorted(ids), "each exactly once"
+    assert all(r.attempt == 4 for r in delivered)  # the count goes on across the replay
