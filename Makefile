@@ -29,6 +29,10 @@ unit: $(INSTALLED)
 integration: setup
 	deploy/local/with-kafka $(BIN)/python -m pytest -q tests/integration
 
+# Figures to watch, not targets: throughput and peak memory of a real `run` process.
+bench: setup
+	deploy/local/with-kafka $(BIN)/python -m tests.bench.throughput
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check consumer tests
 	$(BIN)/ruff format --check consumer tests
