@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from yarl import URL
 
-from .config import ChannelConfig, RateLimitConfig, ServiceConfig
-from .secrets import EMPTY_SECRET, Secret
+from .config import ChannelConfig, RateLimitConfig, ServiceConfig, StandardWebhooksConfig
+from .secrets import EMPTY_SECRET, Secret, redactions, remember
+from .standard_webhooks import SigningKeys
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,10 @@ class Channel:
     timeout_seconds: float
     batch_max_users: int
     batch_linger_seconds: float
+    tls: ssl.SSLContext | None = None  # None: verify against the system's CAs
+    standard_webhooks: SigningKeys | None = None  # also sign the Standard Webhooks way
+    # What a receiver could echo back of this channel's secrets, scrubbed from its answers.
+    redactions: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def batched(self) -> bool:
@@ -54,7 +61,14 @@ class Catalog:
         cls, config: ServiceConfig, environ: Mapping[str, str] | None = None
     ) -> Catalog:
         env = os.environ if environ is None else environ
-        channels = {ch.name: _channel(ch, env) for ch in config.channels}
+
+        @cache  # one context per CA bundle: loading one is slow, and each has its own pool
+        def trusting(bundle: Path) -> ssl.SSLContext:
+            return ssl.create_default_context(cafile=str(bundle))
+
+        channels = {
+            ch.name: _channel(ch, env, config.tls.ca_bundle, trusting) for ch in config.channels
+        }
         routes = {
             campaign.id: tuple(
                 Route(
@@ -71,20 +85,36 @@ class Catalog:
         return cls(channels=channels, routes=routes)
 
 
-def _channel(config: ChannelConfig, env: Mapping[str, str]) -> Channel:
+def _channel(
+    config: ChannelConfig,
+    env: Mapping[str, str],
+    ca_bundle: Path | None,
+    contexts: Callable[[Path], ssl.SSLContext],
+) -> Channel:
     url = URL(config.url)
     if config.query:
         url = url.update_query({**url.query, **config.query})
+    secret = _read_secret(config.secret_env, config.secret_file, env)
+    secrets: list[Secret | str] = [secret]
     authorization = None
     if config.basic_auth is not None:
         auth = config.basic_auth
         password = _read_secret(auth.password_env, auth.password_file, env)
         token = base64.b64encode(f"{auth.username}:{password.reveal()}".encode()).decode("ascii")
+        remember(token)  # a receiver echoing the header back must not get it into a log
         authorization = Secret(f"Basic {token}")
+        secrets += [password, token, authorization]
+    keys = None
+    if config.standard_webhooks is not None:
+        keys = _signing_keys(config.standard_webhooks, env)
+        for key in (keys.current, keys.previous):
+            if key is not None:
+                secrets += [key, key.reveal().removeprefix("whsec_")]
+    bundle = config.tls.ca_bundle or ca_bundle
     return Channel(
         name=config.name,
         url=url,
-        secret=_read_secret(config.secret_env, config.secret_file, env),
+        secret=secret,
         authorization=authorization,
         template_keys=tuple(config.template_params),
         user_attributes=tuple(config.user_attributes),
@@ -93,7 +123,25 @@ def _channel(config: ChannelConfig, env: Mapping[str, str]) -> Channel:
         timeout_seconds=config.timeout_seconds,
         batch_max_users=config.batch.max_users,
         batch_linger_seconds=config.batch.linger_ms / 1000,
+        tls=None if bundle is None else contexts(bundle),
+        standard_webhooks=keys,
+        redactions=redactions(secrets),
     )
+
+
+def _signing_keys(config: StandardWebhooksConfig, env: Mapping[str, str]) -> SigningKeys:
+    previous = None
+    if config.previous_secret_env is not None or config.previous_secret_file is not None:
+        previous = _read_secret(config.previous_secret_env, config.previous_secret_file, env)
+    keys = SigningKeys(
+        current=_read_secret(config.secret_env, config.secret_file, env),
+        previous=previous,
+        previous_valid_until=config.previous_valid_until,
+    )
+    for key in (keys.current, previous):
+        if key is not None:  # its base64 alone is as secret as the whole whsec_ string
+            remember(key.reveal().removeprefix("whsec_"))
+    return keys
 
 
 def _read_secret(var: str | None, file: Path | None, env: Mapping[str, str]) -> Secret:

@@ -142,6 +142,7 @@ async def _send_test(
     from .attributes import open_store
     from .catalog import Catalog
     from .delivery import Delivery, delivery_id
+    from .outcome import Kind
     from .sender import Sender, make_session
 
     out = Console(highlight=False)
@@ -182,7 +183,7 @@ async def _send_test(
         sources=[],
         attempts=1,
     )
-    async with make_session() as session:
+    async with make_session(config.allowed_networks) as session:
         sender = Sender(session)
         body, headers = sender.prepare(delivery)
         started = time.perf_counter()
@@ -192,6 +193,10 @@ async def _send_test(
     out.print(f"delivery id  {delivery.id}", markup=False)
     out.print(f"signature    {headers['X-gio-signature']}", markup=False)
     out.print(f"body         {body.decode()}", markup=False)
+    if outcome.kind is Kind.BLOCKED_DESTINATION:
+        out.print(f"blocked      {outcome.message}", markup=False)
+        out.print("             nothing was sent (see allowed_networks)", markup=False)
+        return EXIT_FAILURE
     status = outcome.status if outcome.status is not None else outcome.kind.value
     out.print(f"status       {status}  ({latency_ms:.0f} ms)", markup=False)
     out.print(f"response     {outcome.message[:300]}", markup=False)

@@ -7,18 +7,29 @@ operator fixes a config in one pass instead of one error per restart.
 from __future__ import annotations
 
 import os
+import re
+import ssl
 from collections.abc import Iterator, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from yarl import URL
 
 ParamType = Literal["string", "integer", "number", "boolean"]
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
+_USERINFO = re.compile(r"//[^/?#]*@")
+
+
+def is_dotted_quad(host: str) -> bool:
+    """127.0.0.1, not 2130706433 or 0177.0.0.1: other spellings are refused when sending."""
+    parts = host.split(".")
+    return len(parts) == 4 and all(
+        p.isascii() and p.isdigit() and int(p) <= 255 and (p == "0" or p[0] != "0") for p in parts
+    )
 
 
 class _Model(BaseModel):
@@ -90,6 +101,28 @@ class BasicAuthConfig(_Model):
     password_file: Path | None = None
 
 
+class TlsConfig(_Model):
+    # PEM file of the CAs to trust instead of the system's; verification is never switched off.
+    ca_bundle: Path | None = None
+    require_https: bool = False  # refuse http:// channel URLs at start
+
+
+class ChannelTlsConfig(_Model):
+    ca_bundle: Path | None = None  # default: the top-level tls.ca_bundle, else the system CAs
+    require_https: bool | None = None  # default: the top-level tls.require_https
+
+
+class StandardWebhooksConfig(_Model):
+    """Also sign as Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature)."""
+
+    secret_env: str | None = None  # holds "whsec_<base64 of 24..64 random bytes>"
+    secret_file: Path | None = None
+    # A rotation: the old secret keeps signing too, until previous_valid_until.
+    previous_secret_env: str | None = None
+    previous_secret_file: Path | None = None
+    previous_valid_until: AwareDatetime | None = None
+
+
 class ChannelConfig(_Model):
     name: Annotated[str, Field(min_length=1)]
     url: str
@@ -103,16 +136,29 @@ class ChannelConfig(_Model):
     max_concurrency: PositiveInt = 16
     timeout_seconds: PositiveFloat = 10.0
     batch: BatchConfig = BatchConfig()
+    tls: ChannelTlsConfig = ChannelTlsConfig()
+    standard_webhooks: StandardWebhooksConfig | None = None
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        shown = _USERINFO.sub("//***@", value)  # never echo a password written into a URL
         try:
             url = URL(value)
         except ValueError as exc:
-            raise ValueError(f"expected an http(s) URL, got {value!r} ({exc})") from None
+            raise ValueError(f"expected an http(s) URL, got {shown!r} ({exc})") from None
         if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"expected an absolute http:// or https:// URL, got {value!r}")
+            raise ValueError(f"expected an absolute http:// or https:// URL, got {shown!r}")
+        if url.raw_user is not None or url.raw_password is not None:
+            raise ValueError(
+                "expected no credentials in the URL (use basic_auth with password_env or "
+                f"password_file), got {shown!r}"
+            )
+        host = url.raw_host or ""
+        if host.replace(".", "").isdigit() and not is_dotted_quad(host):
+            raise ValueError(
+                f"expected a host name or a dotted-quad IPv4 address, got {url.raw_host!r}"
+            )
         return value
 
 
@@ -131,6 +177,7 @@ class ServiceConfig(_Model):
     kafka: KafkaConfig = KafkaConfig()
     attributes: AttributesConfig = AttributesConfig()
     allowed_networks: list[IPv4Network | IPv6Network] = []
+    tls: TlsConfig = TlsConfig()
     retry: RetryConfig = RetryConfig()
     logging: LoggingConfig = LoggingConfig()
     channels: Annotated[list[ChannelConfig], Field(min_length=1)]
@@ -157,6 +204,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> S
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise ConfigError(source, ["not usable YAML: nested too deeply"]) from None
     return parse_config(data, source, os.environ if environ is None else environ)
 
 
@@ -186,7 +235,13 @@ def _describe(error: Any) -> str:
         return f"{path}: unknown field"
     if "got " in message:
         return f"{path}: {message}"
-    return f"{path}: {message[0].lower()}{message[1:]}, got {error['input']!r}"
+    return f"{path}: {message[0].lower()}{message[1:]}, got {_shown(error['input'])}"
+
+
+def _shown(value: object, limit: int = 200) -> str:
+    """A value for an error line: an alias-expanded list can be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -215,6 +270,7 @@ def param_type_matches(expected: str, value: object) -> bool:
 
 
 def _cross_check(data: dict[str, Any], environ: Mapping[str, str]) -> Iterator[str]:
+    yield from _ca_bundle_check("tls", _section(data, "tls"))
     channels = {
         ch["name"]: (i, ch)
         for i, ch in _items(data.get("channels"))
@@ -234,6 +290,12 @@ def _cross_check(data: dict[str, Any], environ: Mapping[str, str]) -> Iterator[s
             yield from _secret_checks(
                 prefix, auth, "password_env", "password_file", environ, required=True
             )
+        yield from _tls_checks(i, ch, _section(data, "tls"))
+        standard = ch.get("standard_webhooks")
+        if isinstance(standard, dict):
+            yield from _standard_webhooks_checks(
+                f"channels[{i}].standard_webhooks", standard, environ
+            )
     ids: set[str] = set()
     for i, campaign in _items(data.get("campaigns")):
         cid = campaign.get("id")
@@ -244,6 +306,8 @@ def _cross_check(data: dict[str, Any], environ: Mapping[str, str]) -> Iterator[s
         params = campaign.get("template_params") or {}
         names = campaign.get("channels")
         for j, ch_name in enumerate(names if isinstance(names, list) else []):
+            if not isinstance(ch_name, str):
+                continue  # reported by the model validation of the campaign
             if ch_name not in channels:
                 known = ", ".join(sorted(channels)) or "(none defined)"
                 yield (
@@ -260,7 +324,7 @@ def _param_checks(
     i: int, channel: str, declared: dict[str, Any], params: dict[str, Any]
 ) -> Iterator[str]:
     for key, expected in declared.items():
-        if expected not in _PARAM_CHECKS:
+        if not isinstance(expected, str) or expected not in _PARAM_CHECKS:
             continue  # reported by the model validation of the channel
         wanted = _PARAM_CHECKS[expected][0]
         if key not in params:
@@ -271,7 +335,7 @@ def _param_checks(
         elif not param_type_matches(expected, params[key]):
             yield (
                 f"campaigns[{i}].template_params.{key}: expected {wanted} "
-                f"(declared by channel {channel!r}), got {params[key]!r}"
+                f"(declared by channel {channel!r}), got {_shown(params[key])}"
             )
 
 
@@ -299,6 +363,77 @@ def _secret_checks(
         yield (
             f"{prefix}.{file_key}: expected a readable file holding the secret, {file!r} is not one"
         )
+
+
+def _tls_checks(i: int, channel: dict[str, Any], tls: dict[str, Any]) -> Iterator[str]:
+    own = _section(channel, "tls")
+    yield from _ca_bundle_check(f"channels[{i}].tls", own)
+    required = own.get("require_https")
+    if required is None:
+        required = tls.get("require_https")
+    url = channel.get("url")
+    if required is True and isinstance(url, str) and url.lower().startswith("http://"):
+        yield (
+            f"channels[{i}].url: expected an https:// URL (tls.require_https is set), "
+            f"got {_USERINFO.sub('//***@', url)!r}"
+        )
+
+
+def _ca_bundle_check(prefix: str, tls: dict[str, Any]) -> Iterator[str]:
+    bundle = tls.get("ca_bundle")
+    if not isinstance(bundle, str):
+        return
+    try:
+        ssl.create_default_context(cafile=bundle)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        yield (
+            f"{prefix}.ca_bundle: expected a readable PEM file of CA certificates, "
+            f"{bundle!r} is not one ({why})"
+        )
+
+
+def _standard_webhooks_checks(
+    prefix: str, section: dict[str, Any], environ: Mapping[str, str]
+) -> Iterator[str]:
+    from .standard_webhooks import decode_secret
+
+    pairs = (("secret_env", "secret_file"), ("previous_secret_env", "previous_secret_file"))
+    for (env_key, file_key), required in zip(pairs, (True, False), strict=True):
+        yield from _secret_checks(prefix, section, env_key, file_key, environ, required)
+        given, value = _secret_value(section, env_key, file_key, environ)
+        if value is None:
+            continue
+        try:
+            decode_secret(value)
+        except ValueError as exc:  # the message never holds the secret
+            yield f"{prefix}.{given}: {exc}"
+    previous = any(section.get(key) is not None for key in pairs[1])
+    if previous != (section.get("previous_valid_until") is not None):
+        yield (
+            f"{prefix}: expected previous_valid_until together with previous_secret_env or "
+            "previous_secret_file (a rotation needs both)"
+        )
+
+
+def _secret_value(
+    section: dict[str, Any], env_key: str, file_key: str, environ: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """Which key names the secret, and its value when it can be read (else reported above)."""
+    var, file = section.get(env_key), section.get(file_key)
+    if isinstance(var, str) and var in environ:
+        return env_key, environ[var]
+    if isinstance(file, str) and Path(file).is_file():
+        try:
+            return file_key, Path(file).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError):
+            return file_key, None
+    return env_key, None
+
+
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _items(value: object) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from .signing import verify
+from .standard_webhooks import verify_standard
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,21 +30,30 @@ class Received:
     at: float  # time.monotonic() on arrival
     status: int  # what the receiver answered
     headers: Mapping[str, str] = field(default_factory=dict)
+    standard_verified: bool | None = None  # the Standard Webhooks signature; None: not sent
 
 
 @dataclass(slots=True)
 class Script:
-    """What a path answers: queued statuses first, then `default`; `hang` never answers."""
+    """What a path answers: queued statuses first, then `default`; `hang` never answers;
+    `echo` answers with the request headers, as some debugging endpoints do."""
 
     queue: deque[int] = field(default_factory=deque)
     default: int = 200
     hang: bool = False
     retry_after: str | None = None
+    echo: bool = False
 
 
 class Receiver:
-    def __init__(self, secrets: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        secrets: Mapping[str, str],
+        standard_secrets: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.secrets = dict(secrets)  # path segment -> secret; unknown paths verify with ""
+        # path segment -> whsec_ secrets accepted for webhook-signature (any of them may match)
+        self.standard_secrets = {k: list(v) for k, v in (standard_secrets or {}).items()}
         self.received: list[Received] = []
         self.scripts: dict[str, Script] = defaultdict(Script)
         self._arrived = asyncio.Event()
@@ -57,8 +67,9 @@ class Receiver:
         default: int = 200,
         hang: bool = False,
         retry_after: str | None = None,
+        echo: bool = False,
     ) -> None:
-        self.scripts[channel] = Script(deque(statuses), default, hang, retry_after)
+        self.scripts[channel] = Script(deque(statuses), default, hang, retry_after, echo)
 
     def url(self, channel: str, host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.port}/hooks/{channel}"
@@ -82,6 +93,11 @@ class Receiver:
         verified = verify(
             raw, request.headers.get("X-gio-signature", ""), self.secrets.get(channel, "")
         )
+        standard = None
+        if "webhook-signature" in request.headers:
+            # Sent, so it must verify: a wrong Standard Webhooks signature fails the request.
+            standard = verify_standard(raw, request.headers, self.standard_secrets.get(channel, []))
+            verified = verified and standard
         script = self.scripts[channel]
         if script.hang:
             await asyncio.Event().wait()  # never answers; the sender's timeout must fire
@@ -102,13 +118,17 @@ class Receiver:
                 at=time.monotonic(),
                 status=status,
                 headers=dict(request.headers),
+                standard_verified=standard,
             )
         )
         self._arrived.set()
         headers = (
             {"Retry-After": script.retry_after} if script.retry_after and status != 200 else {}
         )
-        return web.Response(status=status, text="ok" if status < 300 else "no", headers=headers)
+        text = "ok" if status < 300 else "no"
+        if script.echo:
+            text = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
+        return web.Response(status=status, text=text, headers=headers)
 
     def delivered(self) -> list[Received]:
         return [r for r in self.received if 200 <= r.status < 300 and r.verified]

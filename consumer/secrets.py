@@ -1,10 +1,61 @@
-"""Secret values that cannot leak through repr, str, logs or exceptions."""
+"""Secret values that cannot leak through repr, str, logs or exceptions.
+
+Every non-empty secret the process loads is also remembered, so `redact` can scrub text that
+came from outside our control: a receiver that echoes our Authorization header back in its
+error body would otherwise carry it into logs and dead letters.
+"""
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, Final
 
-_REDACTED: Final = "**********"
+REDACTED: Final = "**********"
+
+# Shorter values would mangle ordinary text, and are no secret worth the name anyway.
+_MIN_REDACTED_LENGTH: Final = 4
+_known: set[str] = set()
+_longest_first: tuple[str, ...] = ()  # replaced in this order: a secret may contain another
+
+
+def remember(value: str) -> None:
+    """Make `redact` scrub `value` (for text derived from secrets, like a Basic-auth token)."""
+    global _longest_first
+    if len(value) >= _MIN_REDACTED_LENGTH and value not in _known:
+        _known.add(value)
+        _longest_first = tuple(sorted(_known, key=len, reverse=True))
+
+
+def redact(text: str, values: Sequence[str] | None = None) -> str:
+    """`text` with every secret this process knows (or just `values`, longest first) redacted."""
+    for value in _longest_first if values is None else values:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def redactions(secrets: Iterable[Secret | str | None]) -> tuple[str, ...]:
+    """The values `redact` should look for on behalf of these secrets, longest first."""
+    values = {s.reveal() if isinstance(s, Secret) else s for s in secrets if s is not None}
+    return tuple(sorted((v for v in values if len(v) >= _MIN_REDACTED_LENGTH), key=len)[::-1])
+
+
+def redact_value(value: Any) -> Any:
+    """`redact` through the strings of a JSON-like value (log event fields)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        return [redact_value(v) for v in value]
+    return value
+
+
+def redact_event(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> Mapping[str, Any]:
+    """structlog processor: the last line of defence; place it just before the renderer."""
+    return {key: redact_value(value) for key, value in event_dict.items()}
 
 
 class Secret:
@@ -14,6 +65,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        remember(value)
 
     def reveal(self) -> str:
         return self._value
@@ -25,13 +77,13 @@ class Secret:
         return bool(self._value)
 
     def __repr__(self) -> str:
-        return f"Secret({_REDACTED!r})"
+        return f"Secret({REDACTED!r})"
 
     def __str__(self) -> str:
-        return _REDACTED
+        return REDACTED
 
     def __format__(self, spec: str) -> str:
-        return _REDACTED
+        return REDACTED
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Secret) and other._value == self._value

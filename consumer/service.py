@@ -53,7 +53,7 @@ async def run_service(
     async with AsyncExitStack() as stack:
         store = open_store(config.attributes.backend, config.attributes.url)
         stack.push_async_callback(store.close)
-        session = make_session()
+        session = make_session(config.allowed_networks)
         stack.push_async_callback(session.close)
         producer = make_producer(config)
         await producer.start()

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -74,7 +75,7 @@ async def server() -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def sender() -> AsyncIterator[Sender]:
-    async with make_session() as session:
+    async with make_session([ip_network("127.0.0.0/8")]) as session:
         yield Sender(session)
 
 
@@ -191,22 +192,20 @@ async def test_odd_retry_after_still_yields_an_outcome(
     assert (outcome.status, outcome.retryable) == (503, True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="allowed_networks is validated but never enforced: a loopback destination outside "
-    "it is still posted to (CONTRACT.md: destinations otherwise refused)",
-)
 async def test_destination_outside_allowed_networks_is_refused(
-    server: Server, sender: Sender, channel_cfg: ChannelFactory, build_catalog: CatalogFactory
+    server: Server, channel_cfg: ChannelFactory, build_catalog: CatalogFactory
 ) -> None:
-    _, catalog = build_catalog(
+    config, catalog = build_catalog(
         [channel_cfg("internal", url=f"{server.base}/hooks")],
         environ=ENV,
         allowed_networks=["10.0.0.0/8"],
     )
-    outcome = await sender.send(make_delivery(catalog.channels["internal"]))
+    async with make_session(config.allowed_networks) as session:
+        outcome = await Sender(session).send(make_delivery(catalog.channels["internal"]))
     assert server.seen == []
     assert outcome.kind is Kind.BLOCKED_DESTINATION
+    assert not outcome.retryable
+    assert "blocked" in outcome.message
 
 
 def test_secret_never_shows_itself() -> None:

@@ -1,0 +1,239 @@
+"""Hostile-world guarantees through the real service on a real broker: no secret in any log
+line, dead letter, retry record or send-test output; blocked destinations; Standard Webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import yaml
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumer.cli import main
+from consumer.config import parse_config
+from consumer.delivery import delivery_id
+from consumer.logs import configure_logging
+from consumer.receiver import Receiver
+from consumer.secrets import REDACTED
+
+from .support import (
+    RunningService,
+    Setup,
+    channel,
+    committed_to_end,
+    create_topic,
+    encoded,
+    event,
+    produce,
+    read_all,
+)
+
+WHSEC_NEW = "whsec_" + base64.b64encode(b"integration-new-key-0123456789ab").decode()
+WHSEC_OLD = "whsec_" + base64.b64encode(b"integration-old-key-0123456789ab").decode()
+
+
+def _whsec(label: str, suffix: str) -> str:
+    return "whsec_" + base64.b64encode(f"{label}-{suffix}-key-0123456789".encode()).decode()
+
+
+def secret_forms(secrets: Iterable[str]) -> dict[str, str]:
+    """Every way a secret could show up in text: as is, JSON-escaped, the base64 behind whsec_."""
+    forms: dict[str, str] = {}
+    for secret in secrets:
+        for form in (secret, json.dumps(secret)[1:-1], secret.removeprefix("whsec_")):
+            forms[form] = secret
+    return forms
+
+
+def leaks(text: str, forms: dict[str, str]) -> set[str]:
+    return {secret for form, secret in forms.items() if form in text}
+
+
+async def _topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return sorted(t for t in await admin.list_topics() if t.startswith(prefix))
+    finally:
+        await admin.close()
+
+
+async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    suffix_env = {
+        "OK_PASSWORD": "ok-pässwörd-示例-1",
+        "STRICT_PASSWORD": "strict-password-2",
+        "FLAKY_PASSWORD": "flaky-password-3",
+    }
+    auth = lambda var: {"username": "gio", "password_env": var}  # noqa: E731
+    blocked = channel(receiver, "blocked")
+    blocked["url"] = f"http://0.0.0.0:{receiver.port}/hooks/blocked"  # outside 127.0.0.0/8
+    channels = [
+        channel(receiver, "ok", basic_auth=auth("OK_PASSWORD")),
+        channel(receiver, "strict", basic_auth=auth("STRICT_PASSWORD")),
+        channel(receiver, "flaky", basic_auth=auth("FLAKY_PASSWORD")),
+        blocked,
+    ]
+    setup = Setup(
+        bootstrap,
+        receiver,
+        channels,
+        {"c": [ch["name"] for ch in channels]},
+        retry={"quick_attempts": 1, "schedule_seconds": [0.3]},
+        log_level="debug",
+        tmp=tmp,
+    )
+    whsec = _whsec("ok", setup.suffix)
+    channels[0]["standard_webhooks"] = {"secret_env": "OK_WHSEC"}
+    environ = {**setup.environ, **suffix_env, "OK_WHSEC": whsec}
+    receiver.secrets.update(setup.secrets_by_channel())
+    receiver.standard_secrets["ok"] = [whsec]
+    receiver.answer("strict", default=400, echo=True)  # echoes our headers into its answer
+    receiver.answer("flaky", [503])  # one failure: the delivery travels the retry topic
+    config = parse_config(setup.document(), "test-config", environ)
+
+    secrets = [*environ.values()]
+    secrets += [base64.b64encode(f"gio:{p}".encode()).decode() for p in suffix_env.values()]
+    forms = secret_forms(secrets)
+    # The search can fail: planted in a rendered JSON log line, every secret is found.
+    planted = structlog.processors.JSONRenderer()(None, "", {"event": "x", "all": secrets})
+    assert leaks(str(planted), forms) == set(secrets)
+
+    # The service's own processors; only the output goes to a buffer, and nothing is cached,
+    # so no module logger keeps this buffer after the test.
+    configure_logging("debug", "json")
+    log_out = io.StringIO()
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=log_out), cache_logger_on_first_use=False
+    )
+    try:
+        events = [event("c", f"u-{i}") for i in range(5)]
+        await create_topic(bootstrap, setup.topic, 1)
+        await produce(bootstrap, setup.topic, encoded(events))
+        service = RunningService(config, environ)
+        assert await receiver.wait_for(
+            lambda r: (
+                {x.channel for x in r.delivered()} >= {"ok", "flaky"}
+                and sum(x.channel == "flaky" and x.status == 200 for x in r.received) == 5
+            ),
+            within=60,
+        )
+        assert await committed_to_end(setup, within=60)
+        await service.shutdown()
+
+        # send-test, in-process like the command line, against the echoing channel.
+        config_file = Path(tmp) / "config.yaml"
+        config_file.write_text(yaml.safe_dump(setup.document(), allow_unicode=True))
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            status = await asyncio.to_thread(
+                main, ["send-test", "--config", str(config_file), "strict"]
+            )
+        assert status == 1
+        send_test_output = out.getvalue()
+    finally:
+        structlog.reset_defaults()
+
+    # The leak was there to be made: the receiver did echo the Basic token back.
+    strict = [r for r in receiver.received if r.channel == "strict"]
+    token = base64.b64encode(f"gio:{suffix_env['STRICT_PASSWORD']}".encode()).decode()
+    assert strict
+    assert all(r.headers["Authorization"] == f"Basic {token}" for r in strict)
+    assert "Authorization" in send_test_output
+
+    letters = await read_all(bootstrap, setup.dead_letter_topic)
+    kinds = sorted(json.loads(r.value)["reason"]["kind"] for r in letters)
+    assert kinds == ["blocked_destination"] * 5 + ["http_status"] * 5
+    retried = [
+        r
+        for topic in await _topics_with_prefix(bootstrap, f"retry-{setup.suffix}")
+        for r in await read_all(bootstrap, topic)
+    ]
+    assert retried, "the flaky channel's deliveries should have used a retry topic"
+
+    logs = log_out.getvalue() + capsys.readouterr().err + caplog.text
+    assert "dead_lettered" in logs  # the capture did see the service's log lines
+    texts = {
+        "logs": logs,
+        "send-test": send_test_output,
+        **{f"dead letter {i}": f"{r.value!r} {r.headers!r}" for i, r in enumerate(letters)},
+        **{f"retry record {i}": f"{r.value!r} {r.headers!r}" for i, r in enumerate(retried)},
+    }
+    found = {where: leaks(text, forms) for where, text in texts.items()}
+    assert {where: s for where, s in found.items() if s} == {}
+    assert any(REDACTED in json.loads(r.value)["reason"]["message"] for r in letters)
+
+
+async def test_a_blocked_destination_is_dead_lettered_without_a_request(
+    bootstrap: str, receiver: Receiver, tmp: str
+) -> None:
+    blocked = channel(receiver, "internal")
+    blocked["url"] = f"http://[::ffff:0.0.0.0]:{receiver.port}/hooks/internal"
+    setup = Setup(bootstrap, receiver, [blocked], {"c": ["internal"]}, tmp=tmp)
+    e = event("c", "u-1")
+    await create_topic(bootstrap, setup.topic, 1)
+    await produce(bootstrap, setup.topic, encoded([e]))
+    service = RunningService(setup.config(), setup.environ)
+    assert await committed_to_end(setup)
+    await service.shutdown()
+    assert receiver.received == []
+    [letter] = await read_all(bootstrap, setup.dead_letter_topic)
+    body = json.loads(letter.value)
+    assert body["reason"]["kind"] == "blocked_destination"
+    assert "blocked" in body["reason"]["message"]
+    assert body["attempts"] == 1
+    assert body["delivery_id"] == delivery_id("internal", [e["event_id"]])
+
+
+async def test_standard_webhooks_through_the_service_during_a_rotation(
+    bootstrap: str, receiver: Receiver, tmp: str
+) -> None:
+    until = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    rotating = {
+        "secret_env": "SW_NEW",
+        "previous_secret_env": "SW_OLD",
+        "previous_valid_until": until,
+    }
+    channels = [
+        # One receiver still on the old secret, one already on the new: both must verify.
+        channel(receiver, "still-old", standard_webhooks=rotating),
+        channel(receiver, "already-new", standard_webhooks=rotating),
+        channel(receiver, "plain"),
+    ]
+    setup = Setup(bootstrap, receiver, channels, {"c": ["still-old", "already-new", "plain"]})
+    setup.tmp = tmp
+    environ = {**setup.environ, "SW_NEW": WHSEC_NEW, "SW_OLD": WHSEC_OLD}
+    receiver.secrets.update(setup.secrets_by_channel())
+    receiver.standard_secrets.update({"still-old": [WHSEC_OLD], "already-new": [WHSEC_NEW]})
+    events = [event("c", f"u-{i}") for i in range(10)]
+    await create_topic(bootstrap, setup.topic, 3)
+    await produce(bootstrap, setup.topic, encoded(events))
+    service = RunningService(parse_config(setup.document(), "test", environ), environ)
+    assert await receiver.wait_for(lambda r: len(r.delivered()) == 30, within=60)
+    await service.shutdown()
+    assert all(r.verified for r in receiver.received)
+    by_channel: dict[str, list[Any]] = {}
+    for r in receiver.received:
+        by_channel.setdefault(r.channel, []).append(r)
+    for name in ("still-old", "already-new"):
+        assert all(r.standard_verified for r in by_channel[name])
+        assert all(r.headers["webhook-id"] == r.delivery_id for r in by_channel[name])
+        assert all(len(r.headers["webhook-signature"].split()) == 2 for r in by_channel[name])
+    assert all(r.standard_verified is None for r in by_channel["plain"])
