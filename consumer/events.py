@@ -9,6 +9,10 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# Far beyond any real event, and far below what the dead-letter and delay-path encoders can
+# write (pydantic stops at about 250 levels): a deeper record could never be handed off.
+MAX_DEPTH = 64
+
 
 class Behavior(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -58,6 +62,9 @@ def parse_event(value: bytes | None) -> Event | Rejected:
         document = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return Rejected(f"not valid UTF-8 JSON: {exc}", None)
+    if _deeper_than(document, MAX_DEPTH):
+        # Kept as the raw value: the parsed form is what could not be written.
+        return Rejected(f"nested more than {MAX_DEPTH} levels deep", None)
     if not isinstance(document, dict):
         return Rejected(f"expected a JSON object, got {type(document).__name__}", document)
     try:
@@ -69,3 +76,17 @@ def parse_event(value: bytes | None) -> Event | Rejected:
         )
         return Rejected(f"does not match threshold-event.v1: {problems}", document)
     return Event(event.event_id, event.user_id, event.campaign_id, document)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` deep; iterative, so never recursing."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        if children and depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False

@@ -10,7 +10,8 @@ from .config import KafkaConfig
 
 log = structlog.get_logger(__name__)
 
-# Dead letters carry the original record plus context, so they can outgrow the input's limit.
+# Dead letters and delayed deliveries carry the original records plus context, so they can
+# outgrow the input's limit (a record the input took must never be one the hand-off cannot).
 DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
 
 
@@ -30,7 +31,12 @@ async def ensure_topics(config: KafkaConfig, delay_topics: list[str] | None = No
                 topic_configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
             ),
             *(
-                NewTopic(name, config.topic_partitions, config.replication_factor)
+                NewTopic(
+                    name,
+                    config.topic_partitions,
+                    config.replication_factor,
+                    topic_configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+                )
                 for name in delay_topics or []
             ),
         ]

@@ -27,9 +27,16 @@ from .support import (
 
 async def _cli(config: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumer", "dlq", *args, "--config", str(config),
+        sys.executable,
+        "-m",
+        "consumer",
+        "dlq",
+        *args,
+        "--config",
+        str(config),
         env={**os.environ, **env, "COLUMNS": "200"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
@@ -53,9 +60,18 @@ async def _wait_count(bootstrap: str, topic: str, at_least: int, within: float =
 async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
     bootstrap: str, receiver: Receiver, tmp_path: Path
 ) -> None:
-    setup = Setup(bootstrap, receiver, [channel(receiver, "r")], {"c": ["r"]}, tmp=str(tmp_path),
-                  retry={"quick_attempts": 2, "schedule_seconds": [1],
-                         "circuit_breaker": {"failures": 1000, "cooldown_seconds": 1}})
+    setup = Setup(
+        bootstrap,
+        receiver,
+        [channel(receiver, "r")],
+        {"c": ["r"]},
+        tmp=str(tmp_path),
+        retry={
+            "quick_attempts": 2,
+            "schedule_seconds": [1],
+            "circuit_breaker": {"failures": 1000, "cooldown_seconds": 1},
+        },
+    )
     config_file = tmp_path / "config.yaml"
     setup.config()
     config_file.write_text(yaml.safe_dump(setup.document()), encoding="utf-8")
@@ -84,8 +100,9 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
         assert await _count(bootstrap, delay_topic) == before, "a dry run sent something"
 
         receiver.answer("r", default=200)  # the receiver is fixed
-        code, out = await _cli(config_file, setup.environ, "replay", "--channel", "r",
-                               "--limit", "5")
+        code, out = await _cli(
+            config_file, setup.environ, "replay", "--channel", "r", "--limit", "5"
+        )
         assert code == 0, out
         assert "replayed 5 of 5" in out
         code, out = await _cli(config_file, setup.environ, "replay", "--channel", "r")

@@ -138,9 +138,14 @@ async def test_a_second_replica_takes_partitions_over_without_losing_work(
 async def test_sigkill_between_delay_produce_and_commit_loses_nothing(
     bootstrap: str, receiver: Receiver, tmp_path: Path
 ) -> None:
-    setup = Setup(bootstrap, receiver, [channel(receiver, "down"), channel(receiver, "up")],
-                  {"c": ["down", "up"]}, tmp=str(tmp_path),
-                  retry={"quick_attempts": 1, "schedule_seconds": [2]})
+    setup = Setup(
+        bootstrap,
+        receiver,
+        [channel(receiver, "down"), channel(receiver, "up")],
+        {"c": ["down", "up"]},
+        tmp=str(tmp_path),
+        retry={"quick_attempts": 1, "schedule_seconds": [2]},
+    )
     # Commits are rare, so the kill lands after delay records were produced but before
     # the input offsets that produced them were committed.
     setup.kafka.update(commit_interval_ms=600_000)
