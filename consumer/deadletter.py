@@ -154,7 +154,9 @@ class DeadLetterWriter:
         self._sink = sink
         self._handoff = handoff or Handoff()
 
-    def submit(self, letter: DeadLetter, on_written: Callable[[], None]) -> None:
+    def submit(
+        self, letter: DeadLetter, on_written: Callable[[], None], reducible: bool = True
+    ) -> None:
         async def write() -> None:
             await self._sink.write(letter)
             log.info(
@@ -166,7 +168,16 @@ class DeadLetterWriter:
                 source=f"{letter.source.topic}/{letter.source.partition}@{letter.source.offset}",
             )
 
-        self._handoff.submit(write, on_written, "dead letter")
+        def reduced(exc: Exception) -> None:
+            # Too large even for the dead-letter topic (a big batch): keep where the records
+            # are, drop their bodies, so the offsets can move and the events can be found.
+            note = f"{len(letter.events)} event(s) omitted: the letter was too large ({exc!r})"
+            smaller = letter.model_copy(
+                update={"events": [{"omitted": note[:500]}], "user_attr": None}
+            )
+            self.submit(smaller, on_written, reducible=False)
+
+        self._handoff.submit(write, on_written, "dead letter", reduced if reducible else None)
 
     async def close(self) -> None:
         await self._handoff.close()

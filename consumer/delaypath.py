@@ -162,15 +162,30 @@ class KafkaDelaySink:
 class DelayPath:
     """Writes deliveries to their delay topic until durable, then runs `on_written`."""
 
-    def __init__(self, sink: DelaySink, prefix: str, handoff: Handoff | None = None) -> None:
+    def __init__(
+        self,
+        sink: DelaySink,
+        prefix: str,
+        handoff: Handoff | None = None,
+        on_unwritable: Callable[[Delivery, Outcome], None] | None = None,
+    ) -> None:
         self._sink = sink
         self._prefix = prefix
         self._handoff = handoff or Handoff()
+        self._on_unwritable = on_unwritable  # typically: dead-letter it
 
     def submit(self, delivery: Delivery, delay: Delay, on_written: Callable[[], None]) -> None:
         record = DelayedDelivery.of(delivery, due_ms=int((time.time() + delay.seconds) * 1000))
         topic = delay_topic(self._prefix, delay.level)
-        self._handoff.submit(lambda: self._sink.write(topic, record), on_written, "delay")
+        fallback = None
+        if self._on_unwritable is not None:
+            give_up = self._on_unwritable
+
+            def fallback(exc: Exception) -> None:
+                reason = Outcome(Kind.UNWRITABLE, retryable=False, message=repr(exc)[:500])
+                give_up(delivery, reason)
+
+        self._handoff.submit(lambda: self._sink.write(topic, record), on_written, "delay", fallback)
 
     async def close(self) -> None:
         await self._handoff.close()

@@ -6,8 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 log = structlog.get_logger(__name__)
+
+# Errors that no amount of waiting cures: the record itself cannot be written.
+UNWRITABLE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 
 
 class Handoff:
@@ -22,18 +26,37 @@ class Handoff:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(
-        self, write: Callable[[], Awaitable[None]], on_written: Callable[[], None], what: str
+        self,
+        write: Callable[[], Awaitable[None]],
+        on_written: Callable[[], None],
+        what: str,
+        on_unwritable: Callable[[Exception], None] | None = None,
     ) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(write, on_written, what))
+        """`on_unwritable` takes over when the record can never be written (too large); without
+        it such a write is retried like any other, holding its offsets back."""
+        run = self._run(write, on_written, what, on_unwritable)
+        task = asyncio.get_running_loop().create_task(run)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run(
-        self, write: Callable[[], Awaitable[None]], on_written: Callable[[], None], what: str
+        self,
+        write: Callable[[], Awaitable[None]],
+        on_written: Callable[[], None],
+        what: str,
+        on_unwritable: Callable[[Exception], None] | None,
     ) -> None:
         while True:
             try:
                 await write()
+            except UNWRITABLE as exc:
+                if on_unwritable is None:
+                    log.error("handoff.unwritable", what=what, error=repr(exc)[:300])
+                    await asyncio.sleep(self._retry_seconds)
+                    continue
+                log.warning("handoff.unwritable", what=what, error=repr(exc)[:300])
+                on_unwritable(exc)
+                return
             except Exception as exc:
                 log.warning("handoff.write_failed", what=what, error=repr(exc)[:300])
                 await asyncio.sleep(self._retry_seconds)

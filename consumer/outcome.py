@@ -22,6 +22,7 @@ class Kind(StrEnum):
     INTERNAL_ERROR = "internal_error"  # a bug of ours while sending; retried like a failure
     CIRCUIT_OPEN = "circuit_open"  # not sent: the channel's circuit breaker is open
     UNKNOWN_CHANNEL = "unknown_channel"  # a delayed delivery names a channel no longer configured
+    UNWRITABLE = "unwritable"  # too large to park on a delay topic: dead-lettered instead
 
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from .attributes import open_store
 from .catalog import Catalog
 from .config import ServiceConfig
-from .deadletter import DeadLetterWriter, KafkaDeadLetterSink
+from .deadletter import DeadLetterWriter, KafkaDeadLetterSink, for_delivery
 from .delaypath import DelayPath, KafkaDelaySink
 from .delaypath import delay_topics as delay_topics_of
 from .dispatcher import Dispatcher
@@ -62,7 +62,13 @@ async def run_service(
             KafkaDeadLetterSink(producer, config.kafka.dead_letter_topic)
         )
         stack.push_async_callback(dead_letters.close)
-        delays = DelayPath(KafkaDelaySink(producer), config.kafka.retry_topic_prefix)
+        delays = DelayPath(
+            KafkaDelaySink(producer),
+            config.kafka.retry_topic_prefix,
+            on_unwritable=lambda delivery, reason: dead_letters.submit(
+                for_delivery(delivery, reason), delivery.finish
+            ),
+        )
         stack.push_async_callback(delays.close)
         sender = Sender(session)
         lanes = {
