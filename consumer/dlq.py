@@ -13,13 +13,13 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from .config import ServiceConfig
 from .deadletter import DeadLetter
 from .delaypath import DelayedDelivery as Delayed
 from .delaypath import KafkaDelaySink, delay_topic
+from .kafkatools import stop_consumer, topic_partitions
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -66,18 +66,6 @@ class Letter:
     letter: DeadLetter | None  # None: not a dead-letter record at all
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"] != 0:
-        raise LookupError(f"topic {topic!r} does not exist (error {described['error_code']})")
-    return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-
-
 async def _read(
     consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
 ) -> AsyncIterator[Letter]:
@@ -114,7 +102,7 @@ async def stats(config: ServiceConfig) -> dict[tuple[str, str], Row]:
     await consumer.start()
     rows: dict[tuple[str, str], Row] = defaultdict(Row)
     try:
-        tps = await _partitions(config.kafka.bootstrap_servers, config.kafka.dead_letter_topic)
+        tps = await topic_partitions(config.kafka.bootstrap_servers, config.kafka.dead_letter_topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
@@ -132,7 +120,7 @@ async def stats(config: ServiceConfig) -> dict[tuple[str, str], Row]:
                 row.oldest = at if row.oldest is None else min(row.oldest, at)
                 row.newest = at if row.newest is None else max(row.newest, at)
     finally:
-        await _stop(consumer)
+        await stop_consumer(consumer)
     return dict(rows)
 
 
@@ -175,7 +163,7 @@ async def replay(
     sink = KafkaDelaySink(producer)
     first_level = delay_topic(kafka.retry_topic_prefix, config.retry.park_seconds)
     try:
-        tps = await _partitions(kafka.bootstrap_servers, kafka.dead_letter_topic)
+        tps = await topic_partitions(kafka.bootstrap_servers, kafka.dead_letter_topic)
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         starts = {tp: await consumer.position(tp) for tp in tps}
@@ -206,7 +194,7 @@ async def replay(
             await consumer.commit(done)
     finally:
         await producer.stop()
-        await _stop(consumer)
+        await stop_consumer(consumer)
     return report
 
 
@@ -250,14 +238,3 @@ async def _replay_one(
 
 def _epoch(when: datetime | None) -> float | None:
     return None if when is None else when.timestamp()
-
-
-async def _stop(consumer: AIOKafkaConsumer) -> None:
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        # aiokafka 0.14 leaks the CancelledError of an internal task that never started when
-        # stop() follows start() closely; re-raise only a cancellation of our own.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise

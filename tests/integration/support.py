@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.config import ServiceConfig, parse_config
+from consumer.kafkatools import stop_consumer, topic_partitions
 from consumer.receiver import Receiver
 from consumer.service import run_service
 
@@ -149,36 +150,15 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-async def _stop(consumer: AIOKafkaConsumer) -> None:
-    """Stop a group-less consumer; aiokafka 0.14 lets its never-started internal task's
-    CancelledError escape when stop() follows start() closely, which is no cancellation of ours."""
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-
-
-async def partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-        return sorted(p["partition"] for p in described["partitions"])
-    finally:
-        await admin.close()
-
-
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    tps = [TopicPartition(topic, p) for p in await partitions(bootstrap, topic)]
+    tps = await topic_partitions(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
         ends = await consumer.end_offsets(tps)
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
-        await _stop(consumer)
+        await stop_consumer(consumer)
 
 
 async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
@@ -211,7 +191,7 @@ async def read_all(bootstrap: str, topic: str, within: float = 20) -> list[Any]:
             for items in batch.values():
                 records.extend(items)
     finally:
-        await _stop(consumer)
+        await stop_consumer(consumer)
     return records
 
 

@@ -1,0 +1,32 @@
+"""Small aiokafka helpers shared by the operator commands (and the tests)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The partitions of `topic`, from the broker (not from a consumer's cached metadata)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"] != 0:
+        raise LookupError(f"topic {topic!r} does not exist (error {described['error_code']})")
+    return sorted(TopicPartition(topic, p["partition"]) for p in described["partitions"])
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer. aiokafka 0.14 lets the CancelledError of an internal task that never
+    started escape when stop() follows start() closely; only our own cancellation re-raises."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
