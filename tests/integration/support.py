@@ -212,3 +212,11 @@ async def committed_to_end(setup: Setup, within: float = 30) -> bool:
             return True
         await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
     return False
+
+
+async def record_count(bootstrap: str, topic: str) -> int:
+    """Records ever written to `topic`; 0 while the service has not created it yet."""
+    try:
+        return sum((await end_offsets(bootstrap, topic)).values())
+    except LookupError:
+        return 0

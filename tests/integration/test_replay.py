@@ -19,9 +19,9 @@ from .support import (
     channel,
     create_topic,
     encoded,
-    end_offsets,
     event,
     produce,
+    record_count,
 )
 
 
@@ -43,14 +43,10 @@ async def _cli(config: Path, env: dict[str, str], *args: str) -> tuple[int, str]
     return process.returncode, out.decode()
 
 
-async def _count(bootstrap: str, topic: str) -> int:
-    return sum((await end_offsets(bootstrap, topic)).values())
-
-
 async def _wait_count(bootstrap: str, topic: str, at_least: int, within: float = 60) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while await _count(bootstrap, topic) < at_least:
+    while await record_count(bootstrap, topic) < at_least:
         if loop.time() > deadline:
             return False
         await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
@@ -93,11 +89,11 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
         assert re.search(r"│ r\s+│ http_status\s+│\s+20 │", out), out
 
         delay_topic = f"retry-{setup.suffix}-1s"
-        before = await _count(bootstrap, delay_topic)
+        before = await record_count(bootstrap, delay_topic)
         code, out = await _cli(config_file, setup.environ, "replay", "--dry-run")
         assert code == 0, out
         assert "would replay 20 of 20" in out
-        assert await _count(bootstrap, delay_topic) == before, "a dry run sent something"
+        assert await record_count(bootstrap, delay_topic) == before, "a dry run sent something"
 
         receiver.answer("r", default=200)  # the receiver is fixed
         code, out = await _cli(
