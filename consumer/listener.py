@@ -178,6 +178,29 @@ class Listener:
                 await self.commit()  # keep offsets moving during a long drain
         return True
 
+    async def revoked(self, revoked: set[TopicPartition]) -> None:
+        """Fetching for these partitions has already stopped: finish what is in flight
+        (within a bound), commit it, and let the next owner redo whatever is unfinished."""
+        keys = [_key(tp) for tp in revoked]
+        if not keys:
+            return
+        self._flush()
+        complete = await self.wait_finished(keys, self._config.revoke_grace_seconds)
+        await self.commit(keys)
+        for key in keys:
+            self._tracker.revoke(key)
+        self._paused.difference_update(revoked)
+        for tp in revoked:
+            timer = self._sleeping.pop(tp, None)
+            if timer is not None:
+                timer.cancel()
+        log.info("partitions.revoked", partitions=sorted(keys), complete=complete)
+
+    def assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._tracker.assign(_key(tp))
+        log.info("partitions.assigned", partitions=sorted(_key(tp) for tp in assigned))
+
     def _flush(self) -> None:
         for handler in self._handlers.values():
             handler.flush()
@@ -194,29 +217,13 @@ class Listener:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka's hook, handing both events to the listener."""
+
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Fetching for these partitions has already stopped: finish what is in flight (within
-        # a bound), commit it, and let the next owner redo whatever is still unfinished.
-        keys = [_key(tp) for tp in revoked]
-        if not keys:
-            return
-        listener = self._listener
-        listener._flush()
-        complete = await listener.wait_finished(keys, listener._config.revoke_grace_seconds)
-        await listener.commit(keys)
-        for key in keys:
-            listener.tracker.revoke(key)
-        listener._paused.difference_update(revoked)
-        for tp in revoked:
-            timer = listener._sleeping.pop(tp, None)
-            if timer is not None:
-                timer.cancel()
-        log.info("partitions.revoked", partitions=sorted(keys), complete=complete)
+        await self._listener.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        for tp in assigned:
-            self._listener.tracker.assign(_key(tp))
-        log.info("partitions.assigned", partitions=sorted(_key(tp) for tp in assigned))
+        self._listener.assigned(assigned)
