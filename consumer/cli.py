@@ -14,6 +14,7 @@ from rich.console import Console
 
 from . import __version__
 from .config import ConfigError, ServiceConfig, load_config
+from .secrets import redact
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -85,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {exc.source}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        return EXIT_FAILURE
+    except Exception as exc:  # a runtime failure: one clear line, the traceback only on request
+        print(f"webhook-consumer: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+        if os.environ.get("WEBHOOK_CONSUMER_TRACEBACK"):
+            raise
         return EXIT_FAILURE
 
 

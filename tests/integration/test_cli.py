@@ -99,3 +99,20 @@ async def test_check_config_lists_every_problem_with_exit_2(
     assert f"{path}: campaigns[0].channels[1]: unknown channel 'ghost'" in err
     assert f"{path}: channels[0].secret_env: environment variable SECRET_A is not set" in err
     assert "Traceback" not in err
+
+
+async def test_an_unreachable_broker_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+                "channels": [{"name": "a", "url": "http://example.com/"}],
+            }
+        ),
+        encoding="utf-8",
+    )
+    code, _, err = await _cli("run", "--config", str(path), env={})
+    assert code == 1
+    assert "webhook-consumer: KafkaConnectionError" in err
+    assert "Traceback" not in err
