@@ -16,10 +16,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from consumer.receiver import Receiver
-from tests.integration.support import Setup, channel, create_topic, encoded, event, produce
+from tests.integration.support import (
+    Setup,
+    channel,
+    create_topic,
+    encoded,
+    event,
+    produce,
+    write_config,
+)
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -37,9 +43,7 @@ async def bench(bootstrap: str, events: int, channels: int) -> dict[str, object]
         setup = Setup(
             bootstrap, receiver, [channel(receiver, n) for n in names], {"c": names}, tmp=tmp
         )
-        setup.config()
-        config = Path(tmp) / "config.yaml"
-        config.write_text(yaml.safe_dump(setup.document()), encoding="utf-8")
+        config = write_config(setup, Path(tmp))
         await create_topic(bootstrap, setup.topic, 3)
         await produce(
             bootstrap, setup.topic, encoded(event("c", f"u-{i % 1000}") for i in range(events))

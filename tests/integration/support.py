@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -109,6 +111,14 @@ class Setup:
     def config(self) -> ServiceConfig:
         self.receiver.secrets.update(self.secrets_by_channel())
         return parse_config(self.document(), "test-config", self.environ)
+
+
+def write_config(setup: Setup, folder: Path) -> Path:
+    """Validate the config, which tells the receiver the secrets, and write it for a process."""
+    setup.config()
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(setup.document(), allow_unicode=True), encoding="utf-8")
+    return path
 
 
 class RunningService:

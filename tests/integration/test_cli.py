@@ -12,7 +12,7 @@ import yaml
 
 from consumer.receiver import Receiver
 
-from .support import Setup, channel
+from .support import Setup, channel, write_config
 
 
 async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
@@ -30,13 +30,6 @@ async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-def _write(setup: Setup, tmp_path: Path) -> Path:
-    setup.config()
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(setup.document(), allow_unicode=True), encoding="utf-8")
-    return path
-
-
 async def test_send_test_posts_one_signed_request_and_hides_the_secret(
     receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -47,7 +40,7 @@ async def test_send_test_posts_one_signed_request_and_hides_the_secret(
         {"c": ["coupons"]},
         tmp=str(tmp_path),
     )
-    config = _write(setup, tmp_path)
+    config = write_config(setup, tmp_path)
     users = tmp_path / "users.jsonl"
     users.write_bytes(orjson.dumps({"user_id": "u-1", "attributes": {"hobby": "跑步"}}) + b"\n")
     code, out, _ = await _cli(

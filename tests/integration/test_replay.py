@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
+import orjson
 
+from consumer.deadletter import DeadLetter, Reason, SourceRef
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
 
@@ -21,7 +24,9 @@ from .support import (
     encoded,
     event,
     produce,
+    read_all,
     record_count,
+    write_config,
 )
 
 
@@ -68,9 +73,7 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
             "circuit_breaker": {"failures": 1000, "cooldown_seconds": 1},
         },
     )
-    config_file = tmp_path / "config.yaml"
-    setup.config()
-    config_file.write_text(yaml.safe_dump(setup.document()), encoding="utf-8")
+    config_file = write_config(setup, tmp_path)
     receiver.answer("r", default=503)
     await create_topic(bootstrap, setup.topic, 3)
     events = [event("c", f"u-{i}") for i in range(20)]
@@ -113,3 +116,64 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
     delivered = [r for r in receiver.delivered()]
     assert sorted(r.delivery_id for r in delivered) == sorted(ids), "each exactly once"
     assert all(r.attempt == 4 for r in delivered)  # the count goes on across the replay
+
+
+async def test_an_interrupted_replay_resumes_without_replaying_twice(
+    bootstrap: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    setup = Setup(bootstrap, receiver, [channel(receiver, "r")], {"c": ["r"]}, tmp=str(tmp_path))
+    config_file = write_config(setup, tmp_path)
+    await create_topic(bootstrap, setup.dead_letter_topic, 3)
+    delay_topic = f"retry-{setup.suffix}-5s"
+    await create_topic(bootstrap, delay_topic, 3)
+    total = 3000
+    now = datetime.now(UTC)
+    letters = [
+        DeadLetter(
+            delivery_id=f"d-{i}",
+            channel="r",
+            campaign_id="c",
+            events=[{"event_id": f"e-{i}"}],
+            reason=Reason(kind="http_status", status=503),
+            attempts=3,
+            first_attempt_at=now,
+            last_attempt_at=now,
+            dead_lettered_at=now,
+            source=SourceRef(topic=setup.topic, partition=0, offset=i),
+            sources=[SourceRef(topic=setup.topic, partition=0, offset=i)],
+        ).encode()
+        for i in range(total)
+    ]
+    await produce(bootstrap, setup.dead_letter_topic, [(None, value) for value in letters])
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consumer",
+        "dlq",
+        "replay",
+        "--config",
+        str(config_file),
+        env={**os.environ, **setup.environ},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while await record_count(bootstrap, delay_topic) < 300:
+        assert loop.time() < deadline, "the replay never started"
+        await asyncio.sleep(0.05)  # polling the broker for a condition, with a deadline
+    process.send_signal(signal.SIGINT)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    assert "interrupted" in out.decode(), out.decode()
+    first_run = await record_count(bootstrap, delay_topic)
+    assert first_run < total, "the replay had finished before the interrupt: test proves nothing"
+
+    code, out2 = await _cli(config_file, setup.environ, "replay")
+    assert code == 0, out2
+    replayed = [
+        orjson.loads(r.value)["delivery_id"] for r in await read_all(bootstrap, delay_topic)
+    ]
+    assert len(replayed) == total, f"{len(replayed) - total:+d} records against {total}"
+    assert len(set(replayed)) == total, "a record was replayed twice"

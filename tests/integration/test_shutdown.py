@@ -7,8 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
@@ -24,6 +23,7 @@ from .support import (
     pairs_delivered,
     produce,
     record_count,
+    write_config,
 )
 
 CHANNELS = ["alpha", "beta"]
@@ -43,6 +43,20 @@ async def _start(config_path: Path, setup: Setup, log: Path) -> asyncio.subproce
     )
 
 
+async def _stop(process: asyncio.subprocess.Process) -> int:
+    """SIGTERM, then the exit code once it has drained."""
+    process.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(process.wait(), 30)
+
+
+async def _produce_events(setup: Setup, count: int) -> list[dict[str, Any]]:
+    """`count` events for campaign "c" on the setup's topic, created with 3 partitions."""
+    await create_topic(setup.bootstrap, setup.topic, 3)
+    events = [event("c", f"u-{i}") for i in range(count)]
+    await produce(setup.bootstrap, setup.topic, encoded(events))
+    return events
+
+
 async def test_sigterm_drains_commits_and_a_restart_loses_nothing(
     bootstrap: str, receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -56,19 +70,14 @@ async def test_sigterm_drains_commits_and_a_restart_loses_nothing(
     )
     # A small in-flight bound, so SIGTERM leaves most of the topic for the restart.
     setup.kafka.update(shutdown_grace_seconds=15, max_in_flight_per_partition=100)
-    setup.config()  # validates, and tells the receiver the secrets
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(setup.document()), encoding="utf-8")
+    config_path = write_config(setup, tmp_path)
     log = tmp_path / "service.log"
-    await create_topic(bootstrap, setup.topic, 3)
-    events = [event("c", f"u-{i}") for i in range(5000)]
-    await produce(bootstrap, setup.topic, encoded(events))
+    events = await _produce_events(setup, 5000)
     expected = {(ch, delivery_id(ch, [e["event_id"]])) for e in events for ch in CHANNELS}
 
     first = await _start(config_path, setup, log)
     assert await receiver.wait_for(lambda r: len(r.received) >= 2000, within=60)
-    first.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(first.wait(), 30) == 0, log.read_text()[-3000:]
+    assert await _stop(first) == 0, log.read_text()[-3000:]
     at_stop = len(pairs_delivered(receiver))
     assert at_stop < len(expected), "the stream had finished before SIGTERM: test proves nothing"
     committed = await committed_offsets(bootstrap, setup.group, setup.topic)
@@ -80,8 +89,7 @@ async def test_sigterm_drains_commits_and_a_restart_loses_nothing(
             f"{len(expected - pairs_delivered(receiver))} pairs never delivered"
         )
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(second.wait(), 30) == 0
+        assert await _stop(second) == 0
     assert all(r.verified for r in receiver.received)
     ends = await end_offsets(bootstrap, setup.topic)
     assert await committed_offsets(bootstrap, setup.group, setup.topic) == ends
@@ -105,13 +113,9 @@ async def test_a_second_replica_takes_partitions_over_without_losing_work(
     )
     setup.kafka.update(max_in_flight_per_partition=50, revoke_grace_seconds=10)
     setup.log_level = "info"
-    setup.config()
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(setup.document()), encoding="utf-8")
+    config_path = write_config(setup, tmp_path)
     log = tmp_path / "service.log"
-    await create_topic(bootstrap, setup.topic, 3)
-    events = [event("c", f"u-{i}") for i in range(2000)]
-    await produce(bootstrap, setup.topic, encoded(events))
+    events = await _produce_events(setup, 2000)
     expected = {("alpha", delivery_id("alpha", [e["event_id"]])) for e in events}
 
     first = await _start(config_path, setup, log)
@@ -150,14 +154,10 @@ async def test_sigkill_between_delay_produce_and_commit_loses_nothing(
     # Commits are rare, so the kill lands after delay records were produced but before
     # the input offsets that produced them were committed.
     setup.kafka.update(commit_interval_ms=600_000)
-    setup.config()
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(setup.document()), encoding="utf-8")
+    config_path = write_config(setup, tmp_path)
     log = tmp_path / "service.log"
     receiver.answer("down", default=503)
-    await create_topic(bootstrap, setup.topic, 3)
-    events = [event("c", f"u-{i}") for i in range(500)]
-    await produce(bootstrap, setup.topic, encoded(events))
+    events = await _produce_events(setup, 500)
     expected = {(ch, delivery_id(ch, [e["event_id"]])) for e in events for ch in ("down", "up")}
 
     first = await _start(config_path, setup, log)
@@ -179,7 +179,6 @@ async def test_sigkill_between_delay_produce_and_commit_loses_nothing(
             f"{len(expected - pairs_delivered(receiver))} pairs lost"
         )
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(second.wait(), 30) == 0
+        assert await _stop(second) == 0
     duplicates = len(receiver.delivered()) - len(pairs_delivered(receiver))
     print(f"\nSIGKILL after delay produce: nothing lost, {duplicates} duplicate deliveries")

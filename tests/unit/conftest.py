@@ -1,15 +1,22 @@
-"""Shared factories for the unit tests: configs, catalogs, and polling with a deadline."""
+"""Shared factories for the unit tests: configs, catalogs, deliveries, polling with a deadline."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from consumer.catalog import Catalog
+from consumer.catalog import Catalog, Channel
 from consumer.config import ServiceConfig, parse_config
+from consumer.delivery import Delivery
+from consumer.outcome import Outcome
+from consumer.sender import Sender, make_session
 
 SECRET = "s3cr3t-示例"
 BASIC_PASSWORD = "pa55-w0rd"
@@ -18,6 +25,9 @@ ENV: Mapping[str, str] = {"HOOK_SECRET": SECRET, "HOOK_PASSWORD": BASIC_PASSWORD
 ChannelFactory = Callable[..., dict[str, Any]]
 CatalogFactory = Callable[..., tuple[ServiceConfig, Catalog]]
 WaitUntil = Callable[..., Awaitable[None]]
+DeliveryFactory = Callable[..., Delivery]
+SendOnce = Callable[..., Awaitable[Outcome]]
+ServeHooks = Callable[..., AbstractAsyncContextManager[web.AppRunner]]
 
 
 @pytest.fixture
@@ -57,6 +67,59 @@ def build_catalog() -> CatalogFactory:
         return config, Catalog.from_config(config, environ)
 
     return build
+
+
+@pytest.fixture
+def bare_delivery() -> DeliveryFactory:
+    """A first attempt carrying nothing in particular, for tests about how a request is sent."""
+
+    def make(channel: Channel, id: str = "d-1") -> Delivery:
+        return Delivery(
+            id=id,
+            channel=channel,
+            campaign_id="c",
+            template_param={},
+            user_attr=[],
+            events=[],
+            sources=[],
+            attempts=1,
+        )
+
+    return make
+
+
+@pytest.fixture
+def send_once(bare_delivery: DeliveryFactory) -> SendOnce:
+    """Send a bare delivery to `channel` through a fresh session that allows only `allowed`."""
+
+    async def send(channel: Channel, allowed: Sequence[str] = ("127.0.0.0/8",)) -> Outcome:
+        async with make_session([ip_network(a) for a in allowed]) as session:
+            return await Sender(session).send(bare_delivery(channel))
+
+    return send
+
+
+@pytest.fixture
+def serve_hooks() -> ServeHooks:
+    """Serve `handle` at POST /hooks on 127.0.0.1, a free port, for the block; more sites may join
+    the runner it yields."""
+
+    @asynccontextmanager
+    async def serve(
+        handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> AsyncIterator[web.AppRunner]:
+        app = web.Application()
+        app.router.add_post("/hooks", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+            yield runner
+        finally:
+            await runner.cleanup()
+
+    return serve
 
 
 @pytest.fixture

@@ -10,30 +10,16 @@ import pytest
 
 from consumer.attributes import MemoryAttributeStore
 from consumer.deadletter import DeadLetterWriter, MemoryDeadLetterSink
-from consumer.delivery import Delivery, Source, delivery_id
+from consumer.delivery import Source, delivery_id
 from consumer.dispatcher import Dispatcher
 from consumer.payload import encode_body
+
+from .fakes import Record, RecordingLane
 
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory, WaitUntil
 
 TOPIC = "user-threshold-events"
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-
-
-class RecordingLane:
-    def __init__(self) -> None:
-        self.deliveries: list[Delivery] = []
-
-    def submit(self, delivery: Delivery) -> None:
-        self.deliveries.append(delivery)
 
 
 def event(event_id: str, user_id: str, campaign_id: str = "double11") -> dict[str, Any]:

@@ -18,13 +18,12 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from consumer.catalog import Channel
-from consumer.delivery import Delivery
 from consumer.guard import BlockedDestination, DestinationPolicy, special_use
 from consumer.outcome import Kind, Outcome
 from consumer.sender import Sender, make_session
 
 if TYPE_CHECKING:
-    from .conftest import CatalogFactory, ChannelFactory
+    from .conftest import CatalogFactory, ChannelFactory, DeliveryFactory
 
 PUBLIC_V4 = "8.8.8.8"
 PUBLIC_V6 = "2606:4700:4700::1111"
@@ -107,7 +106,7 @@ Send = Callable[..., Any]
 
 
 @pytest.fixture
-async def send(channel_to: Any) -> AsyncIterator[Send]:
+async def send(channel_to: Any, bare_delivery: DeliveryFactory) -> AsyncIterator[Send]:
     """Send one delivery to `url` with the given allowed networks; returns (outcome, sockets)."""
     sessions = []
 
@@ -119,17 +118,7 @@ async def send(channel_to: Any) -> AsyncIterator[Send]:
             socket_factory=sockets,
         )
         sessions.append(session)
-        channel = channel_to(url)
-        delivery = Delivery(
-            id="d-1",
-            channel=channel,
-            campaign_id="c",
-            template_param={},
-            user_attr=[],
-            events=[],
-            sources=[],
-            attempts=1,
-        )
+        delivery = bare_delivery(channel_to(url))
         return await Sender(session).send(delivery), sockets
 
     yield run

@@ -6,19 +6,16 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
 from yarl import URL
 
-from consumer.delivery import Delivery
 from consumer.outcome import Kind
-from consumer.sender import Sender, make_session
 
 if TYPE_CHECKING:
-    from .conftest import CatalogFactory, ChannelFactory
+    from .conftest import CatalogFactory, ChannelFactory, SendOnce, ServeHooks
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
 
@@ -43,7 +40,7 @@ class Local:
 
 
 @pytest.fixture
-async def local() -> AsyncIterator[Local]:
+async def local(serve_hooks: ServeHooks) -> AsyncIterator[Local]:
     """One server on 127.0.0.1, 127.0.0.2 and ::1, all on the same port."""
     state = Local()
 
@@ -51,38 +48,23 @@ async def local() -> AsyncIterator[Local]:
         state.arrived.append(request.transport.get_extra_info("sockname")[0])  # type: ignore[union-attr]
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hooks", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    state.port = runner.addresses[0][1]
-    await web.TCPSite(runner, "127.0.0.2", state.port).start()
-    if IPV6:
-        await web.TCPSite(runner, "::1", state.port).start()
-    yield state
-    await runner.cleanup()
+    async with serve_hooks(handle) as runner:
+        state.port = runner.addresses[0][1]
+        await web.TCPSite(runner, "127.0.0.2", state.port).start()
+        if IPV6:
+            await web.TCPSite(runner, "::1", state.port).start()
+        yield state
 
 
 @pytest.fixture
-def send(channel_cfg: ChannelFactory, build_catalog: CatalogFactory, local: Local) -> Any:
+def send(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory, send_once: SendOnce, local: Local
+) -> Any:
     _, catalog = build_catalog([channel_cfg("edge", timeout_seconds=5)])
 
     async def run(host: str, allowed: list[str]) -> Kind:
         channel = replace(catalog.channels["edge"], url=URL(f"http://{host}:{local.port}/hooks"))
-        delivery = Delivery(
-            id="d-1",
-            channel=channel,
-            campaign_id="c",
-            template_param={},
-            user_attr=[],
-            events=[],
-            sources=[],
-            attempts=1,
-        )
-        async with make_session([ip_network(a) for a in allowed]) as session:
-            outcome = await Sender(session).send(delivery)
-        return outcome.kind
+        return (await send_once(channel, allowed)).kind
 
     return run
 

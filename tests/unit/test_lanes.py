@@ -275,6 +275,14 @@ def open_circuit(lane: ChannelLane) -> None:
     assert lane.breaker.state is State.OPEN
 
 
+def open_then_cool_down(lane: ChannelLane) -> None:
+    """Open the circuit on a clock of the test's own, then move that clock past the cooldown."""
+    now = [0.0]
+    lane.breaker = CircuitBreaker(lane.channel.name, 3, 30.0, clock=lambda: now[0])
+    open_circuit(lane)
+    now[0] += 30.0
+
+
 async def test_an_open_circuit_sends_nothing_and_delays_instead(
     channel: Channel, wait_until: WaitUntil
 ) -> None:
@@ -296,13 +304,10 @@ async def test_an_open_circuit_sends_nothing_and_delays_instead(
 async def test_after_the_cooldown_a_probe_closes_the_circuit(
     channel: Channel, wait_until: WaitUntil
 ) -> None:
-    now = [0.0]
     transport = ScriptedTransport(200)
     finished: list[Source] = []
     async with running_lane(channel, transport, BREAKER) as h:
-        h.lane.breaker = CircuitBreaker(channel.name, 3, 30.0, clock=lambda: now[0])
-        open_circuit(h.lane)
-        now[0] += 30.0
+        open_then_cool_down(h.lane)
         h.lane.submit(make_delivery(channel, finished))
         await wait_until(lambda: len(finished) == 1, what="probe delivered")
         assert len(transport.attempts) == 1
@@ -313,13 +318,10 @@ async def test_after_the_cooldown_a_probe_closes_the_circuit(
 async def test_a_failed_probe_reopens_and_sends_nothing_more(
     channel: Channel, wait_until: WaitUntil
 ) -> None:
-    now = [0.0]
     transport = ScriptedTransport(503)
     finished: list[Source] = []
     async with running_lane(channel, transport, BREAKER) as h:
-        h.lane.breaker = CircuitBreaker(channel.name, 3, 30.0, clock=lambda: now[0])
-        open_circuit(h.lane)
-        now[0] += 30.0
+        open_then_cool_down(h.lane)
         h.lane.submit(make_delivery(channel, finished))
         await wait_until(lambda: len(finished) == 1, what="probe failed, delivery delayed")
         assert len(transport.attempts) == 1  # its quick retry found the circuit open again

@@ -16,21 +16,14 @@ from consumer.delaypath import DUE_HEADER
 from consumer.delivery import Source
 from consumer.listener import Listener
 
+from .fakes import Record
+
 if TYPE_CHECKING:
     from .conftest import WaitUntil
 
 DELAY_TOPIC = "webhook-retry-5s"
 INPUT_TOPIC = "user-threshold-events"
 TP = TopicPartition(DELAY_TOPIC, 0)
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
 
 
 class FakeConsumer:

@@ -14,6 +14,8 @@ from consumer.delivery import Delivery, Source, delivery_id
 from consumer.outcome import from_response
 from consumer.redelivery import Redelivery
 
+from .fakes import Record, RecordingLane
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -21,22 +23,6 @@ if TYPE_CHECKING:
 
 DELAY_TOPIC = "webhook-retry-60s"
 INPUT = Source("user-threshold-events", 3, 500)
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-
-
-class RecordingLane:
-    def __init__(self) -> None:
-        self.deliveries: list[Delivery] = []
-
-    def submit(self, delivery: Delivery) -> None:
-        self.deliveries.append(delivery)
 
 
 @dataclass

@@ -6,21 +6,18 @@ import base64
 import io
 import json
 from collections.abc import Iterator
-from ipaddress import ip_network
 from typing import TYPE_CHECKING
 
 import pytest
 import structlog
 from aiohttp import web
 
-from consumer.delivery import Delivery
 from consumer.outcome import Kind
 from consumer.secrets import REDACTED, Secret, redact, redact_event, remember
-from consumer.sender import Sender, make_session
 from consumer.standard_webhooks import SigningKeys
 
 if TYPE_CHECKING:
-    from .conftest import CatalogFactory, ChannelFactory
+    from .conftest import CatalogFactory, ChannelFactory, SendOnce, ServeHooks
 
 GIO_SECRET = "gio-hygiene-secret-71"
 PASSWORD = "hygiene-pa55word-72"
@@ -80,38 +77,23 @@ def test_standard_webhooks_keys_do_not_show_themselves() -> None:
 
 
 async def test_a_receiver_echoing_our_headers_leaks_nothing_into_the_outcome(
-    channel_cfg: ChannelFactory, build_catalog: CatalogFactory
+    channel_cfg: ChannelFactory,
+    build_catalog: CatalogFactory,
+    serve_hooks: ServeHooks,
+    send_once: SendOnce,
 ) -> None:
     async def echo(request: web.Request) -> web.Response:
         body = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
         return web.Response(status=400, text=f"rejected; you sent {GIO_SECRET}?\n{body}")
 
-    app = web.Application()
-    app.router.add_post("/hooks", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
+    async with serve_hooks(echo) as runner:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/hooks"
         auth = {"username": "gio", "password_env": "HOOK_PASSWORD"}
         _, catalog = build_catalog(
             [channel_cfg("echo", url=url, basic_auth=auth, standard_webhooks={"secret_env": "SW"})],
             environ=ENV,
         )
-        delivery = Delivery(
-            id="d-1",
-            channel=catalog.channels["echo"],
-            campaign_id="c",
-            template_param={},
-            user_attr=[],
-            events=[],
-            sources=[],
-            attempts=1,
-        )
-        async with make_session([ip_network("127.0.0.0/8")]) as session:
-            outcome = await Sender(session).send(delivery)
-    finally:
-        await runner.cleanup()
+        outcome = await send_once(catalog.channels["echo"])
     assert (outcome.kind, outcome.status) == (Kind.HTTP_STATUS, 400)
     token = base64.b64encode(f"gio:{PASSWORD}".encode()).decode()
     assert "Authorization" in outcome.message  # the echo did come back...

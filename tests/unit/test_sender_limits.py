@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from consumer.delivery import Delivery
 from consumer.outcome import Kind, Outcome
 from consumer.sender import EXCERPT_BYTES, Sender, make_session
 
 if TYPE_CHECKING:
-    from .conftest import CatalogFactory, ChannelFactory
+    from .conftest import CatalogFactory, ChannelFactory, DeliveryFactory
 
 Handler = Callable[[asyncio.StreamWriter], Awaitable[None]]
 FIFTY_MB = 50 * 1024 * 1024
@@ -68,7 +67,12 @@ async def raw() -> AsyncIterator[RawServer]:
 
 
 @pytest.fixture
-def send(channel_cfg: ChannelFactory, build_catalog: CatalogFactory, raw: RawServer) -> Any:
+def send(
+    channel_cfg: ChannelFactory,
+    build_catalog: CatalogFactory,
+    bare_delivery: DeliveryFactory,
+    raw: RawServer,
+) -> Any:
     async def run(timeout_seconds: float) -> tuple[Outcome, float]:
         _, catalog = build_catalog(
             [
@@ -77,16 +81,7 @@ def send(channel_cfg: ChannelFactory, build_catalog: CatalogFactory, raw: RawSer
                 )
             ]
         )
-        delivery = Delivery(
-            id="d-1",
-            channel=catalog.channels["edge"],
-            campaign_id="c",
-            template_param={},
-            user_attr=[],
-            events=[],
-            sources=[],
-            attempts=1,
-        )
+        delivery = bare_delivery(catalog.channels["edge"])
         async with make_session([ip_network("127.0.0.0/8")]) as session:
             started = time.monotonic()
             outcome = await Sender(session).send(delivery)

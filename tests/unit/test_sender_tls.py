@@ -6,19 +6,16 @@ import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
-from ipaddress import ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
 
-from consumer.delivery import Delivery
 from consumer.outcome import Kind, Outcome
-from consumer.sender import Sender, make_session
 
 if TYPE_CHECKING:
-    from .conftest import CatalogFactory, ChannelFactory
+    from .conftest import CatalogFactory, ChannelFactory, SendOnce, ServeHooks
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -49,7 +46,9 @@ def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def https(certificate: tuple[Path, Path]) -> AsyncIterator[tuple[int, list[str]]]:
+async def https(
+    certificate: tuple[Path, Path], serve_hooks: ServeHooks
+) -> AsyncIterator[tuple[int, list[str]]]:
     seen: list[str] = []
 
     async def handle(request: web.Request) -> web.Response:
@@ -58,19 +57,16 @@ async def https(certificate: tuple[Path, Path]) -> AsyncIterator[tuple[int, list
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)
-    app = web.Application()
-    app.router.add_post("/hooks", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
-    port = runner.addresses[0][1]
-    await web.TCPSite(runner, "127.0.0.2", port, ssl_context=context).start()
-    yield port, seen
-    await runner.cleanup()
+    async with serve_hooks(handle, context) as runner:
+        port = runner.addresses[0][1]
+        await web.TCPSite(runner, "127.0.0.2", port, ssl_context=context).start()
+        yield port, seen
 
 
 @pytest.fixture
-def send(channel_cfg: ChannelFactory, build_catalog: CatalogFactory, https: Any) -> Any:
+def send(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory, send_once: SendOnce, https: Any
+) -> Any:
     port, _ = https
 
     async def run(host: str = "localhost", **top: Any) -> Outcome:
@@ -78,18 +74,7 @@ def send(channel_cfg: ChannelFactory, build_catalog: CatalogFactory, https: Any)
         _, catalog = build_catalog(
             [channel_cfg("tls", url=f"https://{host}:{port}/hooks", **channel)], **top
         )
-        delivery = Delivery(
-            id="d-1",
-            channel=catalog.channels["tls"],
-            campaign_id="c",
-            template_param={},
-            user_attr=[],
-            events=[],
-            sources=[],
-            attempts=1,
-        )
-        async with make_session([ip_network("127.0.0.0/8")]) as session:
-            return await Sender(session).send(delivery)
+        return await send_once(catalog.channels["tls"])
 
     return run
 

@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from consumer.delivery import Delivery
 from consumer.receiver import Receiver
 from consumer.secrets import Secret
 from consumer.sender import Sender, make_session
@@ -26,7 +25,7 @@ from consumer.standard_webhooks import (
 )
 
 if TYPE_CHECKING:
-    from .conftest import CatalogFactory, ChannelFactory
+    from .conftest import CatalogFactory, ChannelFactory, DeliveryFactory, ServeHooks
 
 # From the Standard Webhooks reference library's tests (libraries/python/tests/test_webhooks.py,
 # test_sign_function), github.com/standard-webhooks/standard-webhooks.
@@ -119,7 +118,11 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def test_the_sender_adds_standard_headers_beside_the_gio_signature(
-    channel_cfg: ChannelFactory, build_catalog: CatalogFactory, session: aiohttp.ClientSession
+    channel_cfg: ChannelFactory,
+    build_catalog: CatalogFactory,
+    bare_delivery: DeliveryFactory,
+    serve_hooks: ServeHooks,
+    session: aiohttp.ClientSession,
 ) -> None:
     seen: list[tuple[bytes, dict[str, str]]] = []
 
@@ -127,30 +130,14 @@ async def test_the_sender_adds_standard_headers_beside_the_gio_signature(
         seen.append((await request.read(), dict(request.headers)))
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hooks", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
+    async with serve_hooks(handle) as runner:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/hooks"
         env = {"HOOK_SECRET": "gio-key", "SW": NEW}
         _, catalog = build_catalog(
             [channel_cfg("sw", url=url, standard_webhooks={"secret_env": "SW"})], environ=env
         )
-        delivery = Delivery(
-            id="0b4c3e7e-6f5e-5a59-9d7e-3f0a1c2b4d5e",
-            channel=catalog.channels["sw"],
-            campaign_id="c",
-            template_param={},
-            user_attr=[],
-            events=[],
-            sources=[],
-            attempts=1,
-        )
+        delivery = bare_delivery(catalog.channels["sw"], id="0b4c3e7e-6f5e-5a59-9d7e-3f0a1c2b4d5e")
         assert (await Sender(session).send(delivery)).ok
-    finally:
-        await runner.cleanup()
     [(body, headers)] = seen
     assert headers["webhook-id"] == headers["X-gio-delivery-id"] == delivery.id
     body_ms = int(json.loads(body)["timestamp"])
