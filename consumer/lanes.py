@@ -181,9 +181,14 @@ class ChannelLane:
         self._apply(delivery, outcome)
 
     def _apply(self, delivery: Delivery, outcome: Outcome) -> None:
-        if not outcome.ok and not (outcome.kind is Kind.CIRCUIT_OPEN and delivery.last_error):
-            delivery.last_error = outcome  # an open circuit says nothing new about the receiver
         decision = decide(outcome, delivery.attempts, delivery.rounds, self._retry, self._rng)
+        if outcome.kind is Kind.CIRCUIT_OPEN and delivery.last_error is not None:
+            # An open circuit says nothing new about the receiver: a dead letter keeps the
+            # receiver's own last answer as its reason.
+            if isinstance(decision, GiveUp):
+                decision = GiveUp(delivery.last_error)
+        elif not outcome.ok:
+            delivery.last_error = outcome
         self._apply_decision(delivery, decision)
 
     def _apply_decision(self, delivery: Delivery, decision: Decision) -> None:
@@ -199,11 +204,6 @@ class ChannelLane:
                     delivery.rounds += 1
                 self._delays.submit(delivery, delay, delivery.finish)
             case GiveUp(reason):
-                reason = (
-                    delivery.last_error
-                    if reason.kind is Kind.CIRCUIT_OPEN and delivery.last_error is not None
-                    else reason
-                )
                 self._dead_letters.submit(for_delivery(delivery, reason), delivery.finish)
 
     def _requeue(self, delivery: Delivery) -> None:
