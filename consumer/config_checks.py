@@ -43,13 +43,9 @@ def cross_check(data: dict[str, Any], environ: Mapping[str, str]) -> Iterator[st
         for i, ch in _items(data.get("channels"))
         if isinstance(ch.get("name"), str)
     }
-    seen: set[str] = set()
+    yield from _duplicates(data.get("channels"), "channels", "name", "channel name")
+    yield from _duplicates(data.get("campaigns"), "campaigns", "id", "campaign id")
     for i, ch in _items(data.get("channels")):
-        name = ch.get("name")
-        if isinstance(name, str) and name in seen:
-            yield f"channels[{i}].name: duplicate channel name {name!r}; expected unique names"
-        if isinstance(name, str):
-            seen.add(name)
         yield from _secret_checks(f"channels[{i}]", ch, "secret_env", "secret_file", environ)
         auth = ch.get("basic_auth")
         if isinstance(auth, dict):
@@ -63,13 +59,7 @@ def cross_check(data: dict[str, Any], environ: Mapping[str, str]) -> Iterator[st
             yield from _standard_webhooks_checks(
                 f"channels[{i}].standard_webhooks", standard, environ
             )
-    ids: set[str] = set()
     for i, campaign in _items(data.get("campaigns")):
-        cid = campaign.get("id")
-        if isinstance(cid, str) and cid in ids:
-            yield f"campaigns[{i}].id: duplicate campaign id {cid!r}; expected unique ids"
-        if isinstance(cid, str):
-            ids.add(cid)
         params = campaign.get("template_params") or {}
         names = campaign.get("channels")
         for j, ch_name in enumerate(names if isinstance(names, list) else []):
@@ -201,6 +191,17 @@ def _secret_value(
 def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
     value = data.get(key)
     return value if isinstance(value, dict) else {}
+
+
+def _duplicates(items: object, section: str, key: str, what: str) -> Iterator[str]:
+    seen: set[str] = set()
+    for i, item in _items(items):
+        value = item.get(key)
+        if not isinstance(value, str):
+            continue
+        if value in seen:
+            yield f"{section}[{i}].{key}: duplicate {what} {value!r}; expected unique {what}s"
+        seen.add(value)
 
 
 def _items(value: object) -> Iterator[tuple[int, dict[str, Any]]]:
