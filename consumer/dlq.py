@@ -19,7 +19,7 @@ from .config import ServiceConfig
 from .deadletter import DeadLetter
 from .delaypath import DelayedDelivery as Delayed
 from .delaypath import KafkaDelaySink, delay_topic
-from .kafkatools import stop_consumer, topic_partitions
+from .kafkatools import client_options, stop_consumer, topic_partitions
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -95,14 +95,14 @@ class Row:
 
 async def stats(config: ServiceConfig) -> dict[tuple[str, str], Row]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=config.kafka.bootstrap_servers,
+        **client_options(config.kafka),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     await consumer.start()
     rows: dict[tuple[str, str], Row] = defaultdict(Row)
     try:
-        tps = await topic_partitions(config.kafka.bootstrap_servers, config.kafka.dead_letter_topic)
+        tps = await topic_partitions(config.kafka.dead_letter_topic, **client_options(config.kafka))
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
@@ -151,19 +151,19 @@ async def replay(
     """
     kafka = config.kafka
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
+        **client_options(kafka),
         group_id=f"{kafka.group_id}-dlq-replay-{filters.fingerprint()}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all")
     await consumer.start()
     await producer.start()
     report = ReplayReport()
     sink = KafkaDelaySink(producer)
     first_level = delay_topic(kafka.retry_topic_prefix, config.retry.park_seconds)
     try:
-        tps = await topic_partitions(kafka.bootstrap_servers, kafka.dead_letter_topic)
+        tps = await topic_partitions(kafka.dead_letter_topic, **client_options(kafka))
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         starts = {tp: await consumer.position(tp) for tp in tps}

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from .config import KafkaConfig
 
-async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    """The partitions of `topic`, from the broker (not from a consumer's cached metadata)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+
+def client_options(kafka: KafkaConfig) -> dict[str, Any]:
+    """What every consumer, producer and admin client of the service connects with."""
+    return {"bootstrap_servers": kafka.bootstrap_servers, "client_id": kafka.client_id}
+
+
+async def topic_partitions(topic: str, **options: Any) -> list[TopicPartition]:
+    """The partitions of `topic`, from the broker (not from a consumer's cached metadata).
+
+    `options` are client options, as `client_options` gives them."""
+    admin = AIOKafkaAdminClient(**options)
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])

@@ -17,6 +17,7 @@ from .deadletter import DeadLetterWriter, KafkaDeadLetterSink, for_delivery
 from .delaypath import DelayPath, KafkaDelaySink
 from .delaypath import delay_topics as delay_topics_of
 from .dispatcher import Dispatcher
+from .kafkatools import client_options
 from .lanes import ChannelLane
 from .listener import Handler, Listener
 from .redelivery import Redelivery
@@ -29,8 +30,7 @@ log = structlog.get_logger(__name__)
 def make_producer(config: ServiceConfig) -> AIOKafkaProducer:
     # acks=all: a dead letter counts as handed off only once every in-sync replica has it.
     return AIOKafkaProducer(
-        bootstrap_servers=config.kafka.bootstrap_servers,
-        client_id=config.kafka.client_id,
+        **client_options(config.kafka),
         acks="all",
         linger_ms=5,
         # Hand-offs come in bursts when a receiver fails; big batches keep them cheap.
@@ -79,9 +79,8 @@ async def run_service(
             lane.start()
             stack.push_async_callback(lane.close)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=config.kafka.bootstrap_servers,
+            **client_options(config.kafka),
             group_id=config.kafka.group_id,
-            client_id=config.kafka.client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=config.kafka.max_poll_records,

@@ -7,6 +7,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from .config import KafkaConfig
+from .kafkatools import client_options
 
 log = structlog.get_logger(__name__)
 
@@ -16,9 +17,7 @@ DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
 
 
 async def ensure_topics(config: KafkaConfig, delay_topics: list[str] | None = None) -> None:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=config.bootstrap_servers, client_id=config.client_id
-    )
+    admin = AIOKafkaAdminClient(**client_options(config))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

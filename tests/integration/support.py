@@ -161,7 +161,7 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    tps = await topic_partitions(bootstrap, topic)
+    tps = await topic_partitions(topic, bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
