@@ -1,67 +1,114 @@
-"""Per-channel circuit breaker: stop sending to a receiver that keeps failing, probe later."""
+"""Per-channel circuit breaker: stop sending to a receiver that keeps failing, probe later.
+
+While open, deliveries wait on the delay path for the next probe without using a round of
+their schedule: an outage shorter than the schedule costs no dead letter. Each failed probe
+doubles the cool-down (up to a cap), so a long outage costs few probes and few rewrites.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from enum import StrEnum
-
-import structlog
-
-log = structlog.get_logger(__name__)
+from typing import Protocol
 
 
 class State(StrEnum):
     CLOSED = "closed"  # sending normally
-    OPEN = "open"  # not sending; deliveries go straight to the delay path
+    OPEN = "open"  # not sending; deliveries wait on the delay path for the next probe
     HALF_OPEN = "half_open"  # one probe request is out; its result decides
+
+
+class Breaker(Protocol):
+    """What a lane needs of a breaker; the fleet-wide one keeps its state in Redis."""
+
+    @property
+    def state(self) -> State: ...
+
+    def blocked_for(self) -> float | None:
+        """Seconds until the next probe while open; None when a request may be tried."""
+
+    async def admit(self) -> bool:
+        """May this request go out now? In half-open, waits for the probe's result first."""
+
+    def record(self, failure: bool) -> None:
+        """The result of a request that `admit` let through."""
 
 
 class CircuitBreaker:
     def __init__(
         self,
-        channel: str,
         failures: int,
         cooldown_seconds: float,
+        max_cooldown_seconds: float | None = None,
+        *,
+        probe_timeout: float = 30.0,
+        on_change: Callable[[State, int, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._channel = channel
         self._threshold = failures
+        self._base_cooldown = cooldown_seconds
+        self._max_cooldown = max(cooldown_seconds, max_cooldown_seconds or cooldown_seconds)
         self._cooldown = cooldown_seconds
+        self._probe_timeout = probe_timeout  # how long others wait on a probe's result
+        self._on_change = on_change
         self._clock = clock
         self._failures = 0
         self._opened_at = 0.0
+        self._settled: asyncio.Event | None = None  # set when the probe's result is in
         self.state = State.CLOSED
 
-    def is_open(self) -> bool:
-        """Would a request be refused now? Unlike `allow`, never takes the half-open probe."""
-        if self.state is State.OPEN:
-            return self._clock() - self._opened_at < self._cooldown
-        return self.state is State.HALF_OPEN
+    @property
+    def cooldown(self) -> float:
+        return self._cooldown
 
-    def allow(self) -> bool:
-        """May a request go out now? In half-open, exactly one caller gets True."""
+    def blocked_for(self) -> float | None:
+        if self.state is not State.OPEN:
+            return None
+        left = self._opened_at + self._cooldown - self._clock()
+        return left if left > 0 else None
+
+    async def admit(self) -> bool:
+        while self.state is State.HALF_OPEN:
+            settled = self._settled
+            if settled is None:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), self._probe_timeout)
+            if not settled.is_set():
+                return False  # the probe never reported back: treat the channel as down
         if self.state is State.CLOSED:
             return True
-        if self.state is State.OPEN and self._clock() - self._opened_at >= self._cooldown:
-            self._move(State.HALF_OPEN)
-            return True
-        return False
+        if self.blocked_for() is not None:
+            return False
+        self._settled = asyncio.Event()
+        self._move(State.HALF_OPEN)  # this caller is the probe
+        return True
 
-    def record(self, success: bool) -> None:
-        """The result of a request that `allow` let through (permanent failures count as
-        successes: the receiver answered, so it is up)."""
-        if success:
+    def record(self, failure: bool) -> None:
+        """Permanent failures (4xx) and throttling (429) are not failures here: the receiver
+        answered, so it is up."""
+        if not failure:
             self._failures = 0
+            self._cooldown = self._base_cooldown
             if self.state is not State.CLOSED:
                 self._move(State.CLOSED)
             return
         self._failures += 1
+        if self.state is State.HALF_OPEN:
+            self._cooldown = min(self._cooldown * 2, self._max_cooldown)
         if self.state is State.HALF_OPEN or self._failures >= self._threshold:
             self._opened_at = self._clock()
             if self.state is not State.OPEN:
                 self._move(State.OPEN)
 
     def _move(self, state: State) -> None:
-        log.warning("circuit." + state.value, channel=self._channel, failures=self._failures)
+        was_probing = self.state is State.HALF_OPEN
         self.state = state
+        if was_probing and self._settled is not None:
+            self._settled.set()
+            self._settled = None
+        if self._on_change is not None:
+            self._on_change(state, self._failures, self._cooldown)

@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--reason", help="reason kind, e.g. http_status, timeout")
     replay.add_argument("--since", help="ISO 8601 time or an age like 2h")
     replay.add_argument("--until", help="ISO 8601 time or an age like 30m")
+    replay.add_argument(
+        "--reset", action="store_true", help="forget this replay's progress and start over"
+    )
+    dlq_commands.choices["stats"].add_argument(
+        "--forget-finished",
+        action="store_true",
+        help="remove the progress of finished replays (their commands then start over)",
+    )
     replay.add_argument("--limit", type=int)
     replay.add_argument("--dry-run", action="store_true", help="list, send nothing")
     attributes = commands.add_parser("attributes", help="manage the user attribute store")
@@ -97,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _config(args: argparse.Namespace) -> ServiceConfig:
     if not args.config:
         raise ConfigError("(no file)", ["--config is required (or set WEBHOOK_CONSUMER_CONFIG)"])
-    return load_config(args.config)
+    # dlq commands never sign a request: they run where the webhook secrets are not given.
+    return load_config(args.config, webhook_secrets=args.command != "dlq")
 
 
 def _dispatch(args: argparse.Namespace, err: Console) -> int:
@@ -135,7 +144,7 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
         from .dlq_cli import dlq_replay, dlq_stats
 
         if args.dlq_command == "stats":
-            return asyncio.run(dlq_stats(config))
+            return asyncio.run(dlq_stats(config, args.forget_finished))
         return asyncio.run(dlq_replay(config, args))
     if args.command == "attributes":
         return asyncio.run(_import_attributes(config, args.file))

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from yarl import URL
 
 from .config_checks import USERINFO, cross_check, shown
@@ -35,21 +43,62 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_GROUP = "webhook-consumer"
+
+
 class KafkaConfig(_Model):
     bootstrap_servers: str = "127.0.0.1:9092"
-    group_id: str = "webhook-consumer"
+    group_id: str = DEFAULT_GROUP
     topic: str = "user-threshold-events"
-    dead_letter_topic: str = "webhook-dead-letters"
-    retry_topic_prefix: str = "webhook-retry"  # one delay topic per distinct schedule delay
+    # Both default to names derived from group_id (`<group_id>.dlq`, `<group_id>.retry`), so
+    # two deployments sharing a cluster never read each other's delay records.
+    dead_letter_topic: str = f"{DEFAULT_GROUP}.dlq"
+    retry_topic_prefix: str = f"{DEFAULT_GROUP}.retry"  # delay topics: `<prefix>.<delay>`
     client_id: str = "webhook-consumer"
     create_topics: bool = True
     topic_partitions: PositiveInt = 3
     replication_factor: PositiveInt = 1
     max_poll_records: PositiveInt = 500
     max_in_flight_per_partition: PositiveInt = 2000
+    # Records of a delay topic read ahead of a head that is not due yet, so one record with a
+    # late due time does not hold back those behind it that are due sooner.
+    delay_lookahead_records: PositiveInt = 256
     commit_interval_ms: PositiveInt = 500
     revoke_grace_seconds: PositiveFloat = 10.0
     shutdown_grace_seconds: PositiveFloat = 30.0
+    session_timeout_ms: PositiveInt = 45_000
+    heartbeat_interval_ms: PositiveInt = 3_000
+    # How long the group waits for members to rejoin; must cover the revoke grace, or a member
+    # still finishing its revoked work is thrown out of the group. Default: grace + 30 s.
+    rebalance_timeout_ms: PositiveInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_topic_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        group = data.get("group_id", DEFAULT_GROUP)
+        if not isinstance(group, str):
+            return data  # reported by the field's own validation
+        derived = {"dead_letter_topic": f"{group}.dlq", "retry_topic_prefix": f"{group}.retry"}
+        return {**data, **{k: v for k, v in derived.items() if data.get(k) is None}}
+
+    @model_validator(mode="after")
+    def _rebalance_covers_grace(self) -> KafkaConfig:
+        if self.rebalance_timeout_ms is not None and (
+            self.rebalance_timeout_ms <= self.revoke_grace_seconds * 1000
+        ):
+            raise ValueError(
+                f"expected rebalance_timeout_ms above revoke_grace_seconds "
+                f"({self.revoke_grace_seconds * 1000:.0f} ms), got {self.rebalance_timeout_ms}"
+            )
+        return self
+
+    @property
+    def effective_rebalance_timeout_ms(self) -> int:
+        if self.rebalance_timeout_ms is not None:
+            return self.rebalance_timeout_ms
+        return int(self.revoke_grace_seconds * 1000) + 30_000
 
 
 class AttributesConfig(_Model):
@@ -58,8 +107,10 @@ class AttributesConfig(_Model):
 
 
 class CircuitBreakerConfig(_Model):
-    failures: PositiveInt = 5  # consecutive retryable failures that open the circuit
+    failures: PositiveInt = 5  # consecutive failures (5xx, timeouts, connection errors) to open
     cooldown_seconds: PositiveFloat = 30.0  # open this long, then one probe (half-open)
+    # Each failed probe doubles the cool-down up to this, so a long outage costs few probes.
+    max_cooldown_seconds: PositiveFloat = 300.0
 
 
 class RetryConfig(_Model):
@@ -72,12 +123,20 @@ class RetryConfig(_Model):
     # A channel whose queue would take longer than this to send parks new work on the delay
     # path instead of holding it (and its input offsets) in memory.
     max_backlog_seconds: PositiveFloat = 5.0
+    # Parking is paced by the lane's throughput; after this many park writes a delivery is
+    # queued whatever the backlog, so no delivery is rewritten without end.
+    max_parks: PositiveInt = 8
+    # The safety net: a delivery older than this is dead-lettered (reason max_age) at its next
+    # turn, however it waited. Default: the schedule's total plus max(10 minutes, a quarter).
+    max_age_seconds: PositiveFloat | None = None
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
 
     @property
-    def park_seconds(self) -> float:
-        """How long congested work waits on the delay path; it does not use up the schedule."""
-        return self.schedule_seconds[0] if self.schedule_seconds else 5.0
+    def max_age(self) -> float:
+        if self.max_age_seconds is not None:
+            return self.max_age_seconds
+        total = sum(self.schedule_seconds)
+        return total + max(600.0, total / 4)
 
 
 class RateLimitConfig(_Model):
@@ -192,8 +251,12 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ServiceConfig:
-    """Read, validate and cross-check a config file; raise ConfigError with every problem."""
+def load_config(
+    path: str | Path, environ: Mapping[str, str] | None = None, webhook_secrets: bool = True
+) -> ServiceConfig:
+    """Read, validate and cross-check a config file; raise ConfigError with every problem.
+
+    `webhook_secrets=False` does not require the channels' secrets (for `dlq` commands)."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -205,10 +268,13 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> S
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
     except RecursionError:  # PyYAML composes nested nodes recursively
         raise ConfigError(source, ["not usable YAML: nested too deeply"]) from None
-    return parse_config(data, source, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    return parse_config(data, source, environ, webhook_secrets)
 
 
-def parse_config(data: object, source: str, environ: Mapping[str, str]) -> ServiceConfig:
+def parse_config(
+    data: object, source: str, environ: Mapping[str, str], webhook_secrets: bool = True
+) -> ServiceConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, [f"expected a mapping at the top level, got {_kind(data)}"])
     problems: list[str] = []
@@ -219,7 +285,7 @@ def parse_config(data: object, source: str, environ: Mapping[str, str]) -> Servi
         problems.extend(_describe(error) for error in exc.errors())
     # Cross-references are checked on the raw data too, so they are reported even when some
     # unrelated field failed validation.
-    problems.extend(cross_check(data, environ))
+    problems.extend(cross_check(data, environ, webhook_secrets))
     if problems or config is None:
         raise ConfigError(source, problems)
     return config

@@ -36,7 +36,11 @@ def param_type_matches(expected: str, value: object) -> bool:
     return isinstance(value, types)
 
 
-def cross_check(data: dict[str, Any], environ: Mapping[str, str]) -> Iterator[str]:
+def cross_check(
+    data: dict[str, Any], environ: Mapping[str, str], webhook_secrets: bool = True
+) -> Iterator[str]:
+    """`webhook_secrets=False` skips whether the channels' secrets can be read: commands that
+    never sign a request (`dlq`) run where those secrets are not given."""
     yield from _ca_bundle_check("tls", _section(data, "tls"))
     channels = {
         ch["name"]: (i, ch)
@@ -46,6 +50,9 @@ def cross_check(data: dict[str, Any], environ: Mapping[str, str]) -> Iterator[st
     yield from _duplicates(data.get("channels"), "channels", "name", "channel name")
     yield from _duplicates(data.get("campaigns"), "campaigns", "id", "campaign id")
     for i, ch in _items(data.get("channels")):
+        yield from _tls_checks(i, ch, _section(data, "tls"))
+        if not webhook_secrets:
+            continue
         yield from _secret_checks(f"channels[{i}]", ch, "secret_env", "secret_file", environ)
         auth = ch.get("basic_auth")
         if isinstance(auth, dict):
@@ -53,7 +60,6 @@ def cross_check(data: dict[str, Any], environ: Mapping[str, str]) -> Iterator[st
             yield from _secret_checks(
                 prefix, auth, "password_env", "password_file", environ, required=True
             )
-        yield from _tls_checks(i, ch, _section(data, "tls"))
         standard = ch.get("standard_webhooks")
         if isinstance(standard, dict):
             yield from _standard_webhooks_checks(

@@ -7,14 +7,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import structlog
 from pydantic import BaseModel, ConfigDict
 
 from .delivery import Delivery, Source
 from .handoff import Handoff
 from .outcome import Outcome
-
-log = structlog.get_logger(__name__)
 
 
 class Reason(BaseModel):
@@ -46,7 +43,14 @@ class DeadLetter(BaseModel):
     template_param: dict[str, Any] | None = None
     user_attr: list[dict[str, Any]] | None = None
     reason: Reason
+    # Which limit ended a delivery that could still have been retried: "schedule" (every
+    # scheduled attempt was made) or "max_age"; null for a permanent failure.
+    limit: str | None = None
     attempts: int
+    rounds: int = 0  # delays of the retry schedule used
+    # The letter was too large to write whole: `events` and `user_attr` were dropped, and
+    # `sources` says where the original records are. Replay refuses such letters.
+    truncated: bool = False
     first_attempt_at: datetime | None
     last_attempt_at: datetime | None
     dead_lettered_at: datetime
@@ -65,7 +69,7 @@ def _ref(source: Source) -> SourceRef:
     return SourceRef(topic=source.topic, partition=source.partition, offset=source.offset)
 
 
-def for_delivery(delivery: Delivery, reason: Outcome) -> DeadLetter:
+def for_delivery(delivery: Delivery, reason: Outcome, limit: str | None = None) -> DeadLetter:
     refs = [_ref(s) for s in delivery.sources]
     return DeadLetter(
         delivery_id=delivery.id,
@@ -75,7 +79,9 @@ def for_delivery(delivery: Delivery, reason: Outcome) -> DeadLetter:
         template_param=dict(delivery.template_param),
         user_attr=delivery.user_attr,
         reason=Reason(kind=reason.kind.value, status=reason.status, message=reason.message),
+        limit=limit,
         attempts=delivery.attempts,
+        rounds=delivery.rounds,
         first_attempt_at=_time(delivery.first_attempt_at),
         last_attempt_at=_time(delivery.last_attempt_at),
         dead_lettered_at=datetime.now(UTC),
@@ -152,32 +158,27 @@ class DeadLetterWriter:
 
     def __init__(self, sink: DeadLetterSink, handoff: Handoff | None = None) -> None:
         self._sink = sink
-        self._handoff = handoff or Handoff()
+        self._handoff = handoff or Handoff("dead letter")
+
+    @property
+    def pending(self) -> int:
+        return self._handoff.pending
 
     def submit(
         self, letter: DeadLetter, on_written: Callable[[], None], reducible: bool = True
     ) -> None:
-        async def write() -> None:
-            await self._sink.write(letter)
-            log.info(
-                "dead_lettered",
-                channel=letter.channel,
-                delivery_id=letter.delivery_id,
-                reason=letter.reason.kind,
-                status=letter.reason.status,
-                source=f"{letter.source.topic}/{letter.source.partition}@{letter.source.offset}",
-            )
-
         def reduced(exc: Exception) -> None:
             # Too large even for the dead-letter topic (a big batch): keep where the records
             # are, drop their bodies, so the offsets can move and the events can be found.
             note = f"{len(letter.events)} event(s) omitted: the letter was too large ({exc!r})"
             smaller = letter.model_copy(
-                update={"events": [{"omitted": note[:500]}], "user_attr": None}
+                update={"events": [{"omitted": note[:500]}], "user_attr": None, "truncated": True}
             )
             self.submit(smaller, on_written, reducible=False)
 
-        self._handoff.submit(write, on_written, "dead letter", reduced if reducible else None)
+        self._handoff.submit(
+            lambda: self._sink.write(letter), on_written, reduced if reducible else None
+        )
 
     async def close(self) -> None:
         await self._handoff.close()

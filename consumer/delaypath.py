@@ -1,37 +1,84 @@
-"""The delay path: deliveries parked on Kafka delay topics until due, then tried again.
+"""The delay path: deliveries wait on Kafka delay topics until due, then are tried again.
 
-One topic per distinct delay of the schedule (plus the parking delay). Every record of a delay
-topic waits about as long as its neighbours, so due times grow along a partition and the
-listener only has to look at the head: a record not yet due pauses its partition until it is.
+A deployment's delay topics are `<prefix>.<delay>`, one per *level*: each distinct delay of
+the retry schedule, plus a ladder of shorter waits between them (for an open circuit or a
+full lane). A wait rides the shortest level that covers it, so records of one topic wait
+about as long as their neighbours and due times grow along a partition; the listener reads a
+little ahead of a head that is not due yet, so a longer wait never holds back a shorter one
+for long. Every record names its consumer group: another deployment's records are skipped.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .catalog import Catalog
-from .config import ServiceConfig
+from .config import RetryConfig, ServiceConfig
 from .deadletter import Reason, SourceRef
 from .delivery import Delivery, Source
 from .handoff import Handoff
-from .outcome import Delay, Kind, Outcome
+from .outcome import Kind, Outcome
 
 DUE_HEADER = "due-ms"
+GROUP_HEADER = "group"
+CHANNEL_HEADER = "channel"
+CREATED_HEADER = "created-ms"
+
+_LADDER_RATIO = 4.0  # each wait level is this many times the one below
+_NEAR = 1.5  # a ladder level this close to a schedule delay adds nothing
+_LEVEL = re.compile(r"\.(\d+)(s|ms)$")
 
 
 def delay_topic(prefix: str, seconds: float) -> str:
     label = f"{int(seconds)}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
-    return f"{prefix}-{label}"
+    return f"{prefix}.{label}"
+
+
+def level_of(topic: str, prefix: str) -> float | None:
+    """The delay a topic of this deployment stands for; None if it is not one of its topics."""
+    if not topic.startswith(prefix + "."):
+        return None
+    match = _LEVEL.fullmatch(topic, len(prefix))
+    if match is None:
+        return None
+    amount, unit = match.groups()
+    return int(amount) / (1000 if unit == "ms" else 1)
+
+
+def topic_pattern(prefix: str) -> str:
+    """Every delay topic of a deployment, today's levels and retired ones alike."""
+    return re.escape(prefix) + r"\.[0-9]+(s|ms)"
+
+
+def delay_levels(retry: RetryConfig) -> tuple[float, ...]:
+    """The schedule's delays, plus a ladder of waits from the shortest delay up: x4 each step,
+    skipping steps that land near a schedule delay. [5, 300, 1800, ...] gives 5, 20, 80, 300,
+    1800, ...: an open circuit's 30 s wait rides the 80 s topic, not the 300 s one."""
+    schedule = sorted(set(retry.schedule_seconds)) or [5.0]
+    levels = set(schedule)
+    step = schedule[0] * _LADDER_RATIO
+    while step < schedule[-1]:
+        if all(max(step, d) / min(step, d) >= _NEAR for d in schedule):
+            levels.add(step)
+        step *= _LADDER_RATIO
+    return tuple(sorted(levels))
 
 
 def delay_topics(config: ServiceConfig) -> list[str]:
-    delays = {*config.retry.schedule_seconds, config.retry.park_seconds}
-    return sorted({delay_topic(config.kafka.retry_topic_prefix, d) for d in delays})
+    prefix = config.kafka.retry_topic_prefix
+    return [delay_topic(prefix, level) for level in delay_levels(config.retry)]
+
+
+def level_for(seconds: float, levels: Sequence[float]) -> float:
+    """The shortest level covering a wait, else the longest (the wait is then cut to it and
+    re-evaluated when it comes back)."""
+    return next((level for level in levels if level >= seconds), levels[-1])
 
 
 class DelayedDelivery(BaseModel):
@@ -49,6 +96,8 @@ class DelayedDelivery(BaseModel):
     sources: list[SourceRef]
     attempts: int
     rounds: int
+    parks: int = 0
+    created_at: float | None = None  # absent in records written before max_age existed
     first_attempt_at: float | None
     last_attempt_at: float | None
     last_error: Reason | None
@@ -73,6 +122,8 @@ class DelayedDelivery(BaseModel):
             ],
             attempts=delivery.attempts,
             rounds=delivery.rounds,
+            parks=delivery.parks,
+            created_at=delivery.created_at,
             first_attempt_at=delivery.first_attempt_at,
             last_attempt_at=delivery.last_attempt_at,
             last_error=None
@@ -99,6 +150,8 @@ class DelayedDelivery(BaseModel):
             sources=[Source(s.topic, s.partition, s.offset) for s in self.sources],
             attempts=self.attempts,
             rounds=self.rounds,
+            parks=self.parks,
+            created_at=self.created_at or self.first_attempt_at or time.time(),
             first_attempt_at=self.first_attempt_at,
             last_attempt_at=self.last_attempt_at,
             last_error=None
@@ -112,15 +165,22 @@ class DelayedDelivery(BaseModel):
         )
 
 
+def header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    for key, value in headers or ():
+        if key == name:
+            return value
+    return None
+
+
 def due_ms_of(headers: Iterable[tuple[str, bytes]] | None) -> int | None:
     """The due time from a record's headers, read without decoding the value."""
-    for key, value in headers or ():
-        if key == DUE_HEADER:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    value = header(headers, DUE_HEADER)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def parse_delayed(value: bytes | None) -> DelayedDelivery | str:
@@ -131,32 +191,60 @@ def parse_delayed(value: bytes | None) -> DelayedDelivery | str:
 
 
 class DelaySink(Protocol):
-    async def write(self, topic: str, record: DelayedDelivery) -> None:
+    async def write(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
         """Return only once the record is durable."""
 
 
 class MemoryDelaySink:
-    """For unit tests: (topic, record) pairs in write order."""
+    """For unit tests: (topic, record) pairs in write order, and the raw headers."""
 
     def __init__(self) -> None:
         self.written: list[tuple[str, DelayedDelivery]] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
 
-    async def write(self, topic: str, record: DelayedDelivery) -> None:
+    async def write(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        record = parse_delayed(value)
+        assert isinstance(record, DelayedDelivery), record
         self.written.append((topic, record))
+        self.headers.append(headers)
 
 
 class KafkaDelaySink:
     def __init__(self, producer: Any) -> None:
         self._producer = producer
 
-    async def write(self, topic: str, record: DelayedDelivery) -> None:
-        headers = [(DUE_HEADER, str(record.due_ms).encode()), ("channel", record.channel.encode())]
-        await self._producer.send_and_wait(
-            topic,
-            record.model_dump_json().encode(),
-            key=record.delivery_id.encode(),
-            headers=headers,
-        )
+    async def write(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+
+
+def headers_for(record: DelayedDelivery, group: str) -> list[tuple[str, bytes]]:
+    """What the listener and the redelivery read without decoding the value: when it is due,
+    whose it is, for which channel, and how old the delivery is."""
+    headers = [
+        (DUE_HEADER, str(record.due_ms).encode()),
+        (GROUP_HEADER, group.encode()),
+        (CHANNEL_HEADER, record.channel.encode()),
+    ]
+    if record.created_at is not None:
+        headers.append((CREATED_HEADER, str(int(record.created_at * 1000)).encode()))
+    return headers
+
+
+class RawRecord(Protocol):
+    """A delay record as read, for writing it back unchanged but for its due time."""
+
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 class DelayPath:
@@ -166,17 +254,27 @@ class DelayPath:
         self,
         sink: DelaySink,
         prefix: str,
+        levels: Sequence[float],
+        group: str = "webhook-consumer",
         handoff: Handoff | None = None,
         on_unwritable: Callable[[Delivery, Outcome], None] | None = None,
     ) -> None:
         self._sink = sink
         self._prefix = prefix
-        self._handoff = handoff or Handoff()
+        self._levels = tuple(levels)
+        self._group = group
+        self._handoff = handoff or Handoff("delay")
         self._on_unwritable = on_unwritable  # typically: dead-letter it
 
-    def submit(self, delivery: Delivery, delay: Delay, on_written: Callable[[], None]) -> None:
-        record = DelayedDelivery.of(delivery, due_ms=int((time.time() + delay.seconds) * 1000))
-        topic = delay_topic(self._prefix, delay.level)
+    @property
+    def pending(self) -> int:
+        return self._handoff.pending
+
+    def submit(self, delivery: Delivery, seconds: float, on_written: Callable[[], None]) -> None:
+        topic, due_ms = self._place(seconds)
+        record = DelayedDelivery.of(delivery, due_ms=due_ms)
+        value = record.model_dump_json().encode()
+        key, headers = delivery.id.encode(), headers_for(record, self._group)
         fallback = None
         if self._on_unwritable is not None:
             give_up = self._on_unwritable
@@ -185,7 +283,23 @@ class DelayPath:
                 reason = Outcome(Kind.UNWRITABLE, retryable=False, message=repr(exc)[:500])
                 give_up(delivery, reason)
 
-        self._handoff.submit(lambda: self._sink.write(topic, record), on_written, "delay", fallback)
+        self._handoff.submit(
+            lambda: self._sink.write(topic, value, key, headers), on_written, fallback
+        )
+
+    def rewait(self, record: RawRecord, seconds: float, on_written: Callable[[], None]) -> None:
+        """Put a delay record back to wait, its value untouched: a delivery held by an open
+        circuit changes nothing but its due time, so it is never decoded or encoded again."""
+        topic, due_ms = self._place(seconds)
+        value, key = record.value or b"", record.key or b""
+        headers = [(k, v) for k, v in record.headers if k != DUE_HEADER]
+        headers.insert(0, (DUE_HEADER, str(due_ms).encode()))
+        self._handoff.submit(lambda: self._sink.write(topic, value, key, headers), on_written)
+
+    def _place(self, seconds: float) -> tuple[str, int]:
+        level = level_for(seconds, self._levels)
+        due_ms = int((time.time() + min(seconds, level)) * 1000)
+        return delay_topic(self._prefix, level), due_ms
 
     async def close(self) -> None:
         await self._handoff.close()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -30,22 +31,30 @@ class Source:
     offset: int
 
 
+class Owner(Protocol):
+    """The partition a record was read from, as long as this process owns it."""
+
+    revoked: bool  # the partition moved away: its unfinished work is the next owner's
+
+    def finished(self, offset: int) -> None: ...
+
+
 class Ticket:
     """Counts the deliveries a record still waits for; the record is finished at zero."""
 
-    __slots__ = ("_on_finished", "remaining", "source")
+    __slots__ = ("owner", "remaining", "source")
 
-    def __init__(self, source: Source, remaining: int, on_finished: Callable[[Source], None]):
+    def __init__(self, source: Source, remaining: int, owner: Owner) -> None:
         self.source = source
         self.remaining = remaining
-        self._on_finished = on_finished
+        self.owner = owner
         if remaining == 0:
-            on_finished(source)
+            owner.finished(source.offset)
 
     def done(self) -> None:
         self.remaining -= 1
         if self.remaining == 0:
-            self._on_finished(self.source)
+            self.owner.finished(self.source.offset)
 
 
 @dataclass(slots=True)
@@ -58,8 +67,10 @@ class Delivery:
     events: list[dict[str, Any]]
     sources: list[Source]
     tickets: list[Ticket] = field(default_factory=list)
-    attempts: int = 0
-    rounds: int = 0  # delays of the retry schedule used so far
+    attempts: int = 0  # real requests made, this one included once it is sent
+    rounds: int = 0  # delays of the retry schedule used so far (failed attempts only)
+    parks: int = 0  # times parked on the delay path because its lane was full
+    created_at: float = field(default_factory=time.time)  # for retry.max_age_seconds
     first_attempt_at: float | None = None
     last_attempt_at: float | None = None
     last_error: Outcome | None = None
@@ -69,3 +80,11 @@ class Delivery:
         tickets, self.tickets = self.tickets, []
         for ticket in tickets:
             ticket.done()
+
+    def orphaned(self) -> bool:
+        """Every record it carries belongs to a partition this process no longer owns: the
+        next owner redoes the work, so sending it here would only make a duplicate."""
+        return bool(self.tickets) and all(t.owner.revoked for t in self.tickets)
+
+    def event_ids(self) -> list[str]:
+        return [e["event_id"] for e in self.events if isinstance(e, dict) and "event_id" in e]

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
+
+import structlog
 
 from .attributes import AttributeStore
 from .batcher import Batcher
 from .catalog import Catalog, Route
 from .deadletter import DeadLetterWriter, for_record
-from .delivery import Delivery, Source, Ticket, delivery_id
+from .delivery import Delivery, Owner, Source, Ticket, delivery_id
 from .events import Event, Rejected, parse_event
+from .observer import NO_OBSERVER, GaveUp, Observer
 from .outcome import Kind, Outcome
+
+log = structlog.get_logger(__name__)
+
+# An attribute store that fails is asked again this many times, backing off, before the
+# records of the batch are dead-lettered (reason attributes_unavailable, replayable).
+LOOKUP_ATTEMPTS = 5
 
 
 class RecordLike(Protocol):
@@ -25,10 +35,18 @@ class RecordLike(Protocol):
     def offset(self) -> int: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    @property
+    def key(self) -> bytes | None: ...
 
 
 class Lanes(Protocol):
     def submit(self, delivery: Delivery) -> None: ...
+
+    def hold_for(self) -> float | None:
+        """How long a delivery arriving now would wait for its circuit's probe; None when it
+        may be sent."""
 
 
 class Dispatcher:
@@ -38,21 +56,24 @@ class Dispatcher:
         attributes: AttributeStore,
         lanes: Mapping[str, Lanes],
         dead_letters: DeadLetterWriter,
+        observer: Observer = NO_OBSERVER,
+        lookup_backoff: float = 0.2,
     ) -> None:
         self._catalog = catalog
         self._attributes = attributes
         self._lanes = lanes
         self._dead_letters = dead_letters
+        self._observer = observer
+        self._lookup_backoff = lookup_backoff
+        self._store_failing = False
         self._batchers = {
             name: Batcher(lanes[name].submit)
             for name, channel in catalog.channels.items()
             if channel.batched
         }
 
-    async def dispatch(
-        self, records: Sequence[RecordLike], on_finished: Callable[[Source], None]
-    ) -> None:
-        """Hand every record on without waiting for its deliveries; `on_finished` fires per
+    async def dispatch(self, records: Sequence[RecordLike], owner: Owner) -> None:
+        """Hand every record on without waiting for its deliveries; `owner` hears of each
         record once all its deliveries reached a terminal hand-off."""
         parsed = [(r, parse_event(r.value)) for r in records]
         users = {
@@ -61,12 +82,12 @@ class Dispatcher:
             if isinstance(e, Event) and e.campaign_id in self._catalog.routes
         }
         # One lookup for the whole batch: many users per query.
-        found = await self._attributes.get_many(users) if users else {}
+        found = await self._lookup(users) if users else {}
         for record, event in parsed:
             source = Source(record.topic, record.partition, record.offset)
             if isinstance(event, Rejected):
                 reason = Outcome(Kind.INVALID_EVENT, retryable=False, message=event.message)
-                self._reject(source, record.value, event.document, reason, on_finished)
+                self._reject(source, record.value, event.document, reason, owner)
                 continue
             routes = self._catalog.routes.get(event.campaign_id)
             if routes is None:
@@ -75,14 +96,42 @@ class Dispatcher:
                     retryable=False,
                     message=f"no campaign {event.campaign_id!r} is configured",
                 )
-                self._reject(
-                    source, record.value, event.document, reason, on_finished, event.campaign_id
-                )
+                self._reject(source, record.value, event.document, reason, owner, event.campaign_id)
                 continue
-            ticket = Ticket(source, len(routes), on_finished)
+            if found is None:
+                reason = Outcome(
+                    Kind.ATTRIBUTES_UNAVAILABLE,
+                    retryable=False,
+                    message="the attribute store did not answer; replay this letter when it does",
+                )
+                self._reject(source, record.value, event.document, reason, owner, event.campaign_id)
+                continue
+            ticket = Ticket(source, len(routes), owner)
             attributes = found.get(event.user_id)
             for route in routes:
                 self._route(route, event, attributes, source, ticket)
+
+    async def _lookup(self, users: Iterable[str]) -> dict[str, dict[str, Any]] | None:
+        """The users' attributes, or None when the store keeps failing. Any exception counts
+        as a failure: the store is outside our control, and it must never end the process."""
+        wanted = list(users)
+        error: Exception | None = None
+        for attempt in range(LOOKUP_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(self._lookup_backoff * 2 ** (attempt - 1))
+            try:
+                found = await self._attributes.get_many(wanted)
+            except Exception as exc:
+                error = exc
+                continue
+            if self._store_failing:
+                self._store_failing = False
+                log.info("attributes.recovered")
+            return found
+        if not self._store_failing:
+            self._store_failing = True  # said once per outage, not once per batch
+            log.warning("attributes.unavailable", error=repr(error)[:300], users=len(wanted))
+        return None
 
     def _route(
         self,
@@ -123,10 +172,11 @@ class Dispatcher:
         value: bytes | None,
         document: Any,
         reason: Outcome,
-        on_finished: Callable[[Source], None],
+        owner: Owner,
         campaign_id: str | None = None,
     ) -> None:
-        ticket = Ticket(source, 1, on_finished)
+        ticket = Ticket(source, 1, owner)
+        self._observer.emit(GaveUp(None, None, reason, None))
         letter = for_record(source, value, document, reason, campaign_id)
         self._dead_letters.submit(letter, ticket.done)
 

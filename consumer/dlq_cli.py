@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -12,30 +13,48 @@ from rich.table import Table
 
 from .config import ServiceConfig
 from .deadletter import DeadLetter
-from .dlq import Filters, parse_time, replay, stats
+from .dlq import Request, forget_finished, replay, stats
+
+EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
+
+_REFUSALS = {
+    "truncated": "stored without their events (too large); re-read them from their sources",
+    "channel_not_configured": "their channel is not configured now",
+    "not_an_event": "they hold no event to publish again",
+}
 
 
-async def dlq_stats(config: ServiceConfig) -> int:
-    rows = await stats(config)
+async def dlq_stats(config: ServiceConfig, forget: bool = False) -> int:
+    out = Console(highlight=False)
+    if forget:
+        print(f"forgot {await forget_finished(config)} finished replay(s)")
+    result = await stats(config)
     table = Table(title=f"dead letters in {config.kafka.dead_letter_topic}")
     for column in ("channel", "reason", "count", "oldest", "newest"):
         table.add_column(column, justify="right" if column == "count" else "left")
-    for (channel, reason), row in sorted(rows.items()):
+    for (channel, reason), row in sorted(result.rows.items()):
         table.add_row(channel, reason, str(row.count), _iso(row.oldest), _iso(row.newest))
-    Console(highlight=False).print(table)
-    print(f"total {sum(r.count for r in rows.values())}")
+    out.print(table)
+    print(f"total {sum(r.count for r in result.rows.values())}")
+    if result.replays:
+        replays = Table(title="replays (repeat the same command to resume; --reset starts over)")
+        for column in ("filters", "window", "replayed", "state", "last run"):
+            replays.add_column(column)
+        for entry in result.replays:
+            window = f"{_iso(entry.filters.since)} .. {_iso(entry.filters.until)}"
+            state = "finished" if entry.finished else "unfinished"
+            replays.add_row(
+                entry.request.describe(), window, str(entry.replayed), state, _iso(entry.updated_at)
+            )
+        out.print(replays)
     return 0
 
 
 async def dlq_replay(config: ServiceConfig, args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
+    request = Request(channel=args.channel, reason=args.reason, since=args.since, until=args.until)
     try:
-        filters = Filters(
-            channel=args.channel,
-            reason=args.reason,
-            since=parse_time(args.since) if args.since else None,
-            until=parse_time(args.until) if args.until else None,
-        )
+        request.resolve(datetime.now(UTC))  # a time that cannot be read is a usage error
     except ValueError as exc:
         err.print(f"dlq replay: {exc}", markup=False)
         return 2
@@ -71,25 +90,38 @@ async def dlq_replay(config: ServiceConfig, args: argparse.Namespace) -> int:
         task = progress.add_task("scan", total=None)
         report = await replay(
             config,
-            filters,
+            request,
             limit=args.limit,
             dry_run=args.dry_run,
+            reset=args.reset,
             stop=stop,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             on_match=listed,
         )
     if listing is not None:
         out.print(listing)
+    if report.resumed and report.progress is not None:
+        filters = report.progress.filters
+        out.print(
+            f"resuming the replay started {_iso(report.progress.updated_at)} for the window "
+            f"{_iso(filters.since)} .. {_iso(filters.until)}",
+            markup=False,
+        )
     verb = "would replay" if args.dry_run else "replayed"
-    count = report.matched if args.dry_run else report.replayed
+    refused = sum(report.refused.values())
+    count = report.matched - refused if args.dry_run else report.replayed
     out.print(
         f"{verb} {count} of {report.matched} matching dead letters "
-        f"({report.scanned} scanned, {report.skipped} not replayable)"
+        f"({report.scanned} scanned, {refused} not replayable)",
+        markup=False,
     )
+    for why, number in sorted(report.refused.items()):
+        out.print(f"  {number} not replayable: {_REFUSALS.get(why, why)}", markup=False)
     if report.interrupted:
         out.print("interrupted: progress is saved; run the same command again to resume")
+        return EXIT_INTERRUPTED
     return 0
 
 
-def _iso(when: object) -> str:
-    return "-" if when is None else str(when)
+def _iso(when: datetime | None) -> str:
+    return "-" if when is None else when.isoformat(timespec="seconds")

@@ -1,8 +1,9 @@
 """A lane per channel: its queue, workers, rate limit and circuit breaker.
 
 Lanes never wait on each other, and a lane never holds more work than it can send within
-`retry.max_backlog_seconds`: the overflow is parked on the delay path, so a slow or dead
-receiver cannot hold input offsets (and so the other channels) hostage.
+`retry.max_backlog_seconds`: the overflow is parked on the delay path, paced by what the lane
+sustains, so a slow or dead receiver cannot hold input offsets (and so the other channels)
+hostage.
 """
 
 from __future__ import annotations
@@ -12,42 +13,69 @@ import random
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
-import structlog
-
-from .breaker import CircuitBreaker
+from .breaker import Breaker, CircuitBreaker, State
 from .catalog import Channel
 from .config import RetryConfig
 from .deadletter import DeadLetterWriter, for_delivery
 from .delaypath import DelayPath
 from .delivery import Delivery
-from .outcome import Decision, Delay, Done, GiveUp, Kind, Outcome, RetrySoon, decide, park
-from .ratelimit import RateLimiter, TokenBucket, Unlimited
-
-log = structlog.get_logger(__name__)
+from .observer import (
+    NO_OBSERVER,
+    Attempted,
+    CircuitChanged,
+    Delayed,
+    Delivered,
+    Dropped,
+    GaveUp,
+    Observer,
+    RetryingSoon,
+)
+from .outcome import (
+    Decision,
+    Delay,
+    Done,
+    GiveUp,
+    Kind,
+    Outcome,
+    RetrySoon,
+    Wait,
+    decide,
+    wait_or_expire,
+)
+from .ratelimit import LocalLimiter, RateLimiter
 
 _TICK_SECONDS = 0.25
+_MIN_PARK_SECONDS = 1.0
+_PARK_GROWTH = 1.5  # each further park of the same delivery waits this much longer
 
 
 class Transport(Protocol):
     async def send(self, delivery: Delivery) -> Outcome: ...
 
 
-def limiter_for(channel: Channel) -> RateLimiter:
+def limiter_for(channel: Channel) -> LocalLimiter:
     if channel.rate_limit is None:
-        return Unlimited()
-    return TokenBucket(channel.rate_limit.per_second, channel.rate_limit.capacity)
+        return LocalLimiter()
+    return LocalLimiter(channel.rate_limit.per_second, channel.rate_limit.capacity)
 
 
 class Throughput:
     """Deliveries per second the lane sustains, learned only while it was saturated (work
     waiting the whole tick), so an idle lane never looks slow. None until first measured:
-    a lane parks nothing before it has evidence, except that a rate limit is known up front."""
+    a lane parks nothing before it has evidence, except that a rate limit is known up front.
+
+    `best` remembers the best recent tick, fading slowly: a lane slowed by a passing stall of
+    the whole process (not by its receiver) is paced by what it showed it can do."""
+
+    _FADE = 0.98  # per tick: the best rate of a minute ago counts for little
 
     def __init__(self, ceiling: float | None) -> None:
         self._ceiling = ceiling
         self.per_second: float | None = ceiling
+        self.best = ceiling or 0.0
         self._completed = 0
 
     def completed(self) -> None:
@@ -55,18 +83,28 @@ class Throughput:
 
     def tick(self, seconds: float, saturated: bool) -> None:
         observed, self._completed = self._completed / seconds, 0
+        self.best = self._capped(max(observed, self.best * self._FADE))
         previous = self.per_second
         if not saturated:
             # Work ran out before the lane did: it can do at least this much. This is what lets
             # a recovered receiver earn its capacity back.
             if previous is not None and observed > previous:
-                self.per_second = (
-                    observed if self._ceiling is None else min(observed, self._ceiling)
-                )
+                self.per_second = self._capped(observed)
             return
         self.per_second = self._capped(
             observed if previous is None else 0.7 * previous + 0.3 * observed
         )
+
+    def skip(self) -> None:
+        """A tick the receiver paused us for says nothing about what it sustains."""
+        self._completed = 0
+
+    def pacing(self, fallback: float) -> float:
+        """The rate to book parked work at: the limit when there is one, else the better of
+        what the lane does now and what it did lately."""
+        if self._ceiling is not None:
+            return self._ceiling
+        return max(self.per_second or 0.0, self.best) or fallback
 
     def _capped(self, rate: float) -> float:
         return rate if self._ceiling is None else min(rate, self._ceiling)
@@ -80,24 +118,39 @@ class ChannelLane:
         dead_letters: DeadLetterWriter,
         delays: DelayPath,
         retry: RetryConfig,
+        *,
+        observer: Observer = NO_OBSERVER,
+        limiter: RateLimiter | None = None,
+        breaker: Breaker | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.channel = channel
         self._transport = transport
         self._dead_letters = dead_letters
         self._delays = delays
         self._retry = retry
+        self._observer = observer
         self._rng = rng or random.Random()
-        self._limiter = limiter_for(channel)
+        self._clock = clock
+        self._limiter = limiter or limiter_for(channel)
         rate = channel.rate_limit.per_second if channel.rate_limit is not None else None
         self.throughput = Throughput(rate)
-        self.breaker = CircuitBreaker(
-            channel.name, retry.circuit_breaker.failures, retry.circuit_breaker.cooldown_seconds
+        self.breaker = breaker or CircuitBreaker(
+            retry.circuit_breaker.failures,
+            retry.circuit_breaker.cooldown_seconds,
+            retry.circuit_breaker.max_cooldown_seconds,
+            probe_timeout=channel.timeout_seconds + 1,
+            on_change=self._circuit_changed,
         )
         self._queue: deque[tuple[float, Delivery]] = deque()  # (enqueued at, delivery)
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
         self._timers: dict[int, asyncio.TimerHandle] = {}  # id(delivery) -> its retry timer
         self._tasks: list[asyncio.Task[None]] = []
+        self._work_arrived = asyncio.Event()  # wakes the watcher of an idle lane
+        self._booked_until = 0.0  # when the lane will have sent what is queued and parked
+        self._throttled = 0  # 429s in a row
+        self.in_flight = 0
 
     def start(self) -> None:
         self._tasks = [
@@ -120,27 +173,33 @@ class ChannelLane:
     def _behind(self) -> bool:
         """The oldest queued delivery has waited longer than the backlog bound."""
         bound = self._retry.max_backlog_seconds
-        return bool(self._queue) and time.monotonic() - self._queue[0][0] > bound
+        return bool(self._queue) and self._clock() - self._queue[0][0] > bound
 
     def _overloaded(self) -> bool:
-        """More queued than the lane can send within the bound. A rate limit makes that
-        known up front; otherwise only a lane already behind counts, so a healthy lane
-        absorbing a burst (or still warming up its connections) never parks anything."""
+        """More work than the lane can send within the bound. A receiver's pause or a rate
+        limit makes that known up front; otherwise only a lane already behind counts, so a
+        healthy lane absorbing a burst (or still warming up its connections) parks nothing."""
+        if self._limiter.free_in() > self._retry.max_backlog_seconds:
+            return True
         if len(self._queue) < self.capacity():
             return False
         return self.channel.rate_limit is not None or self._behind()
 
     def submit(self, delivery: Delivery) -> None:
-        if self.breaker.is_open():
-            closed = Outcome(Kind.CIRCUIT_OPEN, retryable=True, message="circuit breaker open")
-            self._apply(delivery, closed)
-        elif self._overloaded():
-            self._apply_decision(delivery, park(self._retry))
+        if delivery.orphaned():
+            self._drop(delivery)
+            return
+        blocked = self.breaker.blocked_for()
+        if blocked is not None:
+            self._wait_for_probe(delivery, blocked)
+        elif delivery.parks < self._retry.max_parks and self._overloaded():
+            self._park(delivery)
         else:
             self._enqueue(delivery)
 
     def _enqueue(self, delivery: Delivery) -> None:
-        self._queue.append((time.monotonic(), delivery))
+        self._queue.append((self._clock(), delivery))
+        self._work_arrived.set()
         while self._idle:  # wake one idle worker, synchronously and without a task
             waiter = self._idle.popleft()
             if not waiter.done():
@@ -159,68 +218,152 @@ class ChannelLane:
             await self._attempt(await self._next())
 
     async def _attempt(self, delivery: Delivery) -> None:
-        if not self.breaker.allow():
-            self._apply(
-                delivery, Outcome(Kind.CIRCUIT_OPEN, retryable=True, message="circuit breaker open")
-            )
+        if delivery.orphaned():
+            self._drop(delivery)
             return
-        await self._limiter.acquire()
+        if not await self.breaker.admit():
+            cooldown = self._retry.circuit_breaker.cooldown_seconds
+            self._wait_for_probe(delivery, self.breaker.blocked_for() or cooldown)
+            return
+        waited = await self._limiter.acquire()
         now = time.time()
         delivery.attempts += 1
         if delivery.first_attempt_at is None:
             delivery.first_attempt_at = now
         delivery.last_attempt_at = now
+        self.in_flight += 1
+        started = self._clock()
         try:
             outcome = await self._transport.send(delivery)
         except Exception as exc:  # a bug must cost a retry, never a stranded record
-            log.exception("delivery.send_crashed", channel=self.channel.name)
             outcome = Outcome(Kind.INTERNAL_ERROR, retryable=True, message=repr(exc)[:500])
+        finally:
+            self.in_flight -= 1
         self.throughput.completed()
-        # Only failures that say the receiver is unwell count against it.
-        self.breaker.record(success=outcome.ok or not outcome.retryable)
-        self._apply(delivery, outcome)
-
-    def _apply(self, delivery: Delivery, outcome: Outcome) -> None:
-        decision = decide(outcome, delivery.attempts, delivery.rounds, self._retry, self._rng)
-        if outcome.kind is Kind.CIRCUIT_OPEN and delivery.last_error is not None:
-            # An open circuit says nothing new about the receiver: a dead letter keeps the
-            # receiver's own last answer as its reason.
-            if isinstance(decision, GiveUp):
-                decision = GiveUp(delivery.last_error)
-        elif not outcome.ok:
+        self._learn(outcome)
+        if not outcome.ok:
             delivery.last_error = outcome
-        self._apply_decision(delivery, decision)
+        self._observer.emit(Attempted(delivery, outcome, self._clock() - started, waited))
+        age = now - delivery.created_at
+        self._apply(
+            delivery,
+            decide(outcome, delivery.attempts, delivery.rounds, age, self._retry, self._rng),
+        )
 
-    def _apply_decision(self, delivery: Delivery, decision: Decision) -> None:
+    def _learn(self, outcome: Outcome) -> None:
+        """What an answer says about the receiver, for every delivery of the lane: 5xx,
+        timeouts and connection errors count towards opening the circuit; 429 and Retry-After
+        slow the whole lane down instead."""
+        throttled = outcome.status == 429
+        self.breaker.record(failure=outcome.retryable and not throttled)
+        if throttled or outcome.retry_after is not None:
+            self._throttled += throttled
+            pause = outcome.retry_after
+            if pause is None:  # a bare 429: back off further with each one in a row
+                pause = (
+                    min(
+                        self._retry.backoff_max_ms,
+                        self._retry.backoff_initial_ms * 2 ** (self._throttled - 1),
+                    )
+                    / 1000
+                )
+            self._limiter.pause(min(pause, self._retry.max_age))
+        elif outcome.ok:
+            self._throttled = 0
+
+    def hold_for(self) -> float | None:
+        """How long a delivery arriving now waits for the circuit's next probe; None when it
+        may be sent (closed, or the probe is due: workers hold arrivals during a probe)."""
+        blocked = self.breaker.blocked_for()
+        return None if blocked is None else self._probe_wait(blocked)
+
+    def _probe_wait(self, blocked: float) -> float:
+        # Come back just after the probe goes out, spread a little so a crowd does not land
+        # at once.
+        return blocked + self._rng.uniform(0.05, 0.05 + blocked / 10)
+
+    def _wait_for_probe(self, delivery: Delivery, blocked: float) -> None:
+        self._wait(delivery, self._probe_wait(blocked), Wait.CIRCUIT_OPEN)
+
+    def _park(self, delivery: Delivery) -> None:
+        """Book the delivery a place behind what is queued and parked already, and have it
+        come back while half a backlog is still ahead of it, so the lane never runs dry and
+        rarely has to park it twice."""
+        rate = self.throughput.pacing(fallback=float(self.channel.max_concurrency))
+        now = self._clock()
+        ready = now + max(len(self._queue) / rate, self._limiter.free_in())
+        slot = max(self._booked_until, ready)
+        self._booked_until = slot + 1 / rate
+        wait = slot - now - self._retry.max_backlog_seconds / 2
+        self._wait(
+            delivery, max(wait, _MIN_PARK_SECONDS) * _PARK_GROWTH**delivery.parks, Wait.PARKED
+        )
+
+    def _wait(self, delivery: Delivery, seconds: float, why: Wait) -> None:
+        age = time.time() - delivery.created_at
+        self._apply(delivery, wait_or_expire(seconds, why, age, delivery.last_error, self._retry))
+
+    def _apply(self, delivery: Delivery, decision: Decision) -> None:
         match decision:
             case Done():
+                self._observer.emit(Delivered(delivery))
                 delivery.finish()
             case RetrySoon(delay):
                 # A timer, not a sleeping worker: the worker is free for other deliveries.
+                self._observer.emit(RetryingSoon(delivery, delay))
                 loop = asyncio.get_running_loop()
                 self._timers[id(delivery)] = loop.call_later(delay, self._requeue, delivery)
-            case Delay() as delay:
-                if delay.uses_round:
+            case Delay(seconds, why):
+                if decision.uses_round:
                     delivery.rounds += 1
-                self._delays.submit(delivery, delay, delivery.finish)
-            case GiveUp(reason):
-                self._dead_letters.submit(for_delivery(delivery, reason), delivery.finish)
+                elif why is Wait.PARKED:
+                    delivery.parks += 1
+                self._observer.emit(Delayed(delivery, seconds, why))
+                self._delays.submit(delivery, seconds, delivery.finish)
+            case GiveUp(reason, limit):
+                self._observer.emit(GaveUp(self.channel.name, delivery, reason, limit))
+                letter = for_delivery(delivery, reason, None if limit is None else limit.value)
+                self._dead_letters.submit(letter, delivery.finish)
 
     def _requeue(self, delivery: Delivery) -> None:
         del self._timers[id(delivery)]
-        self._enqueue(delivery)
+        if delivery.orphaned():
+            self._drop(delivery)
+        else:
+            self._enqueue(delivery)
+
+    def _drop(self, delivery: Delivery) -> None:
+        self._observer.emit(Dropped(delivery))
+
+    def _circuit_changed(self, state: State, failures: int, cooldown: float) -> None:
+        self._observer.emit(CircuitChanged(self.channel.name, state.value, failures, cooldown))
 
     async def _watch(self) -> None:
-        """Every tick: learn the throughput, and park what the lane cannot send in time."""
+        """While the lane has work, every tick: learn the throughput, and park what the lane
+        cannot send in time. An idle lane costs no wake-ups."""
         loop = asyncio.get_running_loop()
         while True:
+            if not self._queue and not self.in_flight:
+                self._work_arrived.clear()
+                await self._work_arrived.wait()
             saturated_before = bool(self._queue)
             started = loop.time()
             await asyncio.sleep(_TICK_SECONDS)
-            saturated = saturated_before and bool(self._queue)
-            self.throughput.tick(loop.time() - started, saturated)
-            while len(self._queue) > self.capacity() and self._overloaded():
-                self._apply_decision(self._queue.pop()[1], park(self._retry))  # newest first
+            if self._limiter.paused_for() > 0:
+                self.throughput.skip()
+            else:
+                saturated = saturated_before and bool(self._queue)
+                self.throughput.tick(loop.time() - started, saturated)
+            self._shed()
+
+    def _shed(self) -> None:
+        """Park the newest queued work while the lane holds more than it can send in time."""
+        while len(self._queue) > self.capacity() and self._overloaded():
+            delivery = self._queue[-1][1]
+            if delivery.parks >= self._retry.max_parks:
+                return
+            self._queue.pop()
+            self._park(delivery)
 
     async def close(self) -> None:
         for handle in self._timers.values():

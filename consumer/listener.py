@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -16,23 +18,24 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from .config import KafkaConfig
-from .delaypath import due_ms_of
-from .delivery import Source
+from .delaypath import due_ms_of, level_of, topic_pattern
+from .delivery import Owner
 from .dispatcher import RecordLike
 from .offsets import OffsetTracker, PartitionState
 
 log = structlog.get_logger(__name__)
 
 Key = tuple[str, int]
-WAKE_SLACK_SECONDS = 0.25
+# A due time is never believed beyond the record's topic delay plus this, counted from when the
+# record was written or first read: a replica with a fast clock, or a bad header, cannot hold a
+# delay partition for longer than the delay it stands for.
+DUE_SLACK_MS = 2_000
 
 
 class Handler(Protocol):
-    """Turns a topic's records into work; `on_finished` fires per record when it is done."""
+    """Turns a topic's records into work; `owner` hears of each record when it is done."""
 
-    async def dispatch(
-        self, records: Sequence[RecordLike], on_finished: Callable[[Source], None]
-    ) -> None: ...
+    async def dispatch(self, records: Sequence[RecordLike], owner: Owner) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -45,19 +48,21 @@ class Listener:
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
-        handlers: Mapping[str, Handler],
-        delay_topics: set[str],
+        dispatcher: Handler,
+        redelivery: Handler,
         config: KafkaConfig,
     ) -> None:
         self._consumer = consumer
-        self._handlers = handlers
-        self._delay_topics = delay_topics
+        self._dispatcher = dispatcher
+        self._redelivery = redelivery
         self._config = config
-        self._tracker = OffsetTracker()
-        self._paused: set[TopicPartition] = set()  # too much of it in flight
-        self._sleeping: dict[TopicPartition, asyncio.TimerHandle] = {}  # head not yet due
-        self._draining = False
         self._progress = asyncio.Event()  # set whenever some record finished
+        self._tracker = OffsetTracker(on_progress=self._progress.set)
+        self._paused: set[TopicPartition] = set()  # too much of it unfinished
+        # Per delay partition: records read ahead of their due time, as (due ms, offset, record).
+        self._waiting: dict[TopicPartition, list[tuple[int, int, Any]]] = {}
+        self._levels: dict[str, float | None] = {}  # delay topic -> its delay, once parsed
+        self._draining = False
         self._resume_below = max(1, config.max_in_flight_per_partition // 2)
 
     @property
@@ -65,7 +70,11 @@ class Listener:
         return self._tracker
 
     def subscribe(self) -> None:
-        self._consumer.subscribe(list(self._handlers), listener=_Rebalance(self))
+        """The input topic and every delay topic of this deployment that exists, retired
+        levels included: records waiting on a level a schedule change removed still come back."""
+        kafka = self._config
+        pattern = f"^(?:{re.escape(kafka.topic)}|{topic_pattern(kafka.retry_topic_prefix)})$"
+        self._consumer.subscribe(pattern=pattern, listener=_Rebalance(self))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and dispatch until `stop` is set, then drain within the grace period."""
@@ -80,6 +89,7 @@ class Listener:
             )
             for tp, records in batches.items():
                 await self._dispatch(tp, records)
+            await self._release_due()
             self._resume_drained()
             if loop.time() >= next_commit:
                 await self.commit()
@@ -87,58 +97,70 @@ class Listener:
         await self.drain(self._config.shutdown_grace_seconds)
 
     async def _dispatch(self, tp: TopicPartition, records: list[Any]) -> None:
-        if tp.topic in self._delay_topics:
-            records = self._due_only(tp, records)
-        if not records:
-            return
         state = self._tracker.state(_key(tp))
         for record in records:
             state.started(record.offset)
-        await self._handlers[tp.topic].dispatch(records, self._finisher(state))
-        if state.unfinished >= self._config.max_in_flight_per_partition and tp not in self._paused:
+        if tp.topic == self._config.topic:
+            await self._dispatcher.dispatch(records, state)
+        else:
+            due = self._hold_back(tp, state, records)
+            if due:
+                await self._redelivery.dispatch(due, state)
+        limit = self._config.max_in_flight_per_partition
+        full = state.unfinished >= limit or state.waiting >= self._config.delay_lookahead_records
+        if full and tp not in self._paused:
             self._consumer.pause(tp)
             self._paused.add(tp)
 
-    def _due_only(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
-        """The records already due; at the first that is not, rewind to it and let the
-        partition sleep until it is due (no polling, and other partitions keep flowing)."""
-        now_ms = time.time() * 1000
-        for i, record in enumerate(records):
-            due_ms = due_ms_of(record.headers)
-            if due_ms is not None and due_ms > now_ms:
-                self._consumer.seek(tp, record.offset)
-                self._consumer.pause(tp)
-                # Oversleep a little: records behind the head fall due moments later, and one
-                # wake should take a chunk of them rather than re-fetch a batch per record.
-                wake = asyncio.get_running_loop().call_later(
-                    (due_ms - now_ms) / 1000 + WAKE_SLACK_SECONDS, self._wake, tp
-                )
-                self._sleeping[tp] = wake
-                return records[:i]
-        return records
+    def _hold_back(
+        self, tp: TopicPartition, state: PartitionState, records: list[Any]
+    ) -> list[Any]:
+        """The delay records already due; the others wait in memory until they are, so one
+        record due late never holds back those behind it (up to the lookahead)."""
+        now_ms = int(time.time() * 1000)
+        slack = self._level_ms(tp.topic) + DUE_SLACK_MS
+        waiting = self._waiting.setdefault(tp, [])
+        due: list[Any] = []
+        for record in records:
+            asked = due_ms_of(record.headers)
+            at = now_ms if asked is None else min(asked, record.timestamp + slack, now_ms + slack)
+            if at <= now_ms:
+                due.append(record)
+            else:
+                heapq.heappush(waiting, (at, record.offset, record))
+                state.waiting += 1
+        return due
 
-    def _wake(self, tp: TopicPartition) -> None:
-        del self._sleeping[tp]
-        if not self._draining and tp not in self._paused and tp in self._consumer.assignment():
-            self._consumer.resume(tp)
+    def _level_ms(self, topic: str) -> int:
+        if topic not in self._levels:
+            self._levels[topic] = level_of(topic, self._config.retry_topic_prefix)
+        level = self._levels[topic]
+        return 0 if level is None else int(level * 1000)
 
-    def _finisher(self, state: PartitionState) -> Callable[[Source], None]:
-        progress = self._progress
-
-        def finished(source: Source) -> None:
-            state.finished(source.offset)
-            progress.set()
-
-        return finished
+    async def _release_due(self) -> None:
+        if not self._waiting:
+            return
+        now_ms = int(time.time() * 1000)
+        for tp, waiting in self._waiting.items():
+            if not waiting or waiting[0][0] > now_ms:
+                continue
+            due = []
+            while waiting and waiting[0][0] <= now_ms:
+                due.append(heapq.heappop(waiting)[2])
+            state = self._tracker.state(_key(tp))
+            state.waiting -= len(due)
+            await self._redelivery.dispatch(due, state)
 
     def _resume_drained(self) -> None:
-        ready = [
-            tp for tp in self._paused if self._tracker.unfinished(_key(tp)) < self._resume_below
-        ]
+        lookahead = self._config.delay_lookahead_records
+        ready = []
+        for tp in self._paused:
+            state = self._tracker.state(_key(tp))
+            if state.unfinished < self._resume_below and state.waiting < max(1, lookahead // 2):
+                ready.append(tp)
         self._paused.difference_update(ready)
-        awake = [tp for tp in ready if tp not in self._sleeping]
-        if awake:
-            self._consumer.resume(*awake)
+        if ready and not self._draining:
+            self._consumer.resume(*ready)
 
     async def commit(self, keys: list[Key] | None = None) -> None:
         offsets = self._tracker.to_commit(keys)
@@ -158,16 +180,11 @@ class Listener:
         self._tracker.committed(offsets)
 
     async def wait_finished(self, keys: list[Key] | None, within: float) -> bool:
-        """Wait until the given partitions (all when None) have nothing unfinished."""
+        """Wait until the given partitions (all when None) have nothing in flight; records
+        still waiting for their due time are not in flight (the next reader takes them)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-
-        def remaining() -> int:
-            if keys is None:
-                return self._tracker.total_unfinished()
-            return sum(self._tracker.unfinished(k) for k in keys)
-
-        while remaining() > 0:
+        while self._tracker.in_flight(keys) > 0:
             left = deadline - loop.time()
             if left <= 0:
                 return False
@@ -180,7 +197,8 @@ class Listener:
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         """Fetching for these partitions has already stopped: finish what is in flight
-        (within a bound), commit it, and let the next owner redo whatever is unfinished."""
+        (within a bound), commit it, and let the next owner redo whatever is unfinished. Work
+        still queued for them after the bound is dropped by the lanes, not sent twice."""
         keys = [_key(tp) for tp in revoked]
         if not keys:
             return
@@ -191,9 +209,7 @@ class Listener:
             self._tracker.revoke(key)
         self._paused.difference_update(revoked)
         for tp in revoked:
-            timer = self._sleeping.pop(tp, None)
-            if timer is not None:
-                timer.cancel()
+            self._waiting.pop(tp, None)
         log.info("partitions.revoked", partitions=sorted(keys), complete=complete)
 
     def assigned(self, assigned: set[TopicPartition]) -> None:
@@ -202,8 +218,8 @@ class Listener:
         log.info("partitions.assigned", partitions=sorted(_key(tp) for tp in assigned))
 
     def _flush(self) -> None:
-        for handler in self._handlers.values():
-            handler.flush()
+        self._dispatcher.flush()
+        self._redelivery.flush()
 
     async def drain(self, grace: float) -> None:
         self._draining = True
@@ -213,7 +229,7 @@ class Listener:
         self._flush()
         complete = await self.wait_finished(None, grace)
         await self.commit()
-        log.info("drained", complete=complete, unfinished=self._tracker.total_unfinished())
+        log.info("drained", complete=complete, unfinished=self._tracker.in_flight())
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -7,17 +7,25 @@ offset of a partition is its lowest unfinished offset, or one past the last offs
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
 class PartitionState:
+    """One owned partition: what was read and is not finished. It is the `Owner` of the
+    tickets of its records, so work finishing after a revoke can never mark offsets of a
+    later assignment of the same partition."""
+
     # Min-heap of unfinished offsets with lazy deletion: finishing is O(1) amortised and the
     # lowest unfinished offset is found without scanning thousands of in-flight records.
     _heap: list[int] = field(default_factory=list)
     _finished: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the highest offset seen
     committed: int | None = None  # what was last committed
+    waiting: int = 0  # read ahead, not handed to a handler yet (delay records not yet due)
+    revoked: bool = False
+    on_progress: Callable[[], None] | None = None
 
     def started(self, offset: int) -> None:
         heapq.heappush(self._heap, offset)
@@ -26,10 +34,17 @@ class PartitionState:
 
     def finished(self, offset: int) -> None:
         self._finished.add(offset)
+        if self.on_progress is not None:
+            self.on_progress()
 
     @property
     def unfinished(self) -> int:
         return len(self._heap) - len(self._finished)
+
+    @property
+    def in_flight(self) -> int:
+        """Unfinished and handed to a handler: what a drain or a revoke waits for."""
+        return self.unfinished - self.waiting
 
     def committable(self) -> int | None:
         heap, done = self._heap, self._finished
@@ -46,24 +61,34 @@ class PartitionState:
 class OffsetTracker:
     """Per-partition states keyed by (topic, partition); knows nothing of Kafka clients."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_progress: Callable[[], None] | None = None) -> None:
         self._partitions: dict[tuple[str, int], PartitionState] = {}
+        self._on_progress = on_progress  # told whenever any record finished
 
-    def assign(self, key: tuple[str, int]) -> None:
-        self._partitions.setdefault(key, PartitionState())
+    def assign(self, key: tuple[str, int]) -> PartitionState:
+        return self.state(key)
 
     def revoke(self, key: tuple[str, int]) -> None:
-        # Deliveries still running for it finish into the void; the next owner redoes them.
-        self._partitions.pop(key, None)
+        # Work still queued for it is dropped by the lanes (its tickets say so); requests
+        # already out finish into the void. The next owner redoes what was unfinished.
+        state = self._partitions.pop(key, None)
+        if state is not None:
+            state.revoked = True
 
     def state(self, key: tuple[str, int]) -> PartitionState:
-        """Completions go to the state object itself, so work finishing after a revoke (and a
-        later re-assignment) can never mark offsets of the new assignment."""
-        return self._partitions.setdefault(key, PartitionState())
+        state = self._partitions.get(key)
+        if state is None:
+            state = self._partitions[key] = PartitionState(on_progress=self._on_progress)
+        return state
 
     def unfinished(self, key: tuple[str, int]) -> int:
         state = self._partitions.get(key)
         return 0 if state is None else state.unfinished
+
+    def in_flight(self, keys: list[tuple[str, int]] | None = None) -> int:
+        if keys is None:
+            return sum(state.in_flight for state in self._partitions.values())
+        return sum(self._partitions[k].in_flight for k in keys if k in self._partitions)
 
     def total_unfinished(self) -> int:
         return sum(state.unfinished for state in self._partitions.values())

@@ -23,6 +23,8 @@ class Kind(StrEnum):
     CIRCUIT_OPEN = "circuit_open"  # not sent: the channel's circuit breaker is open
     UNKNOWN_CHANNEL = "unknown_channel"  # a delayed delivery names a channel no longer configured
     UNWRITABLE = "unwritable"  # too large to park on a delay topic: dead-lettered instead
+    MAX_AGE = "max_age"  # retried or waited longer than retry.max_age_seconds
+    ATTRIBUTES_UNAVAILABLE = "attributes_unavailable"  # the attribute store did not answer
 
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -68,6 +70,22 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+class Wait(StrEnum):
+    """Why a delivery moved to the delay path; only RETRY uses up a round of the schedule."""
+
+    RETRY = "retry"  # a real attempt failed: the next step of the schedule
+    CIRCUIT_OPEN = "circuit_open"  # the channel's circuit is open: wait for its next probe
+    PARKED = "parked"  # the lane has more work than it can send within the backlog bound
+    THROTTLED = "throttled"  # the receiver asked us to slow down (429, Retry-After)
+
+
+class Limit(StrEnum):
+    """Which limit ended a delivery that could still have been retried."""
+
+    SCHEDULE = "schedule"  # every attempt of the retry schedule was made
+    MAX_AGE = "max_age"  # older than retry.max_age_seconds, however it waited
+
+
 @dataclass(frozen=True, slots=True)
 class Done:
     """Delivered: nothing more to do."""
@@ -82,22 +100,24 @@ class RetrySoon:
 
 @dataclass(frozen=True, slots=True)
 class Delay:
-    """Hand to the delay path, to be attempted again in `seconds`.
+    """Hand to the delay path, to be attempted again in `seconds`."""
 
-    `uses_round` is False only for parking (a congested lane): that is no failure of the
-    receiver, so it must not bring the delivery closer to its dead letter.
-    """
+    seconds: float
+    why: Wait = Wait.RETRY
 
-    seconds: float  # until due
-    level: float  # the schedule delay whose topic carries it
-    uses_round: bool = True
+    @property
+    def uses_round(self) -> bool:
+        """Only a failed attempt brings a delivery closer to its dead letter; waiting for a
+        probe, a slower receiver or room in the lane does not."""
+        return self.why is Wait.RETRY
 
 
 @dataclass(frozen=True, slots=True)
 class GiveUp:
-    """Write a dead letter with this reason."""
+    """Write a dead letter with this reason; `limit` says which limit ended a retryable one."""
 
     reason: Outcome
+    limit: Limit | None = None
 
 
 Decision = Done | RetrySoon | Delay | GiveUp
@@ -115,36 +135,68 @@ def backoff(attempt: int, retry: RetryConfig, rng: random.Random) -> float:
 
 
 def decide(
-    outcome: Outcome, attempts: int, rounds: int, retry: RetryConfig, rng: random.Random
+    outcome: Outcome,
+    attempts: int,
+    rounds: int,
+    age: float,
+    retry: RetryConfig,
+    rng: random.Random,
 ) -> Decision:
-    """Every retry and dead-letter rule lives here.
+    """Every retry and dead-letter rule for the answer to a real attempt lives here.
 
     `attempts` counts the attempts made so far, this one included; `rounds` counts the
-    schedule delays already used. Fresh deliveries get `quick_attempts` in-process tries; then
-    one try after each delay of the schedule; then a dead letter.
+    schedule delays already used; `age` is how long ago the delivery was created. Fresh
+    deliveries get `quick_attempts` in-process tries, then one try after each delay of the
+    schedule, then a dead letter. A throttling receiver (429) is waited for without using a
+    round, within the delivery's maximum age.
     """
     if outcome.ok:
         return Done()
     if not outcome.retryable:
         return GiveUp(outcome)
+    if age >= retry.max_age:
+        return GiveUp(outcome_of_age(outcome, age, retry), Limit.MAX_AGE)
     asked = outcome.retry_after or 0.0
     in_quick_phase = rounds == 0 and attempts < retry.quick_attempts
-    if (
-        in_quick_phase
-        and outcome.kind is not Kind.CIRCUIT_OPEN
-        and asked <= retry.retry_after_max_seconds  # a longer wish is honoured on the delay path
-    ):
+    if in_quick_phase and asked <= retry.retry_after_max_seconds:
         return RetrySoon(max(backoff(attempts, retry, rng), asked))
+    if outcome.status == 429:
+        # The receiver is up and asks for less: not a failure that should end the delivery.
+        return Delay(max(asked, _schedule_step(retry, rounds)), Wait.THROTTLED)
     if rounds < len(retry.schedule_seconds):
-        # Retry-After may push the next try later, never earlier; the record then rides the
-        # topic of the shortest delay that covers its wait, so it never sits at the head of a
-        # partition whose other records fall due sooner.
-        wait = max(retry.schedule_seconds[rounds], min(asked, max(retry.schedule_seconds)))
-        level = min(d for d in retry.schedule_seconds if d >= wait)
-        return Delay(wait, level)
-    return GiveUp(outcome)
+        # Retry-After may push the next try later, never earlier.
+        return Delay(max(retry.schedule_seconds[rounds], asked))
+    return GiveUp(outcome, Limit.SCHEDULE)
 
 
-def park(retry: RetryConfig) -> Delay:
-    """A congested lane's overflow: wait on the delay path without using up the schedule."""
-    return Delay(retry.park_seconds, retry.park_seconds, uses_round=False)
+def wait_or_expire(
+    seconds: float, why: Wait, age: float, last_error: Outcome | None, retry: RetryConfig
+) -> Delay | GiveUp:
+    """A delivery that may not be sent now (open circuit, full lane) waits on the delay path,
+    unless it is already older than its maximum age."""
+    if age >= retry.max_age:
+        last = last_error or Outcome(Kind.CIRCUIT_OPEN, retryable=True, message=why.value)
+        return GiveUp(outcome_of_age(last, age, retry), Limit.MAX_AGE)
+    return Delay(seconds, why)
+
+
+def outcome_of_age(last: Outcome, age: float, retry: RetryConfig) -> Outcome:
+    """The dead-letter reason of an expired delivery: `max_age`, with its last real error."""
+    detail = f"{last.kind.value} {last.status}" if last.status is not None else last.kind.value
+    return Outcome(
+        Kind.MAX_AGE,
+        retryable=False,
+        status=last.status,
+        message=(
+            f"gave up after {age:.0f}s (retry.max_age_seconds is {retry.max_age:.0f}); "
+            f"last error: {detail}: {last.message}"
+        )[:2000],
+    )
+
+
+def _schedule_step(retry: RetryConfig, rounds: int) -> float:
+    """The delay of the schedule step a delivery is at (the last one once it is used up)."""
+    steps = retry.schedule_seconds
+    if not steps:
+        return retry.backoff_max_ms / 1000
+    return steps[min(rounds, len(steps) - 1)]

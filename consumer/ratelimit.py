@@ -1,47 +1,73 @@
-"""Per-channel token bucket: `per_second` sustained, up to `burst` at once."""
+"""Per-channel rate limit: `per_second` sustained, up to `burst` at once, and pauses a receiver
+asks for (429, Retry-After) that hold the whole lane, not just one delivery."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 
 class RateLimiter(Protocol):
-    async def acquire(self) -> None: ...
+    async def acquire(self) -> float:
+        """Wait for one permit; return how long that took, in seconds."""
+
+    def pause(self, seconds: float) -> None:
+        """Grant no permit for `seconds` from now (the receiver asked us to slow down)."""
+
+    def free_in(self) -> float:
+        """Seconds until a permit would be granted, without taking one."""
+
+    def paused_for(self) -> float:
+        """Seconds left of a pause the receiver asked for; 0 when none is running."""
 
 
-class Unlimited:
-    async def acquire(self) -> None:
-        return None
+class LocalLimiter:
+    """GCRA with reservations: each caller is given its own slot in time and sleeps until it.
 
-
-class TokenBucket:
-    """Each caller reserves a token, possibly going into debt, and waits until it is paid.
-
-    Reserving instead of polling gives every waiter its own slot in time: no busy loop, no
-    thundering herd, and FIFO order among waiters.
+    Reserving instead of polling means no busy loop, no thundering herd, and FIFO order among
+    waiters. Without `per_second` only pauses limit it.
     """
 
     def __init__(
-        self, per_second: float, burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        per_second: float | None = None,
+        burst: int = 1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._rate = per_second
-        self._capacity = float(burst)
-        self._tokens = float(burst)
+        self._interval = 0.0 if per_second is None else 1.0 / per_second
+        self._tolerance = self._interval * (max(1, burst) - 1)  # how far ahead a burst may go
         self._clock = clock
-        self._updated = clock()
+        self._tat = -math.inf  # theoretical arrival time of the next request at the full rate
+        self._paused_until = -math.inf
 
     def reserve(self) -> float:
-        """Take one token and return how long to wait before using it."""
+        """Take the next slot and return how long to wait for it."""
         now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
-        self._tokens -= 1
-        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+        slot = max(now, self._tat - self._tolerance, self._paused_until)
+        self._tat = max(self._tat, slot) + self._interval
+        wait = slot - now
+        return wait if wait > 1e-9 else 0.0  # float residue of the sums is no reason to sleep
 
-    async def acquire(self) -> None:
-        wait = self.reserve()
-        if wait > 0:
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def free_in(self) -> float:
+        return max(0.0, self._tat - self._tolerance - self._clock(), self.paused_for())
+
+    def paused_for(self) -> float:
+        return max(0.0, self._paused_until - self._clock())
+
+    async def acquire(self) -> float:
+        waited = 0.0
+        while True:
+            wait = self.reserve()
+            if wait <= 0:
+                return waited
             await asyncio.sleep(wait)
+            waited += wait
+            if self.paused_for() <= 0:
+                return waited
+            # A pause arrived while this caller slept on a slot reserved before it.

@@ -2,37 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-
-import orjson
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from .catalog import Catalog
-from .deadletter import DeadLetterWriter, for_record
-from .delaypath import parse_delayed
-from .delivery import Source, Ticket
+from .deadletter import DeadLetter, DeadLetterWriter, Reason, SourceRef, for_record
+from .delaypath import (
+    CHANNEL_HEADER,
+    CREATED_HEADER,
+    GROUP_HEADER,
+    DelayedDelivery,
+    DelayPath,
+    header,
+    parse_delayed,
+)
+from .delivery import Owner, Source, Ticket
 from .dispatcher import Lanes, RecordLike
+from .observer import NO_OBSERVER, GaveUp, Held, Observer, Redelivered, Skipped
 from .outcome import Kind, Outcome
 
 
 class Redelivery:
     def __init__(
-        self, catalog: Catalog, lanes: Mapping[str, Lanes], dead_letters: DeadLetterWriter
+        self,
+        catalog: Catalog,
+        lanes: Mapping[str, Lanes],
+        dead_letters: DeadLetterWriter,
+        delays: DelayPath,
+        group: str,
+        max_age: float,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._catalog = catalog
         self._lanes = lanes
         self._dead_letters = dead_letters
+        self._delays = delays
+        self._group = group.encode()
+        self._max_age_ms = max_age * 1000
+        self._observer = observer
 
-    async def dispatch(
-        self, records: Sequence[RecordLike], on_finished: Callable[[Source], None]
-    ) -> None:
+    async def dispatch(self, records: Sequence[RecordLike], owner: Owner) -> None:
         for record in records:
             source = Source(record.topic, record.partition, record.offset)
-            ticket = Ticket(source, 1, on_finished)
+            ticket = Ticket(source, 1, owner)
+            group = header(record.headers, GROUP_HEADER)
+            if group is not None and group != self._group:
+                # Another deployment's record on a topic it shares with us by configuration:
+                # not ours to send or to dead-letter.
+                self._observer.emit(Skipped(record.topic, group.decode("utf-8", "replace")))
+                ticket.done()
+                continue
+            if self._held(record, ticket):
+                continue
             delayed = parse_delayed(record.value)
             if isinstance(delayed, str):
                 reason = Outcome(Kind.INVALID_EVENT, retryable=False, message=delayed)
-                letter = for_record(source, record.value, None, reason)
-                self._dead_letters.submit(letter, ticket.done)
+                self._give_up(for_record(source, record.value, None, reason), reason, ticket)
                 continue
             delivery = delayed.to_delivery(self._catalog)
             if delivery is None:
@@ -41,12 +67,64 @@ class Redelivery:
                     retryable=False,
                     message=f"channel {delayed.channel!r} is no longer configured",
                 )
-                document = orjson.loads(delayed.model_dump_json())
-                letter = for_record(source, record.value, document, reason, delayed.campaign_id)
-                self._dead_letters.submit(letter, ticket.done)
+                letter = _letter_for(delayed, reason, source)
+                self._give_up(letter, reason, ticket, delayed.channel)
                 continue
             delivery.tickets.append(ticket)
+            self._observer.emit(Redelivered(delivery))
             self._lanes[delivery.channel.name].submit(delivery)
+
+    def _held(self, record: RecordLike, ticket: Ticket) -> bool:
+        """Back while its channel's circuit is still open: wait again for the next probe,
+        as the bytes it came in (a long outage rewrites many records many times)."""
+        channel = (header(record.headers, CHANNEL_HEADER) or b"").decode("utf-8", "replace")
+        created = header(record.headers, CREATED_HEADER)
+        lane = self._lanes.get(channel)
+        if lane is None or created is None or not created.isdigit():
+            return False
+        if time.time() * 1000 - int(created) >= self._max_age_ms:
+            return False  # expired: decoded, so its dead letter says everything
+        hold = lane.hold_for()
+        if hold is None:
+            return False
+        self._observer.emit(Held(channel, hold))
+        self._delays.rewait(record, hold, ticket.done)
+        return True
+
+    def _give_up(
+        self, letter: DeadLetter, reason: Outcome, ticket: Ticket, channel: str | None = None
+    ) -> None:
+        self._observer.emit(GaveUp(channel, None, reason, None))
+        self._dead_letters.submit(letter, ticket.done)
 
     def flush(self) -> None:
         """Nothing lingers here; present so every handler can be flushed alike."""
+
+
+def _letter_for(delayed: DelayedDelivery, reason: Outcome, at: Source) -> DeadLetter:
+    """A delivery whose channel is gone, kept whole under its channel's name: `dlq replay`
+    sends it again once a channel of that name is configured."""
+    return DeadLetter(
+        delivery_id=delayed.delivery_id,
+        channel=delayed.channel,
+        campaign_id=delayed.campaign_id,
+        events=delayed.events,
+        template_param=delayed.template_param,
+        user_attr=delayed.user_attr,
+        reason=Reason(kind=reason.kind.value, status=None, message=reason.message),
+        attempts=delayed.attempts,
+        rounds=delayed.rounds,
+        first_attempt_at=_time(delayed.first_attempt_at),
+        last_attempt_at=_time(delayed.last_attempt_at),
+        dead_lettered_at=datetime.now(UTC),
+        source=delayed.sources[0] if delayed.sources else _ref(at),
+        sources=delayed.sources or [_ref(at)],
+    )
+
+
+def _ref(source: Source) -> SourceRef:
+    return SourceRef(topic=source.topic, partition=source.partition, offset=source.offset)
+
+
+def _time(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)

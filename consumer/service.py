@@ -14,12 +14,17 @@ from .attributes import open_store
 from .catalog import Catalog
 from .config import ServiceConfig
 from .deadletter import DeadLetterWriter, KafkaDeadLetterSink, for_delivery
-from .delaypath import DelayPath, KafkaDelaySink
+from .delaypath import DelayPath, KafkaDelaySink, delay_levels
 from .delaypath import delay_topics as delay_topics_of
+from .delivery import Delivery
 from .dispatcher import Dispatcher
+from .handoff import Handoff
+from .hooks.logs import RetrySummary, TransitionLog
 from .kafkatools import client_options
 from .lanes import ChannelLane
-from .listener import Handler, Listener
+from .listener import Listener
+from .observer import GaveUp, Observer
+from .outcome import Outcome
 from .redelivery import Redelivery
 from .sender import Sender, make_session
 from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
@@ -47,9 +52,19 @@ async def run_service(
     """Consume and deliver until `stop` is set (or SIGTERM/SIGINT), then drain and return."""
     stop = stop or asyncio.Event()
     catalog = Catalog.from_config(config, environ)
-    delay_topics = delay_topics_of(config)
+    levels = delay_levels(config.retry)
     if config.kafka.create_topics:
-        await ensure_topics(config.kafka, delay_topics)
+        await ensure_topics(config.kafka, delay_topics_of(config))
+    fatal: list[BaseException] = []
+
+    def stop_on_bug(exc: BaseException) -> None:
+        # A bug in a hand-off must not loop forever: stop, drain what can be, and exit 1.
+        log.error("internal_error", error=repr(exc)[:500], exc_info=exc)
+        fatal.append(exc)
+        stop.set()
+
+    summary = RetrySummary()
+    observer = Observer([TransitionLog(debug=config.logging.level == "debug"), summary])
     async with AsyncExitStack() as stack:
         store = open_store(config.attributes.backend, config.attributes.url)
         stack.push_async_callback(store.close)
@@ -59,45 +74,73 @@ async def run_service(
         await producer.start()
         stack.push_async_callback(producer.stop)
         dead_letters = DeadLetterWriter(
-            KafkaDeadLetterSink(producer, config.kafka.dead_letter_topic)
+            KafkaDeadLetterSink(producer, config.kafka.dead_letter_topic),
+            Handoff("dead letter", observer, on_fatal=stop_on_bug),
         )
         stack.push_async_callback(dead_letters.close)
+
+        def unwritable(delivery: Delivery, reason: Outcome) -> None:
+            observer.emit(GaveUp(delivery.channel.name, delivery, reason, None))
+            dead_letters.submit(for_delivery(delivery, reason), delivery.finish)
+
         delays = DelayPath(
             KafkaDelaySink(producer),
             config.kafka.retry_topic_prefix,
-            on_unwritable=lambda delivery, reason: dead_letters.submit(
-                for_delivery(delivery, reason), delivery.finish
-            ),
+            levels,
+            config.kafka.group_id,
+            Handoff("delay", observer, on_fatal=stop_on_bug),
+            on_unwritable=unwritable,
         )
         stack.push_async_callback(delays.close)
         sender = Sender(session)
         lanes = {
-            name: ChannelLane(channel, sender, dead_letters, delays, config.retry)
+            name: ChannelLane(
+                channel, sender, dead_letters, delays, config.retry, observer=observer
+            )
             for name, channel in catalog.channels.items()
         }
         for lane in lanes.values():
             lane.start()
             stack.push_async_callback(lane.close)
-        consumer = AIOKafkaConsumer(
-            **client_options(config.kafka),
-            group_id=config.kafka.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=config.kafka.max_poll_records,
-        )
+        consumer = make_consumer(config)
         await consumer.start()
         stack.push_async_callback(consumer.stop)  # leaves the group: partitions move at once
-        handlers: dict[str, Handler] = {
-            config.kafka.topic: Dispatcher(catalog, store, lanes, dead_letters)
-        }
-        redelivery = Redelivery(catalog, lanes, dead_letters)
-        handlers.update(dict.fromkeys(delay_topics, redelivery))
-        listener = Listener(consumer, handlers, set(delay_topics), config.kafka)
+        listener = Listener(
+            consumer,
+            Dispatcher(catalog, store, lanes, dead_letters, observer),
+            Redelivery(
+                catalog,
+                lanes,
+                dead_letters,
+                delays,
+                config.kafka.group_id,
+                config.retry.max_age,
+                observer,
+            ),
+            config.kafka,
+        )
         listener.subscribe()
         _stop_on_signals(stop)
         log.info("service.started", topic=config.kafka.topic, channels=len(lanes))
         await listener.run(stop)
+    summary.close()
+    if fatal:
+        raise RuntimeError(f"stopped after an internal error: {fatal[0]!r}")
     log.info("service.stopped")
+
+
+def make_consumer(config: ServiceConfig) -> AIOKafkaConsumer:
+    kafka = config.kafka
+    return AIOKafkaConsumer(
+        **client_options(kafka),
+        group_id=kafka.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=kafka.max_poll_records,
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        rebalance_timeout_ms=kafka.effective_rebalance_timeout_ms,
+    )
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

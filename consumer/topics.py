@@ -34,7 +34,12 @@ async def ensure_topics(config: KafkaConfig, delay_topics: list[str] | None = No
                     name,
                     config.topic_partitions,
                     config.replication_factor,
-                    topic_configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+                    topic_configs={
+                        "max.message.bytes": str(DEAD_LETTER_MAX_BYTES),
+                        # The broker's clock stamps delay records, so a due time can be checked
+                        # against it whatever the clock of the replica that wrote the record.
+                        "message.timestamp.type": "LogAppendTime",
+                    },
                 )
                 for name in delay_topics or []
             ),

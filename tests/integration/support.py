@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.config import ServiceConfig, parse_config
+from consumer.delaypath import delay_topic
 from consumer.kafkatools import stop_consumer, topic_partitions
 from consumer.receiver import Receiver
 from consumer.service import run_service
@@ -65,12 +66,15 @@ class Setup:
         return f"events-{self.suffix}"
 
     @property
-    def dead_letter_topic(self) -> str:
-        return f"dead-letters-{self.suffix}"
-
-    @property
     def group(self) -> str:
         return f"group-{self.suffix}"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.group}.dlq"  # the default, derived from the group
+
+    def delay_topic(self, seconds: float) -> str:
+        return delay_topic(f"{self.group}.retry", seconds)
 
     @property
     def environ(self) -> dict[str, str]:
@@ -85,8 +89,6 @@ class Setup:
                 "bootstrap_servers": self.bootstrap,
                 "group_id": self.group,
                 "topic": self.topic,
-                "dead_letter_topic": self.dead_letter_topic,
-                "retry_topic_prefix": f"retry-{self.suffix}",
                 "topic_partitions": 3,
                 "commit_interval_ms": 200,
                 "shutdown_grace_seconds": 20,

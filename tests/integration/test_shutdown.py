@@ -161,7 +161,7 @@ async def test_sigkill_between_delay_produce_and_commit_loses_nothing(
     expected = {(ch, delivery_id(ch, [e["event_id"]])) for e in events for ch in ("down", "up")}
 
     first = await _start(config_path, setup, log)
-    delay_topic = f"retry-{setup.suffix}-2s"
+    delay_topic = setup.delay_topic(2)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
     while await record_count(bootstrap, delay_topic) < 100:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from consumer.delivery import Delivery
 
@@ -17,6 +18,8 @@ class Record:
     offset: int
     value: bytes | None
     headers: Sequence[tuple[str, bytes]] = ()
+    key: bytes | None = None
+    timestamp: int = field(default_factory=lambda: int(time.time() * 1000))  # ms, when written
 
 
 class RecordingLane:
@@ -27,3 +30,17 @@ class RecordingLane:
 
     def submit(self, delivery: Delivery) -> None:
         self.deliveries.append(delivery)
+
+    def hold_for(self) -> float | None:
+        return self.held
+
+    held: float | None = None  # set by a test: the circuit is open for this long
+
+
+class FakeOwner(list[int]):
+    """A partition owner that records the offsets it was told are finished."""
+
+    revoked = False
+
+    def finished(self, offset: int) -> None:
+        self.append(offset)

@@ -84,7 +84,7 @@ class FlakySink:
 
 async def test_writer_retries_until_durable_then_hands_off(wait_until: WaitUntil) -> None:
     sink = FlakySink(failures=2)
-    handoff = Handoff(retry_seconds=0.001)
+    handoff = Handoff("test", initial_backoff=0.001)
     writer = DeadLetterWriter(sink, handoff)
     letters_at_hand_off: list[int] = []
     writer.submit(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import random
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -16,14 +16,20 @@ from consumer.delaypath import (
     DelayedDelivery,
     DelayPath,
     MemoryDelaySink,
+    delay_levels,
     delay_topic,
     delay_topics,
     due_ms_of,
+    level_for,
+    level_of,
     parse_delayed,
+    topic_pattern,
 )
 from consumer.delivery import Delivery, Source, delivery_id
 from consumer.handoff import Handoff
-from consumer.outcome import Delay, Kind, Outcome, decide, from_response
+from consumer.outcome import Kind, from_response
+
+from .fakes import Record
 
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory, WaitUntil
@@ -55,33 +61,65 @@ def failed_delivery(catalog: Catalog) -> Delivery:
 
 @pytest.mark.parametrize(
     ("seconds", "name"),
-    [(5, "webhook-retry-5s"), (300.0, "webhook-retry-300s"), (1.5, "webhook-retry-1500ms")],
+    [(5, "webhook-retry.5s"), (300.0, "webhook-retry.300s"), (1.5, "webhook-retry.1500ms")],
 )
-def test_delay_topic_names(seconds: float, name: str) -> None:
+def test_delay_topic_names_and_their_levels(seconds: float, name: str) -> None:
     assert delay_topic("webhook-retry", seconds) == name
+    assert level_of(name, "webhook-retry") == seconds
+    assert re.fullmatch(topic_pattern("webhook-retry"), name)
 
 
-def test_delay_topics_cover_each_distinct_delay_and_parking(
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "webhook-retry.5x",
+        "webhook-retry5s",
+        "other.retry.5s",
+        "webhook-retry.5s.x",
+        "webhook-retry.",
+    ],
+)
+def test_topics_of_other_deployments_or_shapes_have_no_level(topic: str) -> None:
+    assert level_of(topic, "webhook-retry") is None
+    assert not re.fullmatch(topic_pattern("webhook-retry"), topic)
+
+
+def test_the_prefix_is_matched_literally() -> None:
+    assert not re.fullmatch(topic_pattern("a.b"), "aXb.5s")  # a dot in a name is no wildcard
+
+
+def test_default_topic_names_derive_from_the_group(
     channel_cfg: ChannelFactory, build_catalog: CatalogFactory
 ) -> None:
-    config, _ = build_catalog(
+    config, _ = build_catalog([channel_cfg()], kafka={"group_id": "crm-hooks"})
+    assert config.kafka.dead_letter_topic == "crm-hooks.dlq"
+    assert config.kafka.retry_topic_prefix == "crm-hooks.retry"
+    assert delay_topics(config)[0] == "crm-hooks.retry.5s"
+    named, _ = build_catalog(
         [channel_cfg()],
-        kafka={"retry_topic_prefix": "hooks-later"},
-        retry={"schedule_seconds": [1, 2.5, 2.5, 60]},
+        kafka={"group_id": "g", "dead_letter_topic": "dl", "retry_topic_prefix": "r"},
     )
-    assert delay_topics(config) == ["hooks-later-1s", "hooks-later-2500ms", "hooks-later-60s"]
-    assert delay_topic("hooks-later", config.retry.park_seconds) in delay_topics(config)
+    assert (named.kafka.dead_letter_topic, named.kafka.retry_topic_prefix) == ("dl", "r")
 
 
-def test_without_a_schedule_there_is_still_a_topic_for_parking(
-    channel_cfg: ChannelFactory, build_catalog: CatalogFactory
-) -> None:
-    config, _ = build_catalog([channel_cfg()], retry={"schedule_seconds": []})
-    assert delay_topics(config) == [delay_topic("webhook-retry", config.retry.park_seconds)]
+def test_levels_are_the_schedule_plus_a_ladder_of_waits() -> None:
+    svix = RetryConfig()  # 5, 300, 1800, 7200, 18000, 36000, 36000
+    assert delay_levels(svix) == (5, 20, 80, 300, 1800, 7200, 18000, 36000)
+    assert delay_levels(RetryConfig(schedule_seconds=[2, 4, 8, 16, 32])) == (2, 4, 8, 16, 32)
+    assert delay_levels(RetryConfig(schedule_seconds=[1, 2.5, 2.5, 60])) == (1, 2.5, 4, 16, 60)
+    assert delay_levels(RetryConfig(schedule_seconds=[])) == (5.0,)  # still one for waiting
+
+
+@pytest.mark.parametrize(
+    ("wait", "level"), [(0.1, 5), (5, 5), (6, 20), (30, 80), (299, 300), (10**6, 36000)]
+)
+def test_a_wait_rides_the_shortest_level_that_covers_it(wait: float, level: float) -> None:
+    assert level_for(wait, delay_levels(RetryConfig())) == level
 
 
 def test_a_delayed_delivery_comes_back_unchanged(catalog: Catalog) -> None:
     delivery = failed_delivery(catalog)
+    delivery.parks = 2
     record = DelayedDelivery.of(delivery, due_ms=1_700_000_605_500)
     decoded = parse_delayed(record.model_dump_json().encode())
     assert isinstance(decoded, DelayedDelivery)
@@ -90,7 +128,8 @@ def test_a_delayed_delivery_comes_back_unchanged(catalog: Catalog) -> None:
     assert again.id == delivery.id
     assert again.channel is catalog.channels["crm"]
     assert again.campaign_id == "double11"
-    assert (again.attempts, again.rounds) == (4, 1)
+    assert (again.attempts, again.rounds, again.parks) == (4, 1, 2)
+    assert again.created_at == delivery.created_at
     assert dict(again.template_param) == dict(delivery.template_param)
     assert again.user_attr == delivery.user_attr
     assert again.events == delivery.events
@@ -136,24 +175,25 @@ class FlakyDelaySink(MemoryDelaySink):
         super().__init__()
         self.failures = failures
 
-    async def write(self, topic: str, record: DelayedDelivery) -> None:
+    async def write(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker away")
-        await super().write(topic, record)
+        await super().write(topic, value, key, headers)
 
 
 async def test_submit_writes_to_the_level_topic_and_hands_off_once_durable(
     catalog: Catalog, wait_until: WaitUntil
 ) -> None:
     sink = FlakyDelaySink(failures=2)
-    path = DelayPath(sink, "webhook-retry", Handoff(retry_seconds=0.001))
+    handoff = Handoff("delay", initial_backoff=0.001)
+    path = DelayPath(sink, "webhook-retry", (30.0, 60.0), "crm-hooks", handoff)
     written_at_hand_off: list[int] = []
     before = time.time()
     path.submit(
-        failed_delivery(catalog),
-        Delay(seconds=42.0, level=30.0),
-        lambda: written_at_hand_off.append(len(sink.written)),
+        failed_delivery(catalog), 22.0, lambda: written_at_hand_off.append(len(sink.written))
     )
     after = time.time()
     assert written_at_hand_off == []
@@ -161,25 +201,53 @@ async def test_submit_writes_to_the_level_topic_and_hands_off_once_durable(
     assert written_at_hand_off == [1]
     assert sink.failures == 0
     ((topic, record),) = sink.written
-    assert topic == "webhook-retry-30s"
-    assert (before + 42.0) * 1000 - 1 <= record.due_ms <= (after + 42.0) * 1000
+    assert topic == "webhook-retry.30s"
+    assert (before + 22.0) * 1000 - 1 <= record.due_ms <= (after + 22.0) * 1000
+    [headers] = sink.headers
+    assert dict(headers) == {
+        DUE_HEADER: str(record.due_ms).encode(),
+        "group": b"crm-hooks",
+        "channel": b"crm",
+        "created-ms": str(int(record.created_at * 1000)).encode(),
+    }
     await path.close()
+
+
+async def test_a_held_record_goes_back_unchanged_but_for_its_due_time(
+    catalog: Catalog, wait_until: WaitUntil
+) -> None:
+    sink = MemoryDelaySink()
+    path = DelayPath(sink, "webhook-retry", (5.0, 300.0), "crm-hooks")
+    path.submit(failed_delivery(catalog), 5.0, lambda: None)
+    await wait_until(lambda: len(sink.written) == 1, what="first write")
+    original = DelayedDelivery.model_validate(sink.written[0][1].model_dump())
+    raw = Record(
+        "webhook-retry.5s", 0, 0, original.model_dump_json().encode(), sink.headers[0], b"k"
+    )
+    path.rewait(raw, 100.0, lambda: None)
+    await wait_until(lambda: len(sink.written) == 2, what="second write")
+    await path.close()
+    topic, again = sink.written[1]
+    assert topic == "webhook-retry.300s"
+    assert again == original  # the value as it came, due time inside included
+    headers = dict(sink.headers[1])
+    assert int(headers[DUE_HEADER]) / 1000 == pytest.approx(time.time() + 100, abs=2)
+    assert {k: v for k, v in headers.items() if k != DUE_HEADER} == {
+        k: v for k, v in dict(sink.headers[0]).items() if k != DUE_HEADER
+    }
 
 
 async def test_a_record_is_never_due_later_than_its_topic_delay(
     catalog: Catalog, wait_until: WaitUntil
 ) -> None:
-    retry = RetryConfig(schedule_seconds=[5, 300])
-    throttled = Outcome(Kind.HTTP_STATUS, retryable=True, status=429, retry_after=300)
-    decision = decide(throttled, retry.quick_attempts, 0, retry, random.Random(1))
-    assert isinstance(decision, Delay)
     sink = MemoryDelaySink()
-    path = DelayPath(sink, "webhook-retry")
+    path = DelayPath(sink, "webhook-retry", (5.0, 300.0))
     submitted_at = time.time()
-    path.submit(failed_delivery(catalog), decision, lambda: None)
+    path.submit(failed_delivery(catalog), 86400.0, lambda: None)  # a day: longer than any level
     await wait_until(lambda: len(sink.written) == 1, what="delay record written")
     await path.close()
     ((topic, record),) = sink.written
-    topic_delay = {delay_topic("webhook-retry", d): d for d in retry.schedule_seconds}[topic]
-    # Later than the topic's delay, it would hold back every record behind it.
-    assert record.due_ms / 1000 - submitted_at <= topic_delay + 1
+    assert topic == "webhook-retry.300s"
+    # Later than the topic's delay, it would hold back every record behind it; it comes back
+    # after 300 s and waits again if it must.
+    assert record.due_ms / 1000 - submitted_at <= 300 + 1

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from consumer.delivery import Delivery, Source, Ticket, delivery_id
 
+from .fakes import FakeOwner
+
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory
 
@@ -55,25 +57,25 @@ def test_distinct_batches_never_share_an_id() -> None:
 
 
 def test_ticket_finishes_after_its_last_delivery() -> None:
-    finished: list[Source] = []
-    ticket = Ticket(SOURCE, 2, finished.append)
+    finished = FakeOwner()
+    ticket = Ticket(SOURCE, 2, finished)
     ticket.done()
     assert finished == []
     ticket.done()
-    assert finished == [SOURCE]
+    assert finished == [SOURCE.offset]
 
 
 def test_ticket_with_nothing_to_wait_for_finishes_at_once() -> None:
-    finished: list[Source] = []
-    Ticket(SOURCE, 0, finished.append)
-    assert finished == [SOURCE]
+    finished = FakeOwner()
+    Ticket(SOURCE, 0, finished)
+    assert finished == [SOURCE.offset]
 
 
 def test_delivery_finishes_its_records_once(
     channel_cfg: ChannelFactory, build_catalog: CatalogFactory
 ) -> None:
     _, catalog = build_catalog([channel_cfg("crm")])
-    finished: list[Source] = []
+    finished = FakeOwner()
     other = Source("user-threshold-events", 0, 7)
     delivery = Delivery(
         id=delivery_id("crm", ["e1", "e2"]),
@@ -83,8 +85,31 @@ def test_delivery_finishes_its_records_once(
         user_attr=[],
         events=[{}, {}],
         sources=[SOURCE, other],
-        tickets=[Ticket(SOURCE, 1, finished.append), Ticket(other, 1, finished.append)],
+        tickets=[Ticket(SOURCE, 1, finished), Ticket(other, 1, finished)],
     )
+    assert not delivery.orphaned()
     delivery.finish()
     delivery.finish()  # a second hand-off must not count twice
-    assert finished == [SOURCE, other]
+    assert finished == [SOURCE.offset, other.offset]
+
+
+def test_a_delivery_is_orphaned_only_when_every_partition_it_carries_is_revoked(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory
+) -> None:
+    _, catalog = build_catalog([channel_cfg("crm")])
+    mine, theirs = FakeOwner(), FakeOwner()
+    other = Source("user-threshold-events", 1, 7)
+    batch = Delivery(
+        id=delivery_id("crm", ["e1", "e2"]),
+        channel=catalog.channels["crm"],
+        campaign_id="c",
+        template_param={},
+        user_attr=[],
+        events=[{}, {}],
+        sources=[SOURCE, other],
+        tickets=[Ticket(SOURCE, 1, mine), Ticket(other, 1, theirs)],
+    )
+    theirs.revoked = True
+    assert not batch.orphaned()  # half of it is still ours: it must be sent
+    mine.revoked = True
+    assert batch.orphaned()

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from aiokafka.errors import MessageSizeTooLargeError
 
 from consumer.deadletter import DeadLetter, DeadLetterWriter, for_record
-from consumer.delaypath import DelayedDelivery, DelayPath
+from consumer.delaypath import DelayPath
 from consumer.delivery import Delivery, Source, delivery_id
 from consumer.handoff import Handoff
-from consumer.outcome import Delay, Kind, Outcome
+from consumer.outcome import Kind, Outcome
 
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory, WaitUntil
@@ -32,13 +32,15 @@ class SizeLimitedSink:
 
 
 class RefusingDelaySink:
-    async def write(self, topic: str, record: DelayedDelivery) -> None:
+    async def write(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
         raise MessageSizeTooLargeError()
 
 
 async def test_a_letter_too_large_is_written_without_its_events(wait_until: WaitUntil) -> None:
     sink = SizeLimitedSink()
-    writer = DeadLetterWriter(sink, Handoff(retry_seconds=0.001))
+    writer = DeadLetterWriter(sink, Handoff("test", initial_backoff=0.001))
     huge = {"event_id": "e1", "blob": "x" * 10_000}
     reason = Outcome(Kind.INVALID_EVENT, retryable=False, message="bad")
     done: list[bool] = []
@@ -58,7 +60,9 @@ async def test_an_unparkable_delivery_is_dead_lettered_as_unwritable(
     delays = DelayPath(
         RefusingDelaySink(),
         "retry",
-        Handoff(retry_seconds=0.001),
+        (5.0,),
+        "g",
+        Handoff("test", initial_backoff=0.001),
         on_unwritable=lambda d, reason: given_up.append((d.id, reason)),
     )
     delivery = Delivery(
@@ -71,7 +75,7 @@ async def test_an_unparkable_delivery_is_dead_lettered_as_unwritable(
         sources=[SOURCE],
     )
     written: list[bool] = []
-    delays.submit(delivery, Delay(5, 5), lambda: written.append(True))
+    delays.submit(delivery, 5.0, lambda: written.append(True))
     await wait_until(lambda: bool(given_up), what="fallback called")
     [(delivery_id_, reason)] = given_up
     assert delivery_id_ == delivery.id

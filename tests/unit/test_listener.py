@@ -1,48 +1,43 @@
-"""Delay topics in the listener: only due records are handed on, and a partition whose head is
-not yet due sleeps until it is, without holding the others. A fake consumer stands in for Kafka."""
+"""Delay topics in the listener: due records go on at once, the others wait in memory until
+they are due (up to a lookahead), and no due time is believed beyond its topic's delay. A fake
+consumer stands in for Kafka."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 
 from consumer.config import KafkaConfig
 from consumer.delaypath import DUE_HEADER
-from consumer.delivery import Source
-from consumer.listener import Listener
+from consumer.delivery import Owner
+from consumer.listener import DUE_SLACK_MS, Listener
 
 from .fakes import Record
 
-if TYPE_CHECKING:
-    from .conftest import WaitUntil
-
-DELAY_TOPIC = "webhook-retry-5s"
+PREFIX = "webhook-retry"
+DELAY_TOPIC = f"{PREFIX}.5s"
 INPUT_TOPIC = "user-threshold-events"
 TP = TopicPartition(DELAY_TOPIC, 0)
 
 
 class FakeConsumer:
-    """Records what the listener asks of Kafka, and when."""
+    """Records what the listener asks of Kafka."""
 
     def __init__(self, *assigned: TopicPartition) -> None:
         self.assigned = set(assigned)
         self.calls: list[tuple[Any, ...]] = []
-        self.resumed_at: list[float] = []
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.calls.append(("seek", tp, offset))
 
     def pause(self, *tps: TopicPartition) -> None:
         self.calls.append(("pause", *tps))
 
     def resume(self, *tps: TopicPartition) -> None:
         self.calls.append(("resume", *tps))
-        self.resumed_at.append(time.time())
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
@@ -50,73 +45,109 @@ class FakeConsumer:
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.calls.append(("commit", offsets))
 
-    @property
-    def resumes(self) -> list[tuple[Any, ...]]:
-        return [call for call in self.calls if call[0] == "resume"]
-
 
 @dataclass
 class RecordingHandler:
     batches: list[list[int]] = field(default_factory=list)
-    on_finished: Callable[[Source], None] | None = None
+    owner: Owner | None = None
 
-    async def dispatch(self, records: Sequence[Any], on_finished: Callable[[Source], None]) -> None:
+    async def dispatch(self, records: Sequence[Any], owner: Owner) -> None:
         self.batches.append([r.offset for r in records])
-        self.on_finished = on_finished
+        self.owner = owner
 
     def flush(self) -> None:
         pass
+
+    def finish(self, *offsets: int) -> None:
+        assert self.owner is not None
+        for offset in offsets:
+            self.owner.finished(offset)
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def record(offset: int, due_ms: int | None, topic: str = DELAY_TOPIC) -> Record:
+def record(
+    offset: int, due_ms: int | None, topic: str = DELAY_TOPIC, written_ms: int | None = None
+) -> Record:
     headers = [] if due_ms is None else [(DUE_HEADER, str(due_ms).encode())]
-    return Record(topic, 0, offset, b"{}", [("channel", b"crm"), *headers])
+    written = written_ms or now_ms()
+    return Record(topic, 0, offset, b"{}", [("channel", b"crm"), *headers], timestamp=written)
 
 
 @dataclass
 class World:
     listener: Listener
     consumer: FakeConsumer
-    handler: RecordingHandler
+    redelivered: RecordingHandler
+    dispatched: RecordingHandler
+
+    async def release(self, within: float = 3.0) -> None:
+        """Let the loop's due check run until something more is released."""
+        before = len(self.redelivered.batches)
+        deadline = time.monotonic() + within
+        while len(self.redelivered.batches) == before:
+            assert time.monotonic() < deadline, "nothing fell due"
+            await self.listener._release_due()
+            await asyncio.sleep(0.005)  # polling a condition, with a deadline
 
 
 @pytest.fixture
 def make_world() -> Callable[..., World]:
-    def make(max_in_flight: int = 100) -> World:
-        consumer, handler = FakeConsumer(TP), RecordingHandler()
-        config = KafkaConfig(max_in_flight_per_partition=max_in_flight)
-        handlers = {DELAY_TOPIC: handler, INPUT_TOPIC: handler}
-        listener = Listener(consumer, handlers, {DELAY_TOPIC}, config)
+    def make(max_in_flight: int = 100, lookahead: int = 10) -> World:
+        consumer = FakeConsumer(TP)
+        redelivered, dispatched = RecordingHandler(), RecordingHandler()
+        config = KafkaConfig(
+            retry_topic_prefix=PREFIX,
+            max_in_flight_per_partition=max_in_flight,
+            delay_lookahead_records=lookahead,
+        )
+        listener = Listener(consumer, dispatched, redelivered, config)  # type: ignore[arg-type]
         listener.tracker.assign((DELAY_TOPIC, 0))
-        return World(listener, consumer, handler)
+        return World(listener, consumer, redelivered, dispatched)
 
     return make
 
 
-async def test_only_the_due_prefix_goes_on_and_the_partition_sleeps_until_due(
-    make_world: Callable[..., World], wait_until: WaitUntil
+async def test_due_records_go_on_and_the_others_wait_in_memory_until_due(
+    make_world: Callable[..., World],
 ) -> None:
     w = make_world()
-    due = now_ms() + 100
+    due = now_ms() + 150
     records = [record(10, now_ms() - 1000), record(11, None), record(12, due), record(13, due)]
     await w.listener._dispatch(TP, records)
-    assert w.handler.batches == [[10, 11]]
-    assert w.consumer.calls == [("seek", TP, 12), ("pause", TP)]
-    await wait_until(lambda: w.consumer.resumes != [], what="partition resumed")
-    assert w.consumer.resumes == [("resume", TP)]
-    assert w.consumer.resumed_at[0] * 1000 >= due - 1  # not before it is due
+    assert w.redelivered.batches == [[10, 11]]
+    assert w.consumer.calls == []  # nothing paused: the partition keeps being read
+    await w.release()
+    assert w.redelivered.batches == [[10, 11], [12, 13]]
+    assert now_ms() >= due - 1  # not before it is due
 
 
-async def test_a_head_not_yet_due_dispatches_nothing(make_world: Callable[..., World]) -> None:
+async def test_a_head_due_late_does_not_hold_back_records_due_sooner(
+    make_world: Callable[..., World],
+) -> None:
     w = make_world()
-    await w.listener._dispatch(TP, [record(20, now_ms() + 60_000), record(21, now_ms())])
-    assert w.handler.batches == []
-    assert w.consumer.calls == [("seek", TP, 20), ("pause", TP)]
-    assert w.listener.tracker.total_unfinished() == 0
+    await w.listener._dispatch(TP, [record(20, now_ms() + 4_000), record(21, now_ms())])
+    assert w.redelivered.batches == [[21]]
+    w.redelivered.finish(21)
+    # The commit stays at the waiting head: a crash now re-reads it, never skips it.
+    assert w.listener.tracker.to_commit() == {(DELAY_TOPIC, 0): 20}
+
+
+async def test_a_due_time_is_never_believed_beyond_the_topic_delay(
+    make_world: Callable[..., World],
+) -> None:
+    """A bad header or a replica with a fast clock says a day; the 5 s topic says 5 s."""
+    w = make_world()
+    a_day = now_ms() + 86_400_000
+    await w.listener._dispatch(
+        TP, [record(1, a_day), record(2, a_day, written_ms=now_ms() - 9_000)]
+    )
+    assert w.redelivered.batches == [[2]]  # written 9 s ago on a 5 s topic: due already
+    [(due, offset, _)] = w.listener._waiting[TP]
+    assert offset == 1
+    assert due <= now_ms() + 5_000 + DUE_SLACK_MS
 
 
 async def test_due_headers_mean_nothing_on_the_input_topic(
@@ -126,45 +157,53 @@ async def test_due_headers_mean_nothing_on_the_input_topic(
     tp = TopicPartition(INPUT_TOPIC, 0)
     w.listener.tracker.assign((INPUT_TOPIC, 0))
     await w.listener._dispatch(tp, [record(1, now_ms() + 60_000, topic=INPUT_TOPIC)])
-    assert w.handler.batches == [[1]]
+    assert w.dispatched.batches == [[1]]
+    assert w.redelivered.batches == []
     assert w.consumer.calls == []
 
 
-async def test_no_wake_up_while_draining(
-    make_world: Callable[..., World], wait_until: WaitUntil
+async def test_a_full_lookahead_pauses_the_partition_until_records_fall_due(
+    make_world: Callable[..., World],
+) -> None:
+    w = make_world(lookahead=4)
+    soon, later = now_ms() + 100, now_ms() + 60_000
+    await w.listener._dispatch(TP, [record(i, soon if i < 3 else later) for i in range(4)])
+    assert w.consumer.calls == [("pause", TP)]
+    await w.release()
+    w.listener._resume_drained()
+    assert w.consumer.calls == [("pause", TP), ("resume", TP)]
+    assert w.redelivered.batches == [[0, 1, 2]]
+
+
+async def test_a_drain_does_not_wait_for_records_not_yet_due(
+    make_world: Callable[..., World],
 ) -> None:
     w = make_world()
-    await w.listener._dispatch(TP, [record(30, now_ms() + 50)])
-    await w.listener.drain(grace=0.1)
-    await wait_until(lambda: not w.listener._sleeping, what="wake-up timer fired")
-    assert w.consumer.resumes == []
+    await w.listener._dispatch(TP, [record(30, now_ms()), record(31, now_ms() + 60_000)])
+    w.redelivered.finish(30)
+    started = time.monotonic()
+    await w.listener.drain(grace=10)
+    assert time.monotonic() - started < 1
+    assert ("commit", {TP: 31}) in w.consumer.calls  # the next reader takes it from there
 
 
-async def test_no_wake_up_while_paused_for_backpressure(
-    make_world: Callable[..., World], wait_until: WaitUntil
+async def test_a_revoke_forgets_the_waiting_records(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    await w.listener._dispatch(TP, [record(40, now_ms() + 60_000)])
+    await w.listener.revoked({TP})
+    assert TP not in w.listener._waiting
+    assert w.listener.tracker.unfinished((DELAY_TOPIC, 0)) == 0
+
+
+async def test_backpressure_pauses_at_the_in_flight_bound_and_resumes_at_half(
+    make_world: Callable[..., World],
 ) -> None:
-    w = make_world(max_in_flight=1)
-    await w.listener._dispatch(TP, [record(40, now_ms() - 1), record(41, now_ms() + 50)])
-    assert w.handler.batches == [[40]]
-    assert w.consumer.calls[:2] == [("seek", TP, 41), ("pause", TP)]
-    await wait_until(lambda: not w.listener._sleeping, what="wake-up timer fired")
-    assert w.consumer.resumes == []  # record 40 is still in flight
-    assert w.handler.on_finished is not None
-    w.handler.on_finished(Source(DELAY_TOPIC, 0, 40))
+    w = make_world(max_in_flight=4)
+    await w.listener._dispatch(TP, [record(i, None) for i in range(4)])
+    assert w.consumer.calls == [("pause", TP)]
+    w.redelivered.finish(0)
     w.listener._resume_drained()
-    assert w.consumer.resumes == [("resume", TP)]
-
-
-async def test_drained_but_not_yet_due_waits_for_the_due_time(
-    make_world: Callable[..., World], wait_until: WaitUntil
-) -> None:
-    w = make_world(max_in_flight=1)
-    due = now_ms() + 100
-    await w.listener._dispatch(TP, [record(50, now_ms() - 1), record(51, due)])
-    assert w.handler.on_finished is not None
-    w.handler.on_finished(Source(DELAY_TOPIC, 0, 50))
+    assert w.consumer.calls == [("pause", TP)]  # 3 of 4 still in flight
+    w.redelivered.finish(1, 2)
     w.listener._resume_drained()
-    assert w.consumer.resumes == []  # in-flight budget free again, but the head is not due
-    await wait_until(lambda: w.consumer.resumes != [], what="partition resumed")
-    assert w.consumer.resumes == [("resume", TP)]
-    assert w.consumer.resumed_at[0] * 1000 >= due - 1
+    assert w.consumer.calls == [("pause", TP), ("resume", TP)]

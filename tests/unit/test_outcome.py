@@ -16,13 +16,15 @@ from consumer.outcome import (
     Done,
     GiveUp,
     Kind,
+    Limit,
     Outcome,
     RetrySoon,
+    Wait,
     backoff,
     decide,
     from_response,
-    park,
     parse_retry_after,
+    wait_or_expire,
 )
 
 # No delay schedule configured: after the quick attempts comes the dead letter.
@@ -100,7 +102,7 @@ SERVER_ERROR = Outcome(Kind.HTTP_STATUS, retryable=True, status=503)
 
 @pytest.mark.parametrize("attempts", [1, 2])
 def test_retryable_retries_soon_within_the_backoff_ceiling(attempts: int) -> None:
-    decision = decide(SERVER_ERROR, attempts, 0, RETRY, rng())
+    decision = decide(SERVER_ERROR, attempts, 0, 0.0, RETRY, rng())
     assert isinstance(decision, RetrySoon)
     assert 0 <= decision.delay <= ceiling(attempts)
 
@@ -114,31 +116,32 @@ def test_retryable_retries_soon_within_the_backoff_ceiling(attempts: int) -> Non
     ],
 )
 def test_timeouts_connection_errors_and_throttling_are_retried(outcome: Outcome) -> None:
-    assert isinstance(decide(outcome, 1, 0, RETRY, rng()), RetrySoon)
+    assert isinstance(decide(outcome, 1, 0, 0.0, RETRY, rng()), RetrySoon)
 
 
 def test_gives_up_after_quick_attempts_when_no_schedule() -> None:
-    assert decide(SERVER_ERROR, 3, 0, RETRY, rng()) == GiveUp(SERVER_ERROR)
-    assert decide(SERVER_ERROR, 4, 0, RETRY, rng()) == GiveUp(SERVER_ERROR)
+    given_up = GiveUp(SERVER_ERROR, Limit.SCHEDULE)
+    assert decide(SERVER_ERROR, 3, 0, 0.0, RETRY, rng()) == given_up
+    assert decide(SERVER_ERROR, 4, 0, 0.0, RETRY, rng()) == given_up
 
 
 def test_permanent_failure_gives_up_at_once() -> None:
     outcome = from_response(400, None, "bad request")
-    assert decide(outcome, 1, 0, RETRY, rng()) == GiveUp(outcome)
+    assert decide(outcome, 1, 0, 0.0, RETRY, rng()) == GiveUp(outcome)
 
 
 def test_delivered_is_done() -> None:
-    assert decide(from_response(204, None, ""), 1, 0, RETRY, rng()) == Done()
+    assert decide(from_response(204, None, ""), 1, 0, 0.0, RETRY, rng()) == Done()
 
 
 def test_single_quick_attempt_never_retries_in_process() -> None:
     retry = RETRY.model_copy(update={"quick_attempts": 1})
-    assert isinstance(decide(SERVER_ERROR, 1, 0, retry, rng()), GiveUp)
+    assert isinstance(decide(SERVER_ERROR, 1, 0, 0.0, retry, rng()), GiveUp)
 
 
 def test_retry_after_below_the_bound_is_honoured() -> None:
     outcome = Outcome(Kind.HTTP_STATUS, retryable=True, status=429, retry_after=5)
-    decision = decide(outcome, 1, 0, RETRY, rng())
+    decision = decide(outcome, 1, 0, 0.0, RETRY, rng())
     assert isinstance(decision, RetrySoon)
     assert 5 <= decision.delay <= 5 + ceiling(1)
 
@@ -147,13 +150,13 @@ def test_retry_after_beyond_the_in_process_bound_goes_to_the_delay_path() -> Non
     # Never earlier than asked: a long wish skips the quick attempts instead of being cut.
     retry = RETRY.model_copy(update={"retry_after_max_seconds": 30, "schedule_seconds": [5, 60]})
     outcome = Outcome(Kind.HTTP_STATUS, retryable=True, status=503, retry_after=45)
-    assert decide(outcome, 1, 0, retry, rng()) == Delay(45.0, 60.0)
+    assert decide(outcome, 1, 0, 0.0, retry, rng()) == Delay(45.0)
 
 
 def test_retry_after_beyond_the_bound_with_no_schedule_dead_letters() -> None:
     retry = RETRY.model_copy(update={"retry_after_max_seconds": 30})
     outcome = Outcome(Kind.HTTP_STATUS, retryable=True, status=503, retry_after=86400)
-    assert decide(outcome, 1, 0, retry, rng()) == GiveUp(outcome)
+    assert decide(outcome, 1, 0, 0.0, retry, rng()) == GiveUp(outcome, Limit.SCHEDULE)
 
 
 SCHEDULE = RETRY.model_copy(update={"schedule_seconds": [5.0, 300.0, 1800.0]})
@@ -162,65 +165,100 @@ QUICK = SCHEDULE.quick_attempts
 
 @pytest.mark.parametrize("attempts", range(1, QUICK))
 def test_quick_attempts_come_before_the_schedule(attempts: int) -> None:
-    assert isinstance(decide(SERVER_ERROR, attempts, 0, SCHEDULE, rng()), RetrySoon)
+    assert isinstance(decide(SERVER_ERROR, attempts, 0, 0.0, SCHEDULE, rng()), RetrySoon)
 
 
 def test_retryable_failure_moves_to_the_delay_schedule_after_quick_attempts() -> None:
-    assert decide(SERVER_ERROR, QUICK, 0, SCHEDULE, rng()) == Delay(5.0, 5.0)
+    assert decide(SERVER_ERROR, QUICK, 0, 0.0, SCHEDULE, rng()) == Delay(5.0, Wait.RETRY)
 
 
 @pytest.mark.parametrize("rounds", [0, 1, 2])
 def test_each_round_waits_for_its_step_of_the_schedule(rounds: int) -> None:
     step = SCHEDULE.schedule_seconds[rounds]
-    decision = decide(SERVER_ERROR, QUICK + rounds, rounds, SCHEDULE, rng())
-    assert decision == Delay(step, step)
+    decision = decide(SERVER_ERROR, QUICK + rounds, rounds, 0.0, SCHEDULE, rng())
+    assert decision == Delay(step)
     assert decision.uses_round
 
 
 def test_gives_up_once_every_step_of_the_schedule_is_used() -> None:
     rounds = len(SCHEDULE.schedule_seconds)
-    assert decide(SERVER_ERROR, QUICK + rounds, rounds, SCHEDULE, rng()) == GiveUp(SERVER_ERROR)
+    decision = decide(SERVER_ERROR, QUICK + rounds, rounds, 0.0, SCHEDULE, rng())
+    assert decision == GiveUp(SERVER_ERROR, Limit.SCHEDULE)
 
 
 def test_a_redelivered_delivery_gets_one_attempt_per_round() -> None:
     # Back from the delay path with attempts to spare: no new quick attempts in-process.
-    assert decide(SERVER_ERROR, 1, 1, SCHEDULE, rng()) == Delay(300.0, 300.0)
+    assert decide(SERVER_ERROR, 1, 1, 0.0, SCHEDULE, rng()) == Delay(300.0)
 
 
 def test_permanent_failure_on_the_schedule_still_gives_up_at_once() -> None:
     outcome = from_response(410, None, "gone")
-    assert decide(outcome, QUICK + 1, 1, SCHEDULE, rng()) == GiveUp(outcome)
+    assert decide(outcome, QUICK + 1, 1, 0.0, SCHEDULE, rng()) == GiveUp(outcome)
 
 
 def test_retry_after_pushes_the_delay_later() -> None:
-    outcome = Outcome(Kind.HTTP_STATUS, retryable=True, status=429, retry_after=60)
-    # It rides the 300 s topic: on the 5 s one it would hold up records due much sooner.
-    assert decide(outcome, QUICK, 0, SCHEDULE, rng()) == Delay(60.0, 300.0)
+    outcome = Outcome(Kind.HTTP_STATUS, retryable=True, status=503, retry_after=60)
+    assert decide(outcome, QUICK, 0, 0.0, SCHEDULE, rng()) == Delay(60.0)
 
 
 def test_retry_after_never_pulls_the_delay_earlier() -> None:
     outcome = Outcome(Kind.HTTP_STATUS, retryable=True, status=503, retry_after=1)
-    assert decide(outcome, QUICK + 1, 1, SCHEDULE, rng()) == Delay(300.0, 300.0)
+    assert decide(outcome, QUICK + 1, 1, 0.0, SCHEDULE, rng()) == Delay(300.0)
 
 
-def test_retry_after_is_capped_at_the_longest_delay_of_the_schedule() -> None:
-    outcome = Outcome(Kind.HTTP_STATUS, retryable=True, status=503, retry_after=86400)
-    assert decide(outcome, QUICK, 0, SCHEDULE, rng()) == Delay(1800.0, 1800.0)
+def test_throttling_waits_without_using_a_round() -> None:
+    """A 429 says the receiver is up and wants less: the delivery waits as long as asked (at
+    least its current step), and stays at its place in the schedule."""
+    asked = Outcome(Kind.HTTP_STATUS, retryable=True, status=429, retry_after=600)
+    decision = decide(asked, QUICK, 1, 0.0, SCHEDULE, rng())
+    assert decision == Delay(600.0, Wait.THROTTLED)
+    assert isinstance(decision, Delay)
+    assert not decision.uses_round
+    bare = from_response(429, None, "slow down")
+    assert decide(bare, QUICK + 5, 3, 0.0, SCHEDULE, rng()) == Delay(1800.0, Wait.THROTTLED)
 
 
-def test_an_open_circuit_skips_the_quick_attempts() -> None:
-    closed = Outcome(Kind.CIRCUIT_OPEN, retryable=True, message="circuit breaker open")
-    assert decide(closed, 0, 0, SCHEDULE, rng()) == Delay(5.0, 5.0)
+def test_throttling_past_the_maximum_age_gives_up() -> None:
+    bare = from_response(429, None, "slow down")
+    decision = decide(bare, QUICK, 0, SCHEDULE.max_age, SCHEDULE, rng())
+    assert isinstance(decision, GiveUp)
+    assert decision.limit is Limit.MAX_AGE
+    assert decision.reason.kind is Kind.MAX_AGE
+    assert decision.reason.status == 429
 
 
-def test_an_open_circuit_with_no_schedule_gives_up() -> None:
-    closed = Outcome(Kind.CIRCUIT_OPEN, retryable=True, message="circuit breaker open")
-    assert decide(closed, 0, 0, RETRY, rng()) == GiveUp(closed)
+def test_a_delivery_older_than_its_maximum_age_is_dead_lettered_with_its_last_error() -> None:
+    retry = SCHEDULE.model_copy(update={"max_age_seconds": 100})
+    assert isinstance(decide(SERVER_ERROR, QUICK, 0, 99.0, retry, rng()), Delay)
+    decision = decide(SERVER_ERROR, QUICK, 0, 100.0, retry, rng())
+    assert isinstance(decision, GiveUp)
+    assert decision.limit is Limit.MAX_AGE
+    assert (decision.reason.kind, decision.reason.status) == (Kind.MAX_AGE, 503)
+    assert "http_status 503" in decision.reason.message
 
 
-def test_parking_waits_the_first_delay_without_using_a_round() -> None:
-    assert park(SCHEDULE) == Delay(5.0, 5.0, uses_round=False)
-    assert park(RETRY).level == RETRY.park_seconds == 5.0  # no schedule: a default wait
+def test_the_default_maximum_age_covers_the_schedule_with_a_margin() -> None:
+    assert SCHEDULE.max_age == sum(SCHEDULE.schedule_seconds) + 600
+    long = RetryConfig()  # Svix's schedule, about 28 hours
+    total = sum(long.schedule_seconds)
+    assert long.max_age == total * 1.25
+
+
+@pytest.mark.parametrize("why", [Wait.CIRCUIT_OPEN, Wait.PARKED])
+def test_waiting_uses_no_round_until_the_maximum_age(why: Wait) -> None:
+    decision = wait_or_expire(30.0, why, 10.0, SERVER_ERROR, SCHEDULE)
+    assert decision == Delay(30.0, why)
+    assert not decision.uses_round
+    expired = wait_or_expire(30.0, why, SCHEDULE.max_age, SERVER_ERROR, SCHEDULE)
+    assert isinstance(expired, GiveUp)
+    assert expired.limit is Limit.MAX_AGE
+    assert expired.reason.status == 503  # the receiver's own last answer, not the wait
+
+
+def test_a_delivery_that_never_got_an_answer_expires_naming_why_it_waited() -> None:
+    expired = wait_or_expire(30.0, Wait.PARKED, SCHEDULE.max_age, None, SCHEDULE)
+    assert isinstance(expired, GiveUp)
+    assert "parked" in expired.reason.message
 
 
 @given(attempt=st.integers(min_value=1, max_value=64), seed=st.integers())

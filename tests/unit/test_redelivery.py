@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -9,19 +10,21 @@ import pytest
 
 from consumer.catalog import Catalog
 from consumer.deadletter import DeadLetterWriter, MemoryDeadLetterSink
-from consumer.delaypath import DelayedDelivery
+from consumer.delaypath import DelayedDelivery, DelayPath, MemoryDelaySink, headers_for
 from consumer.delivery import Delivery, Source, delivery_id
 from consumer.outcome import from_response
 from consumer.redelivery import Redelivery
 
-from .fakes import Record, RecordingLane
+from .fakes import FakeOwner, Record, RecordingLane
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from .conftest import CatalogFactory, ChannelFactory, WaitUntil
 
-DELAY_TOPIC = "webhook-retry-60s"
+DELAY_TOPIC = "webhook-consumer.retry.60s"
+GROUP = "webhook-consumer"
+MAX_AGE = 3600.0
 INPUT = Source("user-threshold-events", 3, 500)
 
 
@@ -31,10 +34,11 @@ class World:
     redelivery: Redelivery
     lanes: dict[str, RecordingLane]
     letters: MemoryDeadLetterSink
-    finished: list[Source]
+    finished: FakeOwner
+    delayed: MemoryDelaySink
 
     async def dispatch(self, *records: Record) -> None:
-        await self.redelivery.dispatch(records, self.finished.append)
+        await self.redelivery.dispatch(records, self.finished)
 
 
 @pytest.fixture
@@ -43,7 +47,11 @@ async def world(channel_cfg: ChannelFactory, build_catalog: CatalogFactory) -> A
     lanes = {name: RecordingLane() for name in catalog.channels}
     letters = MemoryDeadLetterSink()
     writer = DeadLetterWriter(letters)
-    yield World(catalog, Redelivery(catalog, lanes, writer), lanes, letters, [])
+    sink = MemoryDelaySink()
+    delays = DelayPath(sink, f"{GROUP}.retry", (5.0, 60.0), GROUP)
+    redelivery = Redelivery(catalog, lanes, writer, delays, GROUP, MAX_AGE)
+    yield World(catalog, redelivery, lanes, letters, FakeOwner(), sink)
+    await delays.close()
     await writer.close()
 
 
@@ -63,8 +71,16 @@ def delayed(catalog: Catalog, channel: str = "crm") -> DelayedDelivery:
     return DelayedDelivery.of(delivery, due_ms=1_700_000_000_000)
 
 
-def record(offset: int, value: bytes | None) -> Record:
-    return Record(DELAY_TOPIC, 0, offset, value)
+def record(offset: int, value: bytes | None, group: str | None = GROUP) -> Record:
+    headers = [] if group is None else [("group", group.encode())]
+    return Record(DELAY_TOPIC, 0, offset, value, headers)
+
+
+def raw(waiting: DelayedDelivery, offset: int = 1) -> Record:
+    """The record as the delay path writes it, headers and all."""
+    return Record(
+        DELAY_TOPIC, 0, offset, waiting.model_dump_json().encode(), headers_for(waiting, GROUP)
+    )
 
 
 async def test_a_delayed_delivery_goes_back_to_its_lane(world: World) -> None:
@@ -77,7 +93,7 @@ async def test_a_delayed_delivery_goes_back_to_its_lane(world: World) -> None:
     assert delivery.sources == [INPUT]  # still names the input record, for dead letters
     assert world.finished == []  # not until the lane is done with it
     delivery.finish()
-    assert world.finished == [Source(DELAY_TOPIC, 0, 7)]
+    assert world.finished == [7]
 
 
 async def test_each_record_finishes_on_its_own(world: World) -> None:
@@ -85,9 +101,9 @@ async def test_each_record_finishes_on_its_own(world: World) -> None:
     coupon = delayed(world.catalog, "coupon-system").model_dump_json().encode()
     await world.dispatch(record(1, crm), record(2, coupon))
     world.lanes["coupon-system"].deliveries[0].finish()
-    assert world.finished == [Source(DELAY_TOPIC, 0, 2)]
+    assert world.finished == [2]
     world.lanes["crm"].deliveries[0].finish()
-    assert world.finished == [Source(DELAY_TOPIC, 0, 2), Source(DELAY_TOPIC, 0, 1)]
+    assert world.finished == [2, 1]
 
 
 @pytest.mark.parametrize("value", [None, b"{oops", b'{"delivery_id": "only this"}'])
@@ -95,7 +111,7 @@ async def test_garbage_is_dead_lettered(
     world: World, wait_until: WaitUntil, value: bytes | None
 ) -> None:
     await world.dispatch(record(9, value))
-    await wait_until(lambda: world.finished == [Source(DELAY_TOPIC, 0, 9)], what="dead letter")
+    await wait_until(lambda: world.finished == [9], what="dead letter")
     (letter,) = world.letters.letters
     assert letter.reason.kind == "invalid_event"
     assert letter.reason.message.startswith("not a delayed delivery")
@@ -109,10 +125,54 @@ async def test_a_channel_no_longer_configured_is_dead_lettered(
     _, yesterday = build_catalog([channel_cfg("retired")])
     waiting = delayed(yesterday, "retired")
     await world.dispatch(record(4, waiting.model_dump_json().encode()))
-    await wait_until(lambda: world.finished == [Source(DELAY_TOPIC, 0, 4)], what="dead letter")
+    await wait_until(lambda: world.finished == [4], what="dead letter")
     (letter,) = world.letters.letters
     assert letter.reason.kind == "unknown_channel"
     assert "retired" in letter.reason.message
+    # Kept whole under its channel's name: replay sends it once that channel exists again.
+    assert (letter.channel, letter.delivery_id) == ("retired", waiting.delivery_id)
     assert letter.campaign_id == "double11"
-    assert letter.events[0]["delivery_id"] == waiting.delivery_id  # the whole record is kept
+    assert letter.events == waiting.events
+    assert letter.user_attr == waiting.user_attr
+    assert (letter.attempts, letter.rounds) == (3, 1)
+    assert letter.sources[0].offset == INPUT.offset
     assert all(not lane.deliveries for lane in world.lanes.values())
+
+
+async def test_another_deployments_record_is_skipped_not_dead_lettered(world: World) -> None:
+    theirs = delayed(world.catalog).model_dump_json().encode()
+    await world.dispatch(record(5, theirs, group="someone-else"))
+    assert world.finished == [5]  # committed past at once
+    assert world.letters.letters == []
+    assert all(not lane.deliveries for lane in world.lanes.values())
+
+
+async def test_a_record_without_a_group_header_is_taken(world: World) -> None:
+    """Records written before the header existed still come back."""
+    await world.dispatch(record(6, delayed(world.catalog).model_dump_json().encode(), group=None))
+    assert len(world.lanes["crm"].deliveries) == 1
+
+
+async def test_back_while_the_circuit_is_open_it_waits_again_undecoded(
+    world: World, wait_until: WaitUntil
+) -> None:
+    world.lanes["crm"].held = 30.0  # the probe goes out in 30 s
+    waiting = delayed(world.catalog)
+    await world.dispatch(raw(waiting, offset=3))
+    assert world.lanes["crm"].deliveries == []
+    await wait_until(lambda: world.finished == [3], what="written back")
+    ((topic, again),) = world.delayed.written
+    assert topic == f"{GROUP}.retry.60s"
+    assert again == waiting  # attempts, rounds and the rest unchanged: no round was used
+    assert int(dict(world.delayed.headers[0])["due-ms"]) / 1000 == pytest.approx(
+        time.time() + 30, abs=2
+    )
+
+
+async def test_an_expired_delivery_is_not_held_again(world: World) -> None:
+    world.lanes["crm"].held = 30.0
+    old = delayed(world.catalog).model_copy(update={"created_at": time.time() - MAX_AGE})
+    await world.dispatch(raw(old))
+    # Decoded and handed to its lane, which writes its max_age dead letter.
+    assert len(world.lanes["crm"].deliveries) == 1
+    assert world.delayed.written == []

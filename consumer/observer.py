@@ -1,0 +1,142 @@
+"""What happened, for whoever listens: one details type per transition, hooks subscribe.
+
+The listener, the lanes and the hand-offs call `Observer.emit` at their transitions; logs,
+metrics and the status page are hooks (stamina's instrumentation is the model). Nothing on the
+hot path formats, labels or logs by itself, and a hook never reaches back into the lanes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .delivery import Delivery
+from .outcome import Limit, Outcome, Wait
+
+
+@dataclass(frozen=True, slots=True)
+class Attempted:
+    """One real request was answered (or failed to be)."""
+
+    delivery: Delivery  # attempts already counts this request
+    outcome: Outcome
+    seconds: float  # the request alone
+    limiter_wait: float  # how long the rate limit held it before
+
+
+@dataclass(frozen=True, slots=True)
+class RetryingSoon:
+    """A failed attempt is tried again in-process after `delay` seconds."""
+
+    delivery: Delivery
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delayed:
+    """The delivery was handed to the delay path (written durably once `on_written` ran)."""
+
+    delivery: Delivery
+    seconds: float
+    why: Wait
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A delay record came back while its channel's circuit is still open, and went back to
+    wait for the next probe without being decoded."""
+
+    channel: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Redelivered:
+    """A delay record came back as a delivery."""
+
+    delivery: Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A 2xx answer: the delivery is done."""
+
+    delivery: Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class GaveUp:
+    """A dead letter is being written for this reason."""
+
+    channel: str | None  # None for a record that never became a delivery
+    delivery: Delivery | None
+    reason: Outcome
+    limit: Limit | None
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """Queued work of a revoked partition was not sent: its next owner redoes it."""
+
+    delivery: Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A delay record of another deployment (consumer group) was passed over."""
+
+    topic: str
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitChanged:
+    channel: str
+    state: str  # closed | open | half_open
+    failures: int
+    cooldown: float
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffChanged:
+    """A background write began failing (`failing`), or wrote again after failing."""
+
+    what: str  # "delay" | "dead letter"
+    failing: bool
+    failed_writes: int  # failed tries since it began failing
+    error: str
+
+
+Details = (
+    Attempted
+    | RetryingSoon
+    | Delayed
+    | Held
+    | Redelivered
+    | Delivered
+    | GaveUp
+    | Dropped
+    | Skipped
+    | CircuitChanged
+    | HandoffChanged
+)
+Hook = Callable[[Details], None]
+
+
+class Observer:
+    """Fans each transition out to its hooks, in order; with no hooks, emitting is a no-op."""
+
+    __slots__ = ("_hooks",)
+
+    def __init__(self, hooks: Iterable[Hook] = ()) -> None:
+        self._hooks: tuple[Hook, ...] = tuple(hooks)
+
+    def add(self, hook: Hook) -> None:
+        self._hooks = (*self._hooks, hook)
+
+    def emit(self, details: Details) -> None:
+        for hook in self._hooks:
+            hook(details)
+
+
+NO_OBSERVER = Observer()
