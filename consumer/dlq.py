@@ -19,6 +19,7 @@ from .config import ServiceConfig
 from .deadletter import DeadLetter
 from .delaypath import DelayedDelivery as Delayed
 from .delaypath import KafkaDelaySink, delay_topic
+from .kafkaprobe import probe
 from .kafkatools import client_options, stop_consumer, topic_partitions
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
@@ -94,6 +95,7 @@ class Row:
 
 
 async def stats(config: ServiceConfig) -> dict[tuple[str, str], Row]:
+    await probe(config.kafka)
     consumer = AIOKafkaConsumer(
         **client_options(config.kafka),
         enable_auto_commit=False,
@@ -150,6 +152,7 @@ async def replay(
     replay with the same filters sends nothing that was already replayed.
     """
     kafka = config.kafka
+    await probe(kafka)
     consumer = AIOKafkaConsumer(
         **client_options(kafka),
         group_id=f"{kafka.group_id}-dlq-replay-{filters.fingerprint()}",

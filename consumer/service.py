@@ -17,6 +17,7 @@ from .deadletter import DeadLetterWriter, KafkaDeadLetterSink, for_delivery
 from .delaypath import DelayPath, KafkaDelaySink
 from .delaypath import delay_topics as delay_topics_of
 from .dispatcher import Dispatcher
+from .kafkaprobe import probe
 from .kafkatools import client_options
 from .lanes import ChannelLane
 from .listener import Handler, Listener
@@ -27,10 +28,12 @@ from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 log = structlog.get_logger(__name__)
 
 
-def make_producer(config: ServiceConfig) -> AIOKafkaProducer:
+def make_producer(
+    config: ServiceConfig, environ: Mapping[str, str] | None = None
+) -> AIOKafkaProducer:
     # acks=all: a dead letter counts as handed off only once every in-sync replica has it.
     return AIOKafkaProducer(
-        **client_options(config.kafka),
+        **client_options(config.kafka, environ),
         acks="all",
         linger_ms=5,
         # Hand-offs come in bursts when a receiver fails; big batches keep them cheap.
@@ -48,14 +51,15 @@ async def run_service(
     stop = stop or asyncio.Event()
     catalog = Catalog.from_config(config, environ)
     delay_topics = delay_topics_of(config)
+    await probe(config.kafka, environ)  # a wrong password or CA: one clear error, not retries
     if config.kafka.create_topics:
-        await ensure_topics(config.kafka, delay_topics)
+        await ensure_topics(config.kafka, delay_topics, environ)
     async with AsyncExitStack() as stack:
         store = open_store(config.attributes.backend, config.attributes.url)
         stack.push_async_callback(store.close)
         session = make_session(config.allowed_networks)
         stack.push_async_callback(session.close)
-        producer = make_producer(config)
+        producer = make_producer(config, environ)
         await producer.start()
         stack.push_async_callback(producer.stop)
         dead_letters = DeadLetterWriter(
@@ -79,7 +83,7 @@ async def run_service(
             lane.start()
             stack.push_async_callback(lane.close)
         consumer = AIOKafkaConsumer(
-            **client_options(config.kafka),
+            **client_options(config.kafka, environ),
             group_id=config.kafka.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
