@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiokafka.errors as errors
-from aiokafka.conn import AIOKafkaConnection, collect_hosts, create_conn
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.protocol.metadata import MetadataRequest
 
 from .config import KafkaConfig
@@ -45,21 +45,14 @@ async def probe(kafka: KafkaConfig, environ: Mapping[str, str] | None = None) ->
     how = _how(kafka)
     failures: list[str] = []
     for host, port, _ in collect_hosts(kafka.bootstrap_servers, randomize=False):
-        try:
-            conn = await _connect(host, port, connect)
-        except Exception as exc:  # every reason is reported, none is swallowed
-            failures.append(f"{host}:{port}: {explain(exc, kafka)}")
+        brokers, why = await _check(host, port, connect, kafka)
+        if why is not None:
+            failures.append(f"{host}:{port}: {why}")
             continue
-        try:
-            metadata = await asyncio.wait_for(conn.send(MetadataRequest([])), PROBE_TIMEOUT_SECONDS)
-        except Exception as exc:
-            failures.append(f"{host}:{port}: {explain(exc, kafka)}")
-            continue
-        finally:
-            conn.close()
-        brokers = sorted({(b[1], b[2]) for b in metadata.brokers})
-        results = await asyncio.gather(*(_try(h, p, connect, kafka) for h, p in brokers))
-        broken = [f"{h}:{p}: {why}" for (h, p), why in zip(brokers, results, strict=True) if why]
+        results = await asyncio.gather(*(_check(h, p, connect, kafka) for h, p in brokers))
+        broken = [
+            f"{h}:{p}: {why}" for (h, p), (_, why) in zip(brokers, results, strict=True) if why
+        ]
         if broken:
             raise KafkaUnavailable(
                 f"cannot connect to the Kafka brokers that {host}:{port} advertises ({how}): "
@@ -69,20 +62,35 @@ async def probe(kafka: KafkaConfig, environ: Mapping[str, str] | None = None) ->
     raise KafkaUnavailable(f"cannot connect to Kafka ({how}): " + "; ".join(failures))
 
 
-async def _connect(host: str, port: int, options: dict[str, Any]) -> AIOKafkaConnection:
-    return await asyncio.wait_for(
-        create_conn(host, port, request_timeout_ms=PROBE_TIMEOUT_SECONDS * 1000, **options),
-        PROBE_TIMEOUT_SECONDS,
-    )
-
-
-async def _try(host: str, port: int, options: dict[str, Any], kafka: KafkaConfig) -> str | None:
+async def _check(
+    host: str, port: int, options: dict[str, Any], kafka: KafkaConfig
+) -> tuple[list[tuple[str, int]], str | None]:
+    """Connect, log in and ask for the cluster's brokers: (their addresses, None) or ([], why)."""
     try:
-        conn = await _connect(host, port, options)
+        conn = await asyncio.wait_for(
+            create_conn(host, port, request_timeout_ms=PROBE_TIMEOUT_SECONDS * 1000, **options),
+            PROBE_TIMEOUT_SECONDS,
+        )
+    except Exception as exc:  # every reason is reported, none is swallowed
+        return [], explain(exc, kafka)
+    try:
+        metadata = await asyncio.wait_for(conn.send(MetadataRequest([])), PROBE_TIMEOUT_SECONDS)
     except Exception as exc:
-        return explain(exc, kafka)
-    conn.close()
-    return None
+        return [], explain(exc, kafka)
+    finally:
+        conn.close()
+    if not metadata.brokers:
+        # A broker always lists itself. None at all is the error response Kafka sends before
+        # closing a connection whose login failed; aiokafka 0.14 misses that for OAUTHBEARER,
+        # as it ignores the broker's RFC 7628 error challenge.
+        return [], _NOT_AUTHENTICATED.get(kafka.sasl_mechanism or "", _NOT_AUTHENTICATED[""])
+    return sorted({(b[1], b[2]) for b in metadata.brokers}), None
+
+
+_NOT_AUTHENTICATED = {
+    "OAUTHBEARER": "authentication failed (the broker rejected the token; its log says why)",
+    "": "the broker described an empty cluster (it did not accept the login?)",
+}
 
 
 def _how(kafka: KafkaConfig) -> str:
