@@ -20,7 +20,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from .config import KafkaConfig
 from .kafkatools import client_options
 
-PROBE_TIMEOUT_SECONDS = 20.0  # per connection: TCP, TLS, SASL and one request
+PROBE_TIMEOUT_SECONDS = 20.0  # for opening a connection (TCP, TLS, SASL), and for one request
 
 _CONNECTION_OPTIONS = (
     "client_id",

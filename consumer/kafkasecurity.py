@@ -23,9 +23,7 @@ from .secrets import Secret, read_secret
 class FileTokenProvider(AbstractTokenProvider):  # type: ignore[misc]  # aiokafka is untyped
     """OAUTHBEARER: the token is read from its file at every login, so a token that is
     rotated in place (a Kubernetes projected service account token) is picked up by the next
-    connection. aiokafka does not re-authenticate open connections; a broker with
-    `connections.max.reauth.ms` closes them when the token expires, and the reconnection logs
-    in with the current file."""
+    connection. aiokafka does not re-authenticate a connection that is open (KIP-368)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
