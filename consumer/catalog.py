@@ -14,7 +14,7 @@ from typing import Any
 from yarl import URL
 
 from .config import ChannelConfig, RateLimitConfig, ServiceConfig, StandardWebhooksConfig
-from .secrets import EMPTY_SECRET, Secret, redactions, remember
+from .secrets import Secret, read_secret, redactions, remember
 from .standard_webhooks import SigningKeys
 
 
@@ -94,12 +94,12 @@ def _channel(
     url = URL(config.url)
     if config.query:
         url = url.update_query({**url.query, **config.query})
-    secret = _read_secret(config.secret_env, config.secret_file, env)
+    secret = read_secret(config.secret_env, config.secret_file, env)
     secrets: list[Secret | str] = [secret]
     authorization = None
     if config.basic_auth is not None:
         auth = config.basic_auth
-        password = _read_secret(auth.password_env, auth.password_file, env)
+        password = read_secret(auth.password_env, auth.password_file, env)
         token = base64.b64encode(f"{auth.username}:{password.reveal()}".encode()).decode("ascii")
         remember(token)  # a receiver echoing the header back must not get it into a log
         authorization = Secret(f"Basic {token}")
@@ -132,9 +132,9 @@ def _channel(
 def _signing_keys(config: StandardWebhooksConfig, env: Mapping[str, str]) -> SigningKeys:
     previous = None
     if config.previous_secret_env is not None or config.previous_secret_file is not None:
-        previous = _read_secret(config.previous_secret_env, config.previous_secret_file, env)
+        previous = read_secret(config.previous_secret_env, config.previous_secret_file, env)
     keys = SigningKeys(
-        current=_read_secret(config.secret_env, config.secret_file, env),
+        current=read_secret(config.secret_env, config.secret_file, env),
         previous=previous,
         previous_valid_until=config.previous_valid_until,
     )
@@ -142,12 +142,3 @@ def _signing_keys(config: StandardWebhooksConfig, env: Mapping[str, str]) -> Sig
         if key is not None:  # its base64 alone is as secret as the whole whsec_ string
             remember(key.reveal().removeprefix("whsec_"))
     return keys
-
-
-def _read_secret(var: str | None, file: Path | None, env: Mapping[str, str]) -> Secret:
-    if var is not None:
-        return Secret(env[var])
-    if file is not None:
-        # A trailing newline is an artefact of how files are written, never part of a key.
-        return Secret(file.read_text(encoding="utf-8").rstrip("\r\n"))
-    return EMPTY_SECRET

@@ -43,6 +43,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+
+class KafkaTlsConfig(_Model):
+    """TLS to the brokers (security_protocol SSL or SASL_SSL); host names are always verified."""
+
+    ca_bundle: Path | None = None  # PEM CAs that sign the brokers' certificates; default: system's
+    client_cert: Path | None = None  # PEM certificate (chain) for mutual TLS
+    client_key: Path | None = None  # its PEM private key; default: the key inside client_cert
+    client_key_password_env: str | None = None  # when the private key is encrypted
+    client_key_password_file: Path | None = None
+
+
 DEFAULT_GROUP = "webhook-consumer"
 
 
@@ -66,6 +80,13 @@ class KafkaConfig(_Model):
     commit_interval_ms: PositiveInt = 500
     revoke_grace_seconds: PositiveFloat = 10.0
     shutdown_grace_seconds: PositiveFloat = 30.0
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None  # required with SASL_SSL and SASL_PLAINTEXT
+    sasl_username: str | None = None  # PLAIN and SCRAM
+    sasl_password_env: str | None = None  # PLAIN and SCRAM: exactly one of these two
+    sasl_password_file: Path | None = None
+    sasl_oauth_token_file: Path | None = None  # OAUTHBEARER: read again at every login
+    tls: KafkaTlsConfig = KafkaTlsConfig()
     session_timeout_ms: PositiveInt = 45_000
     heartbeat_interval_ms: PositiveInt = 3_000
     # How long the group waits for members to rejoin; must cover the revoke grace, or a member

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .attributes import open_store
-from .config import parse_config
+from .config import KafkaConfig, parse_config
+from .kafkatools import client_options
 from .receiver import Receiver
 from .service import run_service
 from .topics import ensure_topics
@@ -155,7 +156,7 @@ async def run_demo(bootstrap: str, event_count: int) -> int:
             console.print(f"imported attributes of {len(USERS)} users")
             await ensure_topics(config.kafka)
             events = sample_events(event_count)
-            await _publish(bootstrap, config.kafka.topic, events)
+            await _publish(config.kafka, events)
             console.print(f"published {len(events)} events to {config.kafka.topic}")
             expected = sum(len(CAMPAIGN_CHANNELS[e["campaign_id"]]) for _, e in events)
             stop = asyncio.Event()
@@ -185,12 +186,12 @@ def _pairs(receiver: Receiver) -> int:
     return sum(seen.values())
 
 
-async def _publish(bootstrap: str, topic: str, events: list[tuple[str, dict[str, Any]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def _publish(kafka: KafkaConfig, events: list[tuple[str, dict[str, Any]]]) -> None:
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all")
     await producer.start()
     try:
         sends = [
-            await producer.send(topic, orjson.dumps(event), key=user.encode())
+            await producer.send(kafka.topic, orjson.dumps(event), key=user.encode())
             for user, event in events
         ]
         await asyncio.gather(*sends)

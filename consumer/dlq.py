@@ -29,6 +29,7 @@ from .config import ServiceConfig
 from .deadletter import DeadLetter
 from .delaypath import DelayedDelivery as Delayed
 from .delaypath import delay_levels, delay_topic, headers_for
+from .kafkaprobe import probe
 from .kafkatools import client_options, stop_consumer, topic_partitions
 from .topics import DEAD_LETTER_MAX_BYTES
 
@@ -203,6 +204,7 @@ class Stats:
 
 
 async def stats(config: ServiceConfig) -> Stats:
+    await probe(config.kafka)
     consumer = _consumer(config)
     await consumer.start()
     rows: dict[tuple[str, str], Row] = defaultdict(Row)
@@ -318,6 +320,7 @@ async def replay(
     resumes where it stopped, and repeating a finished one sends nothing again.
     """
     kafka = config.kafka
+    await probe(kafka)
     report = ReplayReport()
     key = request.key()
     stored = None if reset else (await _load_progress(config)).get(key)

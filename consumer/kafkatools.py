@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from .config import KafkaConfig
+from .kafkasecurity import security_options
 
 
-def client_options(kafka: KafkaConfig) -> dict[str, Any]:
-    """What every consumer, producer and admin client of the service connects with."""
-    return {"bootstrap_servers": kafka.bootstrap_servers, "client_id": kafka.client_id}
+def client_options(kafka: KafkaConfig, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What every consumer, producer and admin client of the service connects with: address,
+    TLS and SASL. Passwords are read from `environ` (default: the process environment) or
+    their files; the SSL context is built once per TLS configuration."""
+    return {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_id": kafka.client_id,
+        **security_options(kafka, os.environ if environ is None else environ),
+    }
 
 
 async def topic_partitions(topic: str, **options: Any) -> list[TopicPartition]:

@@ -20,6 +20,7 @@ from .delivery import Delivery
 from .dispatcher import Dispatcher
 from .handoff import Handoff
 from .hooks.logs import RetrySummary, TransitionLog
+from .kafkaprobe import probe
 from .kafkatools import client_options
 from .lanes import ChannelLane
 from .listener import Listener
@@ -32,10 +33,12 @@ from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 log = structlog.get_logger(__name__)
 
 
-def make_producer(config: ServiceConfig) -> AIOKafkaProducer:
+def make_producer(
+    config: ServiceConfig, environ: Mapping[str, str] | None = None
+) -> AIOKafkaProducer:
     # acks=all: a dead letter counts as handed off only once every in-sync replica has it.
     return AIOKafkaProducer(
-        **client_options(config.kafka),
+        **client_options(config.kafka, environ),
         acks="all",
         linger_ms=5,
         # Hand-offs come in bursts when a receiver fails; big batches keep them cheap.
@@ -53,8 +56,9 @@ async def run_service(
     stop = stop or asyncio.Event()
     catalog = Catalog.from_config(config, environ)
     levels = delay_levels(config.retry)
+    await probe(config.kafka, environ)  # a wrong password or CA: one clear error, not retries
     if config.kafka.create_topics:
-        await ensure_topics(config.kafka, delay_topics_of(config))
+        await ensure_topics(config.kafka, delay_topics_of(config), environ)
     fatal: list[BaseException] = []
 
     def stop_on_bug(exc: BaseException) -> None:
@@ -70,7 +74,7 @@ async def run_service(
         stack.push_async_callback(store.close)
         session = make_session(config.allowed_networks)
         stack.push_async_callback(session.close)
-        producer = make_producer(config)
+        producer = make_producer(config, environ)
         await producer.start()
         stack.push_async_callback(producer.stop)
         dead_letters = DeadLetterWriter(
@@ -102,7 +106,7 @@ async def run_service(
         for lane in lanes.values():
             lane.start()
             stack.push_async_callback(lane.close)
-        consumer = make_consumer(config)
+        consumer = make_consumer(config, environ)
         await consumer.start()
         stack.push_async_callback(consumer.stop)  # leaves the group: partitions move at once
         listener = Listener(
@@ -129,10 +133,12 @@ async def run_service(
     log.info("service.stopped")
 
 
-def make_consumer(config: ServiceConfig) -> AIOKafkaConsumer:
+def make_consumer(
+    config: ServiceConfig, environ: Mapping[str, str] | None = None
+) -> AIOKafkaConsumer:
     kafka = config.kafka
     return AIOKafkaConsumer(
-        **client_options(kafka),
+        **client_options(kafka, environ),
         group_id=kafka.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

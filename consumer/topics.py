@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -16,8 +18,12 @@ log = structlog.get_logger(__name__)
 DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
 
 
-async def ensure_topics(config: KafkaConfig, delay_topics: list[str] | None = None) -> None:
-    admin = AIOKafkaAdminClient(**client_options(config))
+async def ensure_topics(
+    config: KafkaConfig,
+    delay_topics: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    admin = AIOKafkaAdminClient(**client_options(config, environ))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

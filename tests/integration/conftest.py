@@ -8,6 +8,7 @@ import pytest
 from consumer.receiver import Receiver
 
 from .kafka import kafka_broker
+from .secured_kafka import SecuredKafka, secured_kafka_broker
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -20,6 +21,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def bootstrap() -> Iterator[str]:
     with kafka_broker() as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
+    """A second, private broker with SASL_SSL and mutual-TLS listeners (started once)."""
+    with secured_kafka_broker(tmp_path_factory.mktemp("secured-kafka")) as broker:
+        yield broker
 
 
 @pytest.fixture

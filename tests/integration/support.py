@@ -58,6 +58,7 @@ class Setup:
     kafka: dict[str, Any] = field(default_factory=dict)
     retry: dict[str, Any] = field(default_factory=dict)
     log_level: str = "warning"
+    env: dict[str, str] = field(default_factory=dict)  # more variables, e.g. a Kafka password
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     tmp: str = "/tmp"
 
@@ -78,7 +79,8 @@ class Setup:
 
     @property
     def environ(self) -> dict[str, str]:
-        return {ch["secret_env"]: f"key-{ch['name']}-{self.suffix}" for ch in self.channels}
+        secrets = {ch["secret_env"]: f"key-{ch['name']}-{self.suffix}" for ch in self.channels}
+        return {**secrets, **self.env}
 
     def secrets_by_channel(self) -> dict[str, str]:
         return {ch["name"]: self.environ[ch["secret_env"]] for ch in self.channels}
