@@ -4,7 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup kafka-fetch demo test unit integration lint bench clean
+# kustomize renders deploy/kubernetes for tests/deploy; built once from the Go module proxy.
+KUSTOMIZE_VERSION ?= v5.7.1
+KUSTOMIZE := .cache/kustomize-$(KUSTOMIZE_VERSION)/kustomize
+
+.PHONY: setup kafka-fetch kustomize demo test unit integration deploy-check lint bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +24,31 @@ kafka-fetch:
 demo: setup
 	deploy/local/with-kafka $(BIN)/webhook-consumer demo
 
-test: setup
-	deploy/local/with-kafka $(BIN)/python -m pytest -q -p no:cacheprovider
+test: setup kustomize
+	KUSTOMIZE=$(if $(wildcard $(KUSTOMIZE)),$(CURDIR)/$(KUSTOMIZE)) \
+	  deploy/local/with-kafka $(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: $(INSTALLED)
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: setup
 	deploy/local/with-kafka $(BIN)/python -m pytest -q tests/integration
+
+# The deployment artifacts only: no broker, no network, no Docker engine, no cluster.
+deploy-check: $(INSTALLED) kustomize
+	KUSTOMIZE=$(if $(wildcard $(KUSTOMIZE)),$(CURDIR)/$(KUSTOMIZE)) \
+	  $(BIN)/python -m pytest -q tests/deploy
+
+# Without Go, the deploy tests fall back to `kubectl kustomize` where kubectl exists.
+kustomize:
+	@if [ -x $(KUSTOMIZE) ]; then :; \
+	elif command -v go >/dev/null; then \
+	  echo "building kustomize $(KUSTOMIZE_VERSION) into $(dir $(KUSTOMIZE))"; \
+	  GOBIN=$(CURDIR)/$(dir $(KUSTOMIZE)) GOTOOLCHAIN=local GOFLAGS=-modcacherw \
+	    go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); \
+	elif command -v kubectl >/dev/null; then \
+	  echo "no Go: tests/deploy renders with kubectl kustomize"; \
+	else echo "kustomize: needs Go (or kubectl) to render deploy/kubernetes" >&2; exit 1; fi
 
 # Figures to watch, not targets: throughput and peak memory of a real `run` process.
 bench: setup

@@ -77,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
         help="a running Kafka broker (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
     )
     demo.add_argument("--events", type=int, default=12, help="events to publish")
+    receiver = commands.add_parser(
+        "receiver",
+        help="run the reference receiver: verify and log webhooks",
+        description="Verify and log webhooks on /hooks/{channel}; secrets from "
+        "RECEIVER_SECRET_<CHANNEL> (and RECEIVER_WHSEC_<CHANNEL>) environment variables.",
+    )
+    receiver.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    receiver.add_argument("--port", type=int, default=8080, help="port to listen on (0: any)")
+    receiver.add_argument("--log-format", choices=["json", "console"], default="json")
     commands.add_parser("schemas", help="write schemas/*.json from the models").add_argument(
         "--out", type=Path, default=Path("schemas")
     )
@@ -123,6 +132,12 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
 
         configure_logging("warning", "console")
         return asyncio.run(run_demo(args.bootstrap_servers, args.events))
+    if args.command == "receiver":
+        from .receiver_server import serve_receiver
+
+        configure_logging("info", args.log_format)
+        asyncio.run(serve_receiver(args.host, args.port, os.environ))
+        return EXIT_OK
     config = _config(args)
     configure_logging(config.logging.level, config.logging.format)
     if args.command == "check-config":

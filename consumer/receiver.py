@@ -90,13 +90,11 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         channel = request.match_info["channel"]
         raw = await request.read()  # the raw bytes, exactly as sent: that is what is signed
-        verified = verify(
-            raw, request.headers.get("X-gio-signature", ""), self.secrets.get(channel, "")
-        )
+        verified = verify(raw, request.headers.get("X-gio-signature", ""), self.secret_for(channel))
         standard = None
         if "webhook-signature" in request.headers:
             # Sent, so it must verify: a wrong Standard Webhooks signature fails the request.
-            standard = verify_standard(raw, request.headers, self.standard_secrets.get(channel, []))
+            standard = verify_standard(raw, request.headers, self.standard_secrets_for(channel))
             verified = verified and standard
         script = self.scripts[channel]
         if script.hang:
@@ -108,7 +106,7 @@ class Receiver:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = {"unparseable": raw.decode("utf-8", "replace")}
-        self.received.append(
+        self.record(
             Received(
                 channel=channel,
                 delivery_id=request.headers.get("X-gio-delivery-id", ""),
@@ -121,7 +119,6 @@ class Receiver:
                 standard_verified=standard,
             )
         )
-        self._arrived.set()
         headers = (
             {"Retry-After": script.retry_after} if script.retry_after and status != 200 else {}
         )
@@ -129,6 +126,18 @@ class Receiver:
         if script.echo:
             text = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
         return web.Response(status=status, text=text, headers=headers)
+
+    def secret_for(self, channel: str) -> str:
+        """The X-gio-signature key of a path segment; "" for paths nobody configured."""
+        return self.secrets.get(channel, "")
+
+    def standard_secrets_for(self, channel: str) -> list[str]:
+        return self.standard_secrets.get(channel, [])
+
+    def record(self, received: Received) -> None:
+        """Keep what arrived for `received`/`wait_for`; a long-running receiver logs instead."""
+        self.received.append(received)
+        self._arrived.set()
 
     def delivered(self) -> list[Received]:
         return [r for r in self.received if 200 <= r.status < 300 and r.verified]
