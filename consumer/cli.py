@@ -151,19 +151,16 @@ async def _send_test(
     from .outcome import Kind
     from .sender import Sender, make_session
 
-    out = Console(highlight=False)
     catalog = Catalog.from_config(config)
     channel = catalog.channels.get(channel_name)
     if channel is None:
-        out.print(
-            f"unknown channel {channel_name!r}; expected one of: {', '.join(catalog.channels)}"
-        )
+        print(f"unknown channel {channel_name!r}; expected one of: {', '.join(catalog.channels)}")
         return EXIT_USAGE
     template_param: dict[str, object] = {}
     if campaign is not None:
         route = next((r for r in catalog.routes.get(campaign, ()) if r.channel is channel), None)
         if route is None:
-            out.print(f"campaign {campaign!r} does not send to channel {channel_name!r}")
+            print(f"campaign {campaign!r} does not send to channel {channel_name!r}")
             return EXIT_USAGE
         template_param = dict(route.template_param)
     found = {}
@@ -195,17 +192,19 @@ async def _send_test(
         started = time.perf_counter()
         outcome = await sender.post(delivery, body, headers)
         latency_ms = (time.perf_counter() - started) * 1000
-    out.print(f"POST {channel.url}", markup=False)
-    out.print(f"delivery id  {delivery.id}", markup=False)
-    out.print(f"signature    {headers['X-gio-signature']}", markup=False)
-    out.print(f"body         {body.decode()}", markup=False)
+    # Plain print, not rich: the body must come out on one line, byte for byte, whatever the
+    # terminal (rich wraps at its width, 80 columns when piped).
+    print(f"POST {channel.url}")
+    print(f"delivery id  {delivery.id}")
+    print(f"signature    {headers['X-gio-signature']}")
+    print(f"body         {body.decode()}")
     if outcome.kind is Kind.BLOCKED_DESTINATION:
-        out.print(f"blocked      {outcome.message}", markup=False)
-        out.print("             nothing was sent (see allowed_networks)", markup=False)
+        print(f"blocked      {outcome.message}")
+        print("             nothing was sent (see allowed_networks)")
         return EXIT_FAILURE
     status = outcome.status if outcome.status is not None else outcome.kind.value
-    out.print(f"status       {status}  ({latency_ms:.0f} ms)", markup=False)
-    out.print(f"response     {outcome.message[:300]}", markup=False)
+    print(f"status       {status}  ({latency_ms:.0f} ms)")
+    print(f"response     {outcome.message[:300]}")
     return EXIT_OK if outcome.ok else EXIT_FAILURE
 
 
