@@ -14,9 +14,12 @@ from rich.console import Console
 
 from . import __version__
 from .config import ConfigError, ServiceConfig, load_config
+from .logs import FORMATS, LEVELS, configure_logging
 from .secrets import redact
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+LOG_LEVEL_ENV = "WEBHOOK_CONSUMER_LOG_LEVEL"
+LOG_FORMAT_ENV = "WEBHOOK_CONSUMER_LOG_FORMAT"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,11 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument(
-            "--config",
-            default=os.environ.get("WEBHOOK_CONSUMER_CONFIG"),
-            help="YAML config file (default: $WEBHOOK_CONSUMER_CONFIG)",
-        )
+        _config_options(sub)
         return sub
 
     with_config("run", "consume and deliver until SIGTERM/SIGINT")
@@ -48,8 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         ("stats", "counts of dead letters by channel and reason"),
         ("replay", "re-deliver matching dead letters, keeping their ids"),
     ):
-        sub = dlq_commands.add_parser(name, help=text, description=text)
-        sub.add_argument("--config", default=os.environ.get("WEBHOOK_CONSUMER_CONFIG"))
+        _config_options(dlq_commands.add_parser(name, help=text, description=text))
     replay = dlq_commands.choices["replay"]
     replay.add_argument("--channel")
     replay.add_argument("--reason", help="reason kind, e.g. http_status, timeout")
@@ -60,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     attributes = commands.add_parser("attributes", help="manage the user attribute store")
     attr_commands = attributes.add_subparsers(dest="attr_command", required=True, metavar="ACTION")
     importer = attr_commands.add_parser("import", help="load JSON lines of user attributes")
-    importer.add_argument("--config", default=os.environ.get("WEBHOOK_CONSUMER_CONFIG"))
+    _config_options(importer)
     importer.add_argument("file", type=Path)
     demo = commands.add_parser("demo", help="run everything locally and show verified webhooks")
     demo.add_argument(
@@ -69,10 +67,35 @@ def _parser() -> argparse.ArgumentParser:
         help="a running Kafka broker (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
     )
     demo.add_argument("--events", type=int, default=12, help="events to publish")
+    _log_options(demo, "warning, console")
     commands.add_parser("schemas", help="write schemas/*.json from the models").add_argument(
         "--out", type=Path, default=Path("schemas")
     )
     return parser
+
+
+def _config_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--config",
+        default=os.environ.get("WEBHOOK_CONSUMER_CONFIG"),
+        help="YAML config file (default: $WEBHOOK_CONSUMER_CONFIG)",
+    )
+    _log_options(sub, "the config's logging section")
+
+
+def _log_options(sub: argparse.ArgumentParser, fallback: str) -> None:
+    """Flags win over the environment, which wins over `fallback`."""
+    sub.add_argument(
+        "--log-level",
+        choices=list(LEVELS),
+        help=f"default: ${LOG_LEVEL_ENV}, else {fallback}",
+    )
+    sub.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help=f"auto is JSON unless stderr is a terminal (default: ${LOG_FORMAT_ENV}, else "
+        f"{fallback})",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,9 +123,24 @@ def _config(args: argparse.Namespace) -> ServiceConfig:
     return load_config(args.config)
 
 
-def _dispatch(args: argparse.Namespace, err: Console) -> int:
-    from .logs import configure_logging
+def _log_settings(args: argparse.Namespace, level: str, fmt: str) -> tuple[str, str]:
+    """Level and format: flag, else environment, else the given (config or command) default."""
+    problems = []
+    settings = []
+    for flag, env, allowed, default in (
+        (args.log_level, LOG_LEVEL_ENV, tuple(LEVELS), level),
+        (args.log_format, LOG_FORMAT_ENV, FORMATS, fmt),
+    ):
+        value = flag or os.environ.get(env) or default
+        if value not in allowed:  # only the environment can hold a bad value here
+            problems.append(f"{env}: expected one of {', '.join(allowed)}, got {value!r}")
+        settings.append(value)
+    if problems:
+        raise ConfigError("(environment)", problems)
+    return settings[0], settings[1]
 
+
+def _dispatch(args: argparse.Namespace, err: Console) -> int:
     if args.command == "schemas":
         from .schemas import write_schemas
 
@@ -112,10 +150,10 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        configure_logging("warning", "console")
+        configure_logging(*_log_settings(args, "warning", "console"))
         return asyncio.run(run_demo(args.bootstrap_servers, args.events))
     config = _config(args)
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(*_log_settings(args, config.logging.level, config.logging.format))
     if args.command == "check-config":
         from .catalog import Catalog
 

@@ -211,7 +211,7 @@ class CampaignConfig(_Model):
 
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: JSON unless stderr is a terminal
 
 
 class ServiceConfig(_Model):
