@@ -81,7 +81,9 @@ class _LibraryFloor(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= self.level or record.name.startswith(OWN_LOGGER)
+        name = record.name
+        own = name == OWN_LOGGER or name.startswith(f"{OWN_LOGGER}.")
+        return own or record.levelno >= self.level
 
 
 _handler: logging.Handler | None = None  # ours on the root logger, replaced on each call
