@@ -14,9 +14,12 @@ from rich.console import Console
 
 from . import __version__
 from .config import ConfigError, ServiceConfig, load_config
+from .logs import FORMATS, LEVELS, configure_logging
 from .secrets import redact
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+LOG_LEVEL_ENV = "WEBHOOK_CONSUMER_LOG_LEVEL"
+LOG_FORMAT_ENV = "WEBHOOK_CONSUMER_LOG_FORMAT"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,11 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument(
-            "--config",
-            default=os.environ.get("WEBHOOK_CONSUMER_CONFIG"),
-            help="YAML config file (default: $WEBHOOK_CONSUMER_CONFIG)",
-        )
+        _config_options(sub)
         return sub
 
     with_config("run", "consume and deliver until SIGTERM/SIGINT")
@@ -48,8 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         ("stats", "counts of dead letters by channel and reason"),
         ("replay", "re-deliver matching dead letters, keeping their ids"),
     ):
-        sub = dlq_commands.add_parser(name, help=text, description=text)
-        sub.add_argument("--config", default=os.environ.get("WEBHOOK_CONSUMER_CONFIG"))
+        _config_options(dlq_commands.add_parser(name, help=text, description=text))
     replay = dlq_commands.choices["replay"]
     replay.add_argument("--channel")
     replay.add_argument("--reason", help="reason kind, e.g. http_status, timeout")
@@ -68,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     attributes = commands.add_parser("attributes", help="manage the user attribute store")
     attr_commands = attributes.add_subparsers(dest="attr_command", required=True, metavar="ACTION")
     importer = attr_commands.add_parser("import", help="load JSON lines of user attributes")
-    importer.add_argument("--config", default=os.environ.get("WEBHOOK_CONSUMER_CONFIG"))
+    _config_options(importer)
     importer.add_argument("file", type=Path)
     demo = commands.add_parser("demo", help="run everything locally and show verified webhooks")
     demo.add_argument(
@@ -77,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a running Kafka broker (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
     )
     demo.add_argument("--events", type=int, default=12, help="events to publish")
+    _log_options(demo, "warning, console")
     receiver = commands.add_parser(
         "receiver",
         help="run the reference receiver: verify and log webhooks",
@@ -90,6 +89,30 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("schemas")
     )
     return parser
+
+
+def _config_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--config",
+        default=os.environ.get("WEBHOOK_CONSUMER_CONFIG"),
+        help="YAML config file (default: $WEBHOOK_CONSUMER_CONFIG)",
+    )
+    _log_options(sub, "the config's logging section")
+
+
+def _log_options(sub: argparse.ArgumentParser, fallback: str) -> None:
+    """Flags win over the environment, which wins over `fallback`."""
+    sub.add_argument(
+        "--log-level",
+        choices=list(LEVELS),
+        help=f"default: ${LOG_LEVEL_ENV}, else {fallback}",
+    )
+    sub.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help=f"auto is JSON unless stderr is a terminal (default: ${LOG_FORMAT_ENV}, else "
+        f"{fallback})",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,9 +141,24 @@ def _config(args: argparse.Namespace) -> ServiceConfig:
     return load_config(args.config, webhook_secrets=args.command != "dlq")
 
 
-def _dispatch(args: argparse.Namespace, err: Console) -> int:
-    from .logs import configure_logging
+def _log_settings(args: argparse.Namespace, level: str, fmt: str) -> tuple[str, str]:
+    """Level and format: flag, else environment, else the given (config or command) default."""
+    problems = []
+    settings = []
+    for flag, env, allowed, default in (
+        (args.log_level, LOG_LEVEL_ENV, tuple(LEVELS), level),
+        (args.log_format, LOG_FORMAT_ENV, FORMATS, fmt),
+    ):
+        value = flag or os.environ.get(env) or default
+        if value not in allowed:  # only the environment can hold a bad value here
+            problems.append(f"{env}: expected one of {', '.join(allowed)}, got {value!r}")
+        settings.append(value)
+    if problems:
+        raise ConfigError("(environment)", problems)
+    return settings[0], settings[1]
 
+
+def _dispatch(args: argparse.Namespace, err: Console) -> int:
     if args.command == "schemas":
         from .schemas import write_schemas
 
@@ -130,7 +168,7 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        configure_logging("warning", "console")
+        configure_logging(*_log_settings(args, "warning", "console"))
         return asyncio.run(run_demo(args.bootstrap_servers, args.events))
     if args.command == "receiver":
         from .receiver_server import serve_receiver
@@ -139,7 +177,7 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
         asyncio.run(serve_receiver(args.host, args.port, os.environ))
         return EXIT_OK
     config = _config(args)
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(*_log_settings(args, config.logging.level, config.logging.format))
     if args.command == "check-config":
         from .catalog import Catalog
 
@@ -175,19 +213,16 @@ async def _send_test(
     from .outcome import Kind
     from .sender import Sender, make_session
 
-    out = Console(highlight=False)
     catalog = Catalog.from_config(config)
     channel = catalog.channels.get(channel_name)
     if channel is None:
-        out.print(
-            f"unknown channel {channel_name!r}; expected one of: {', '.join(catalog.channels)}"
-        )
+        print(f"unknown channel {channel_name!r}; expected one of: {', '.join(catalog.channels)}")
         return EXIT_USAGE
     template_param: dict[str, object] = {}
     if campaign is not None:
         route = next((r for r in catalog.routes.get(campaign, ()) if r.channel is channel), None)
         if route is None:
-            out.print(f"campaign {campaign!r} does not send to channel {channel_name!r}")
+            print(f"campaign {campaign!r} does not send to channel {channel_name!r}")
             return EXIT_USAGE
         template_param = dict(route.template_param)
     found = {}
@@ -219,17 +254,19 @@ async def _send_test(
         started = time.perf_counter()
         outcome = await sender.post(delivery, body, headers)
         latency_ms = (time.perf_counter() - started) * 1000
-    out.print(f"POST {channel.url}", markup=False)
-    out.print(f"delivery id  {delivery.id}", markup=False)
-    out.print(f"signature    {headers['X-gio-signature']}", markup=False)
-    out.print(f"body         {body.decode()}", markup=False)
+    # Plain print, not rich: the body must come out on one line, byte for byte, whatever the
+    # terminal (rich wraps at its width, 80 columns when piped).
+    print(f"POST {channel.url}")
+    print(f"delivery id  {delivery.id}")
+    print(f"signature    {headers['X-gio-signature']}")
+    print(f"body         {body.decode()}")
     if outcome.kind is Kind.BLOCKED_DESTINATION:
-        out.print(f"blocked      {outcome.message}", markup=False)
-        out.print("             nothing was sent (see allowed_networks)", markup=False)
+        print(f"blocked      {outcome.message}")
+        print("             nothing was sent (see allowed_networks)")
         return EXIT_FAILURE
     status = outcome.status if outcome.status is not None else outcome.kind.value
-    out.print(f"status       {status}  ({latency_ms:.0f} ms)", markup=False)
-    out.print(f"response     {outcome.message[:300]}", markup=False)
+    print(f"status       {status}  ({latency_ms:.0f} ms)")
+    print(f"response     {outcome.message[:300]}")
     return EXIT_OK if outcome.ok else EXIT_FAILURE
 
 

@@ -7,15 +7,18 @@ operator fixes a config in one pass instead of one error per restart.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -29,6 +32,38 @@ from .config_checks import USERINFO, cross_check, shown
 ParamType = Literal["string", "integer", "number", "boolean"]
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
+_TOPIC_CHARACTERS = re.compile(r"[A-Za-z0-9._-]+")  # also in the schema, for editors
+
+
+def _topic_name(value: str) -> str:
+    """What the broker accepts; anything else would fail only when `run` creates the topic."""
+    if not _TOPIC_CHARACTERS.fullmatch(value) or value in (".", ".."):
+        raise ValueError("expected a Kafka topic name: letters, digits, '.', '_' and '-' only")
+    return value
+
+
+def _network(value: object) -> IPv4Network | IPv6Network:
+    expected = "expected an IPv4 or IPv6 network like 10.0.0.0/8"
+    if not isinstance(value, str):
+        raise ValueError(f"{expected}, got {value!r}")  # a number would parse as an address
+    try:
+        return ip_network(value)
+    except ValueError:
+        pass
+    try:
+        loose = ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{expected}, got {value!r}") from None
+    raise ValueError(f"{expected}, got {value!r} (host bits set; the network is {loose})")
+
+
+KafkaName = Annotated[str, Field(min_length=1)]
+TopicName = Annotated[
+    str,
+    Field(min_length=1, max_length=249, json_schema_extra={"pattern": "^[A-Za-z0-9._-]+$"}),
+    AfterValidator(_topic_name),
+]
+Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]
 
 
 def is_dotted_quad(host: str) -> bool:
@@ -61,14 +96,14 @@ DEFAULT_GROUP = "webhook-consumer"
 
 
 class KafkaConfig(_Model):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    group_id: str = DEFAULT_GROUP
-    topic: str = "user-threshold-events"
+    bootstrap_servers: KafkaName = "127.0.0.1:9092"
+    group_id: KafkaName = DEFAULT_GROUP
+    topic: TopicName = "user-threshold-events"
     # Both default to names derived from group_id (`<group_id>.dlq`, `<group_id>.retry`), so
     # two deployments sharing a cluster never read each other's delay records.
-    dead_letter_topic: str = f"{DEFAULT_GROUP}.dlq"
-    retry_topic_prefix: str = f"{DEFAULT_GROUP}.retry"  # delay topics: `<prefix>.<delay>`
-    client_id: str = "webhook-consumer"
+    dead_letter_topic: TopicName = f"{DEFAULT_GROUP}.dlq"
+    retry_topic_prefix: TopicName = f"{DEFAULT_GROUP}.retry"  # delay topics: `<prefix>.<delay>`
+    client_id: KafkaName = "webhook-consumer"
     create_topics: bool = True
     topic_partitions: PositiveInt = 3
     replication_factor: PositiveInt = 1
@@ -249,13 +284,13 @@ class CampaignConfig(_Model):
 
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: JSON unless stderr is a terminal
 
 
 class ServiceConfig(_Model):
     kafka: KafkaConfig = KafkaConfig()
     attributes: AttributesConfig = AttributesConfig()
-    allowed_networks: list[IPv4Network | IPv6Network] = []
+    allowed_networks: list[Network] = []
     tls: TlsConfig = TlsConfig()
     retry: RetryConfig = RetryConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -286,7 +321,7 @@ def load_config(
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+        raise ConfigError(source, [_yaml_problem(exc, text)]) from None
     except RecursionError:  # PyYAML composes nested nodes recursively
         raise ConfigError(source, ["not usable YAML: nested too deeply"]) from None
     environ = os.environ if environ is None else environ
@@ -319,9 +354,29 @@ def _describe(error: Any) -> str:
         return f"{path}: required field is missing"
     if error["type"] == "extra_forbidden":
         return f"{path}: unknown field"
+    if error["type"] == "string_too_short" and error.get("ctx", {}).get("min_length") == 1:
+        return f"{path}: expected a non-empty string, got {shown(error['input'])}"
     if "got " in message:
         return f"{path}: {message}"
     return f"{path}: {message[0].lower()}{message[1:]}, got {shown(error['input'])}"
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """One line, located in the file: PyYAML's own text names "<unicode string>" and spans
+    several lines."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = exc.problem or exc.context or "unreadable"
+        begun = exc.context_mark
+        if exc.problem and exc.context and begun is not None and begun.line != mark.line:
+            what += f" ({exc.context} at line {begun.line + 1}, column {begun.column + 1})"
+        return f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {what}"
+    if isinstance(exc, yaml.reader.ReaderError):  # located by character index only
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return f"line {line}, column {column}: not valid YAML: {exc.reason} (U+{character:04X})"
+    return "not valid YAML: " + " ".join(str(exc).split())
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -82,6 +82,7 @@ def cross_check(
             declared = channels[ch_name][1].get("template_params")
             if isinstance(declared, dict) and isinstance(params, dict):
                 yield from _param_checks(i, ch_name, declared, params)
+        yield from _undeclared_params(i, names, params, channels)
 
 
 def _param_checks(
@@ -100,6 +101,28 @@ def _param_checks(
             yield (
                 f"campaigns[{i}].template_params.{key}: expected {wanted} "
                 f"(declared by channel {channel!r}), got {shown(params[key])}"
+            )
+
+
+def _undeclared_params(
+    i: int, names: object, params: object, channels: Mapping[str, tuple[int, dict[str, Any]]]
+) -> Iterator[str]:
+    """A value no channel declares is never sent: most likely a typo of one that is."""
+    if not isinstance(names, list) or not isinstance(params, dict):
+        return
+    declared: set[object] = set()
+    for name in names:
+        known = isinstance(name, str) and name in channels
+        section = channels[name][1].get("template_params", {}) if known else None
+        if not isinstance(section, dict):
+            return  # an unknown or broken channel is reported elsewhere; no guessing here
+        declared.update(section)
+    listed = ", ".join(str(name) for name in names)
+    for key in params:
+        if key not in declared:
+            yield (
+                f"campaigns[{i}].template_params.{key}: "
+                f"not declared by any of its channels ({listed})"
             )
 
 

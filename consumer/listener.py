@@ -21,6 +21,7 @@ from .config import KafkaConfig
 from .delaypath import due_ms_of, level_of, topic_pattern
 from .delivery import Owner
 from .dispatcher import RecordLike
+from .kafka_health import kafka_health
 from .offsets import OffsetTracker, PartitionState
 
 log = structlog.get_logger(__name__)
@@ -87,6 +88,8 @@ class Listener:
             batches = await self._consumer.getmany(
                 timeout_ms=100, max_records=self._config.max_poll_records
             )
+            if batches:
+                kafka_health.ok()  # an empty result proves nothing: it is also what an outage gives
             for tp, records in batches.items():
                 await self._dispatch(tp, records)
             await self._release_due()
@@ -178,6 +181,7 @@ class Listener:
             log.warning("commit.failed", error=repr(exc), partitions=len(offsets))
             return
         self._tracker.committed(offsets)
+        kafka_health.ok()
 
     async def wait_finished(self, keys: list[Key] | None, within: float) -> bool:
         """Wait until the given partitions (all when None) have nothing in flight; records

@@ -11,6 +11,7 @@ import orjson
 import yaml
 
 from consumer.receiver import Receiver
+from consumer.signing import sign
 
 from .support import Setup, channel, write_config
 
@@ -74,6 +75,46 @@ async def test_send_test_posts_one_signed_request_and_hides_the_secret(
     code, out, _ = await _cli("send-test", "--config", str(config), "coupons", env=setup.environ)
     assert code == 1
     assert "500" in out
+
+
+async def test_send_test_prints_the_body_byte_for_byte_on_one_line(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """Piped, in a narrow terminal: the body line is still the exact bytes that were signed."""
+    setup = Setup(
+        "127.0.0.1:1",
+        receiver,
+        [channel(receiver, "coupons")],
+        {"c": ["coupons"]},
+        tmp=str(tmp_path),
+    )
+    config = write_config(setup, tmp_path)
+    document = setup.document()
+    document["campaigns"][0]["template_params"]["title"] = "双十一 " + "long title " * 20
+    config.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+
+    code, out, err = await _cli(
+        "send-test",
+        "--config",
+        str(config),
+        "coupons",
+        "--campaign",
+        "c",
+        env={**setup.environ, "COLUMNS": "40"},
+    )
+    assert code == 0, out + err
+    [request] = receiver.received
+    assert request.verified
+    [body] = [
+        line.removeprefix("body").lstrip(" ")
+        for line in out.splitlines()
+        if line.startswith("body ")
+    ]
+    assert len(body) > 200
+    assert (
+        sign(body.encode(), setup.secrets_by_channel()["coupons"])
+        == request.headers["X-gio-signature"]
+    )
 
 
 async def test_check_config_lists_every_problem_with_exit_2(

@@ -114,13 +114,9 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
     planted = structlog.processors.JSONRenderer()(None, "", {"event": "x", "all": secrets})
     assert leaks(str(planted), forms) == set(secrets)
 
-    # The service's own processors; only the output goes to a buffer, and nothing is cached,
-    # so no module logger keeps this buffer after the test.
-    configure_logging("debug", "json")
+    # The service's own logging set-up, writing to a buffer until configured again.
     log_out = io.StringIO()
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=log_out), cache_logger_on_first_use=False
-    )
+    configure_logging("debug", "json", stream=log_out)
     try:
         events = [event("c", f"u-{i}") for i in range(5)]
         await create_topic(bootstrap, setup.topic, 1)
@@ -149,7 +145,7 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
         assert status == 1
         send_test_output = out.getvalue()
     finally:
-        structlog.reset_defaults()
+        configure_logging()  # back to stderr
 
     # The leak was there to be made: the receiver did echo the Basic token back.
     strict = [r for r in receiver.received if r.channel == "strict"]

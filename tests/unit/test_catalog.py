@@ -58,7 +58,7 @@ def test_routes_carry_only_the_channel_keys_in_channel_order(
         channel_cfg("a", template_params={"quota": "integer", "discount": "string"}),
         channel_cfg("b", template_params={}),
     ]
-    params = {"campaignType": "x", "discount": "20%", "quota": 3}
+    params = {"discount": "20%", "quota": 3}  # b declares none of them
     campaign = {"id": "double11", "channels": ["a", "b"], "template_params": params}
     _, catalog = build_catalog(channels, [campaign])
     first, second = catalog.routes["double11"]

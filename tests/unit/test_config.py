@@ -134,7 +134,40 @@ CASES = {
         "channels[0].template_params.quota",
         ["'int'"],
     ),
+    "template param no channel declares": (
+        lambda d: _campaign(d)["template_params"].update(discont="5%"),
+        "campaigns[0].template_params.discont",
+        ["not declared by any of its channels (coupon-system)"],
+    ),
+    "not a network": (
+        lambda d: d.update(allowed_networks=["127.0.0.0/8", "10.0.0.0/33"]),
+        "allowed_networks[1]",
+        ["expected an IPv4 or IPv6 network like 10.0.0.0/8, got '10.0.0.0/33'"],
+    ),
+    "network with host bits": (
+        lambda d: d.update(allowed_networks=["10.1.2.3/8"]),
+        "allowed_networks[0]",
+        ["got '10.1.2.3/8' (host bits set; the network is 10.0.0.0/8)"],
+    ),
+    "number for a network": (
+        lambda d: d.update(allowed_networks=[5]),
+        "allowed_networks[0]",
+        ["expected an IPv4 or IPv6 network", "got 5"],
+    ),
+    "topic with a space": (
+        lambda d: d["kafka"].update(topic="user events"),
+        "kafka.topic",
+        ["expected a Kafka topic name", "'user events'"],
+    ),
 }
+KAFKA_NAMES = [
+    "bootstrap_servers",
+    "group_id",
+    "topic",
+    "dead_letter_topic",
+    "retry_topic_prefix",
+    "client_id",
+]
 
 
 @pytest.mark.parametrize(("mutate", "field", "expected"), CASES.values(), ids=list(CASES))
@@ -147,6 +180,20 @@ def test_problem_names_file_field_and_expectation(
     assert line.startswith(f"{path}: {field}: ")
     for words in expected:
         assert words in line
+
+
+@pytest.mark.parametrize("name", KAFKA_NAMES)
+def test_every_kafka_name_must_be_non_empty(config_file: Callable[..., Path], name: str) -> None:
+    path = config_file(lambda d: d["kafka"].update({name: ""}))
+    assert str(rejected(path)) == f"{path}: kafka.{name}: expected a non-empty string, got ''"
+
+
+def test_a_bad_network_is_one_plain_line(config_file: Callable[..., Path]) -> None:
+    path = config_file(lambda d: d.update(allowed_networks=["banana"]))
+    assert str(rejected(path)) == (
+        f"{path}: allowed_networks[0]: expected an IPv4 or IPv6 network like 10.0.0.0/8, "
+        "got 'banana'"
+    )
 
 
 def test_unset_secret_env_is_reported(config_file: Callable[..., Path]) -> None:
@@ -185,13 +232,21 @@ def test_every_problem_is_reported_at_once(config_file: Callable[..., Path]) -> 
         ("# only a comment\n", "expected a mapping at the top level, got nothing (empty file)"),
         ("- a\n- b\n", "expected a mapping at the top level, got list"),
         ("just text\n", "expected a mapping at the top level, got str"),
-        ("channels: [\n", "not valid YAML"),
+        ("channels: [\n", "line 2, column 1: not valid YAML: expected the node content"),
+        ("kafka:\n  topic: x\n   bad: [\n", "line 3, column 7: not valid YAML: mapping values"),
+        (
+            "a: [1, 2\nb: 3\n",
+            "line 2, column 2: not valid YAML: expected ',' or ']', but got ':' "
+            "(while parsing a flow sequence at line 1, column 4)",
+        ),
+        ('a: 1\nb: "\x01"\n', "line 2, column 5: not valid YAML: special characters are not"),
     ],
 )
 def test_unusable_file(config_file: Callable[..., Path], text: str, expected: str) -> None:
     path = config_file(text=text)
     error = rejected(path)
     assert str(error).startswith(f"{path}: {expected}")
+    assert len(str(error).splitlines()) == 1
 
 
 def test_missing_file(tmp_path: Path) -> None:

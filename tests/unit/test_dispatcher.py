@@ -69,7 +69,7 @@ async def world(channel_cfg: ChannelFactory, build_catalog: CatalogFactory) -> W
             batch={"max_users": 10, "linger_ms": 600_000},
         ),
     ]
-    template = {"quota": 3, "discount": "20%", "campaignType": "双十一", "unused": "x"}
+    template = {"quota": 3, "discount": "20%", "campaignType": "双十一"}
     campaigns = [
         {"id": "double11", "channels": ["coupon-system", "crm"], "template_params": template},
         {"id": "digest-a", "channels": ["digest"], "template_params": {"campaignType": "A"}},
