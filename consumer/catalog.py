@@ -14,7 +14,8 @@ from typing import Any
 from yarl import URL
 
 from .config import ChannelConfig, RateLimitConfig, ServiceConfig, StandardWebhooksConfig
-from .secrets import EMPTY_SECRET, Secret, redactions, remember
+from .secrets import Secret, redactions, remember
+from .secrets import read_secret as _read_secret
 from .standard_webhooks import SigningKeys
 
 
@@ -142,12 +143,3 @@ def _signing_keys(config: StandardWebhooksConfig, env: Mapping[str, str]) -> Sig
         if key is not None:  # its base64 alone is as secret as the whole whsec_ string
             remember(key.reveal().removeprefix("whsec_"))
     return keys
-
-
-def _read_secret(var: str | None, file: Path | None, env: Mapping[str, str]) -> Secret:
-    if var is not None:
-        return Secret(env[var])
-    if file is not None:
-        # A trailing newline is an artefact of how files are written, never part of a key.
-        return Secret(file.read_text(encoding="utf-8").rstrip("\r\n"))
-    return EMPTY_SECRET

@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a running Kafka broker (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
     )
     demo.add_argument("--events", type=int, default=12, help="events to publish")
+    demo.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL") or None,
+        help="keep the demo's attributes in this Redis (default: $REDIS_URL, else SQLite)",
+    )
     commands.add_parser("schemas", help="write schemas/*.json from the models").add_argument(
         "--out", type=Path, default=Path("schemas")
     )
@@ -113,7 +118,7 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
         from .demo import run_demo
 
         configure_logging("warning", "console")
-        return asyncio.run(run_demo(args.bootstrap_servers, args.events))
+        return asyncio.run(run_demo(args.bootstrap_servers, args.events, args.redis_url))
     config = _config(args)
     configure_logging(config.logging.level, config.logging.format)
     if args.command == "check-config":
@@ -168,7 +173,7 @@ async def _send_test(
         template_param = dict(route.template_param)
     found = {}
     if users:
-        store = open_store(config.attributes.backend, config.attributes.url)
+        store = open_store(config.attributes)
         try:
             found = await store.get_many(users)
         finally:
@@ -215,7 +220,7 @@ async def _import_attributes(config: ServiceConfig, file: Path) -> int:
     if not file.is_file():  # noqa: ASYNC240 - one stat before any work starts
         print(f"{file}: no such file", file=sys.stderr)
         return EXIT_USAGE
-    store = open_store(config.attributes.backend, config.attributes.url)
+    store = open_store(config.attributes)
     try:
         report = await import_jsonl(store, file, progress=True)
     finally:

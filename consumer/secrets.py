@@ -8,6 +8,7 @@ error body would otherwise carry it into logs and dead letters.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 REDACTED: Final = "**********"
@@ -96,3 +97,13 @@ class Secret:
 
 
 EMPTY_SECRET: Final = Secret("")
+
+
+def read_secret(var: str | None, file: Path | None, env: Mapping[str, str]) -> Secret:
+    """The secret in environment variable `var`, else in `file`, else the empty secret."""
+    if var is not None:
+        return Secret(env[var])
+    if file is not None:
+        # A trailing newline is an artefact of how files are written, never part of a key.
+        return Secret(file.read_text(encoding="utf-8").rstrip("\r\n"))
+    return EMPTY_SECRET

@@ -51,7 +51,7 @@ async def run_service(
     if config.kafka.create_topics:
         await ensure_topics(config.kafka, delay_topics)
     async with AsyncExitStack() as stack:
-        store = open_store(config.attributes.backend, config.attributes.url)
+        store = open_store(config.attributes, environ)
         stack.push_async_callback(store.close)
         session = make_session(config.allowed_networks)
         stack.push_async_callback(session.close)
