@@ -8,6 +8,7 @@ import pytest
 from consumer.receiver import Receiver
 
 from .kafka import kafka_broker
+from .redis_server import redis_server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -20,6 +21,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def bootstrap() -> Iterator[str]:
     with kafka_broker() as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
 
 
 @pytest.fixture
