@@ -12,7 +12,8 @@ import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from consumer.attributes.store import AttributesUnavailable
@@ -64,7 +65,7 @@ class RedisAttributeStore:
             socket_timeout=timeout_seconds,
             # One quick retry heals a pooled connection that a Redis restart closed; a store
             # that is really down is reported at once, and the caller decides about retrying.
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, (ConnectionError,)),
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, (RedisConnectionError,)),
             **options,
         )
         self._client = Redis.from_pool(pool)
