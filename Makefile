@@ -1,4 +1,5 @@
-# Every target does its own set-up: a fresh clone needs only Python 3.11+, Java 17+ and Maven.
+# Every target does its own set-up: a fresh clone needs only Python 3.11+, Java 17+ and Maven
+# (and redis-server, which deploy/local/redis installs with apt-get when run as root).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,17 +23,17 @@ kafka-fetch:
 	deploy/local/kafka fetch
 
 demo: setup
-	deploy/local/with-kafka $(BIN)/webhook-consumer demo
+	deploy/local/with-services $(BIN)/webhook-consumer demo
 
 test: setup kustomize
 	KUSTOMIZE=$(if $(wildcard $(KUSTOMIZE)),$(CURDIR)/$(KUSTOMIZE)) \
-	  deploy/local/with-kafka $(BIN)/python -m pytest -q -p no:cacheprovider
+	  deploy/local/with-services $(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: $(INSTALLED)
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: setup
-	deploy/local/with-kafka $(BIN)/python -m pytest -q tests/integration
+	deploy/local/with-services $(BIN)/python -m pytest -q tests/integration
 
 # The deployment artifacts only: no broker, no network, no Docker engine, no cluster.
 deploy-check: $(INSTALLED) kustomize
@@ -52,7 +53,7 @@ kustomize:
 
 # Figures to watch, not targets: throughput and peak memory of a real `run` process.
 bench: setup
-	deploy/local/with-kafka $(BIN)/python -m tests.bench.throughput
+	deploy/local/with-services $(BIN)/python -m tests.bench.throughput
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check consumer tests
@@ -64,4 +65,5 @@ schemas: $(INSTALLED)
 
 clean:
 	-deploy/local/kafka stop
+	-deploy/local/redis stop
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     receiver.add_argument("--host", default="127.0.0.1", help="address to listen on")
     receiver.add_argument("--port", type=int, default=8080, help="port to listen on (0: any)")
     receiver.add_argument("--log-format", choices=["json", "console"], default="json")
+    demo.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL") or None,
+        help="keep the demo's attributes in this Redis (default: $REDIS_URL, else SQLite)",
+    )
     commands.add_parser("schemas", help="write schemas/*.json from the models").add_argument(
         "--out", type=Path, default=Path("schemas")
     )
@@ -169,7 +174,7 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
         from .demo import run_demo
 
         configure_logging(*_log_settings(args, "warning", "console"))
-        return asyncio.run(run_demo(args.bootstrap_servers, args.events))
+        return asyncio.run(run_demo(args.bootstrap_servers, args.events, args.redis_url))
     if args.command == "receiver":
         from .receiver_server import serve_receiver
 
@@ -227,7 +232,7 @@ async def _send_test(
         template_param = dict(route.template_param)
     found = {}
     if users:
-        store = open_store(config.attributes.backend, config.attributes.url)
+        store = open_store(config.attributes)
         try:
             found = await store.get_many(users)
         finally:
@@ -276,7 +281,7 @@ async def _import_attributes(config: ServiceConfig, file: Path) -> int:
     if not file.is_file():  # noqa: ASYNC240 - one stat before any work starts
         print(f"{file}: no such file", file=sys.stderr)
         return EXIT_USAGE
-    store = open_store(config.attributes.backend, config.attributes.url)
+    store = open_store(config.attributes)
     try:
         report = await import_jsonl(store, file, progress=True)
     finally:

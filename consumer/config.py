@@ -22,11 +22,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from yarl import URL
 
+from .attributes.urls import check_url, remember_password
 from .config_checks import USERINFO, cross_check, shown
 
 ParamType = Literal["string", "integer", "number", "boolean"]
@@ -159,7 +161,30 @@ class KafkaConfig(_Model):
 
 class AttributesConfig(_Model):
     backend: Literal["sqlite", "redis"] = "sqlite"
-    url: str = "sqlite:///./attributes.db"
+    # sqlite:///<path>; redis://host[:port][/db], rediss://... (TLS) or unix:///<socket>
+    url: Annotated[str, Field(validate_default=True)] = "sqlite:///./attributes.db"
+    key_prefix: str = "webhook-consumer:attrs:"  # redis: one hash per user, <key_prefix><user_id>
+    # redis: connecting, and each round trip; sqlite: waiting for another writer's lock
+    timeout_seconds: PositiveFloat = 3.0
+    # Lookups are remembered this long, found or not; 0 turns the cache off.
+    cache_ttl_seconds: Annotated[float, Field(ge=0)] = 30.0
+    cache_max_users: PositiveInt = 100_000  # the oldest entries go first
+    # redis: the password (AUTH) comes from here rather than from the URL, like every secret.
+    password_env: str | None = None
+    password_file: Path | None = None
+    # rediss://: PEM file of the CAs to trust instead of the system's; always verified.
+    ca_bundle: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, value: str, info: ValidationInfo) -> str:
+        # Static checks only, no connection: check-config must work where the store is not
+        # reachable yet (a CI lint step, a build machine, before Redis is deployed).
+        remember_password(value)  # whatever else goes wrong, it never reaches a log
+        backend = info.data.get("backend")
+        if isinstance(backend, str):  # else backend itself is reported
+            check_url(backend, value)
+        return value
 
 
 class CircuitBreakerConfig(_Model):

@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 USERINFO = re.compile(r"//[^/?#]*@")  # credentials written into a URL
 
@@ -43,6 +44,7 @@ def cross_check(
     never sign a request (`dlq`) run where those secrets are not given."""
     yield from _kafka_checks(_section(data, "kafka"), environ)
     yield from _ca_bundle_check("tls", _section(data, "tls"))
+    yield from _attributes_checks(_section(data, "attributes"), environ)
     channels = {
         ch["name"]: (i, ch)
         for i, ch in _items(data.get("channels"))
@@ -164,6 +166,25 @@ def _tls_checks(i: int, channel: dict[str, Any], tls: dict[str, Any]) -> Iterato
             f"channels[{i}].url: expected an https:// URL (tls.require_https is set), "
             f"got {USERINFO.sub('//***@', url)!r}"
         )
+
+
+def _attributes_checks(section: dict[str, Any], environ: Mapping[str, str]) -> Iterator[str]:
+    yield from _ca_bundle_check("attributes", section)
+    yield from _secret_checks("attributes", section, "password_env", "password_file", environ)
+    url = section.get("url")
+    given = any(section.get(key) is not None for key in ("password_env", "password_file"))
+    if given and isinstance(url, str) and _has_password(url):
+        yield (
+            "attributes.url: expected no password in the URL when password_env or "
+            f"password_file gives it, got {USERINFO.sub('//***@', url)!r}"
+        )
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # reported by the URL check
+        return False
 
 
 def _ca_bundle_check(prefix: str, tls: dict[str, Any]) -> Iterator[str]:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .attributes import open_store
+from .attributes.urls import shown_url
 from .config import KafkaConfig, parse_config
 from .kafkatools import client_options
 from .receiver import Receiver
@@ -32,13 +33,21 @@ USERS = {
     "u-10088": {"hobby": "跑步", "birthday": "1988-08-08", "tier": "gold"},
     "u-10089": {"hobby": "chess", "birthday": "1999-12-31", "tier": "bronze"},
 }
+DEMO_KEY_PREFIX = "webhook-consumer-demo:"
 CAMPAIGN_CHANNELS = {
     "double11-coupon": ["coupon-system", "push-service"],
     "loyalty-boost": ["loyalty-points"],
 }
 
 
-def demo_config(bootstrap: str, receiver: Receiver, folder: Path, suffix: str) -> dict[str, Any]:
+def demo_config(
+    bootstrap: str, receiver: Receiver, folder: Path, suffix: str, redis_url: str | None = None
+) -> dict[str, Any]:
+    attributes = (
+        {"backend": "sqlite", "url": f"sqlite:///{folder / 'attributes.db'}"}
+        if redis_url is None
+        else {"backend": "redis", "url": redis_url, "key_prefix": f"{DEMO_KEY_PREFIX}{suffix}:"}
+    )
     return {
         "kafka": {
             "bootstrap_servers": bootstrap,
@@ -48,7 +57,7 @@ def demo_config(bootstrap: str, receiver: Receiver, folder: Path, suffix: str) -
             "commit_interval_ms": 200,
             "shutdown_grace_seconds": 10,
         },
-        "attributes": {"backend": "sqlite", "url": f"sqlite:///{folder / 'attributes.db'}"},
+        "attributes": attributes,
         "allowed_networks": ["127.0.0.0/8"],
         "retry": {"quick_attempts": 3, "backoff_initial_ms": 50, "backoff_max_ms": 500},
         "logging": {"level": "warning", "format": "console"},
@@ -129,7 +138,8 @@ def sample_events(count: int) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-async def run_demo(bootstrap: str, event_count: int) -> int:
+async def run_demo(bootstrap: str, event_count: int, redis_url: str | None = None) -> int:
+    """Everything end to end; attributes in Redis at `redis_url` if given, else in SQLite."""
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=160)  # a log file has no width to fit
@@ -147,13 +157,14 @@ async def run_demo(bootstrap: str, event_count: int) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="webhook-consumer-demo-") as tmp:
             config = parse_config(
-                demo_config(bootstrap, receiver, Path(tmp), suffix), "demo", environ
+                demo_config(bootstrap, receiver, Path(tmp), suffix, redis_url), "demo", environ
             )
             console.print(f"receiver listening on 127.0.0.1:{receiver.port}; Kafka at {bootstrap}")
-            store = open_store("sqlite", config.attributes.url)
+            store = open_store(config.attributes)
             await store.put_many(list(USERS.items()))
             await store.close()
-            console.print(f"imported attributes of {len(USERS)} users")
+            where = "SQLite" if redis_url is None else f"Redis at {shown_url(redis_url)}"
+            console.print(f"imported attributes of {len(USERS)} users into {where}")
             await ensure_topics(config.kafka)
             events = sample_events(event_count)
             await _publish(config.kafka, events)
@@ -164,6 +175,8 @@ async def run_demo(bootstrap: str, event_count: int) -> int:
             arrived = await receiver.wait_for(lambda r: _pairs(r) >= expected, within=90)
             stop.set()
             await service
+            if redis_url is not None:
+                await _drop_demo_users(redis_url, config.attributes.key_prefix)
     finally:
         await receiver.stop()
     _print_table(console, receiver)
@@ -176,6 +189,17 @@ async def run_demo(bootstrap: str, event_count: int) -> int:
     ok = arrived and all(r.verified for r in receiver.received)
     console.print("[bold green]demo passed[/]" if ok else "[bold red]demo failed[/]")
     return 0 if ok else 1
+
+
+async def _drop_demo_users(redis_url: str, key_prefix: str) -> None:
+    """Leave a shared Redis as it was: the store has no delete, the demo talks to Redis."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        await client.delete(*(key_prefix + user for user in USERS))
+    finally:
+        await client.aclose()
 
 
 def _pairs(receiver: Receiver) -> int:

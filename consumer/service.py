@@ -70,7 +70,7 @@ async def run_service(
     summary = RetrySummary()
     observer = Observer([TransitionLog(debug=config.logging.level == "debug"), summary])
     async with AsyncExitStack() as stack:
-        store = open_store(config.attributes.backend, config.attributes.url)
+        store = open_store(config.attributes, environ)
         stack.push_async_callback(store.close)
         session = make_session(config.allowed_networks)
         stack.push_async_callback(session.close)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from consumer.attributes.store import AttributesUnavailable
 
 # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 999 on older builds; stay well below.
 _CHUNK = 500
@@ -28,21 +31,28 @@ ON CONFLICT(user_id) DO UPDATE SET attributes = excluded.attributes
 
 
 class SqliteAttributeStore:
-    """One shared connection serialised by a lock; all I/O runs in worker threads."""
+    """One shared connection serialised by a lock; all I/O runs in worker threads.
 
-    def __init__(self, path: str | Path) -> None:
-        db = str(path)
-        if db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit, so put_many controls its own transaction.
-        self._conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+    A locked, unreadable or full database raises AttributesUnavailable.
+    """
+
+    def __init__(self, path: str | Path, *, timeout_seconds: float = 5.0) -> None:
+        self._db = db = str(path)
         self._lock = threading.Lock()
         self._closed = False
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against app crashes under WAL; only power loss can drop
-        # the last commits, which a re-import recovers.
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(_SCHEMA)
+        with self._unavailable():
+            if db != ":memory:":
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: autocommit, so put_many controls its own transaction.
+            # timeout: how long a statement waits for another writer's lock before failing.
+            self._conn = sqlite3.connect(
+                db, timeout=timeout_seconds, check_same_thread=False, isolation_level=None
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against app crashes under WAL; only power loss can drop
+            # the last commits, which a re-import recovers.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(_SCHEMA)
 
     async def get_many(self, user_ids: Collection[str]) -> dict[str, dict[str, Any]]:
         if not user_ids:
@@ -60,7 +70,7 @@ class SqliteAttributeStore:
     def _get_many(self, user_ids: Collection[str]) -> dict[str, dict[str, Any]]:
         ids = list(dict.fromkeys(user_ids))
         rows: list[tuple[str, bytes]] = []
-        with self._lock:
+        with self._lock, self._unavailable():
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 sql = (
@@ -75,7 +85,7 @@ class SqliteAttributeStore:
         # Encode before locking: keeps the critical section short and a bad
         # value fails before the transaction starts.
         encoded = [(user_id, orjson.dumps(dict(attrs))) for user_id, attrs in items]
-        with self._lock:
+        with self._lock, self._unavailable():
             self._conn.execute("BEGIN")
             try:
                 self._conn.executemany(_UPSERT, encoded)
@@ -83,6 +93,14 @@ class SqliteAttributeStore:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        try:
+            yield
+        # DatabaseError covers OperationalError (locked, I/O error, disk full) and corruption.
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise AttributesUnavailable(f"sqlite attribute store {self._db!r}: {exc}") from exc
 
     def _close(self) -> None:
         with self._lock:

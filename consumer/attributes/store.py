@@ -1,15 +1,23 @@
-"""Attribute store interface, in-memory backend and URL-based factory."""
+"""Attribute store interface, its one operational error, in-memory backend and factory."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from consumer.attributes.sqlite import SqliteAttributeStore
+if TYPE_CHECKING:
+    from consumer.config import AttributesConfig
 
-_SQLITE_PREFIX = "sqlite:///"
+
+class AttributesUnavailable(Exception):
+    """The store cannot answer now (down, timing out, read-only, locked); worth retrying later.
+
+    Every backend raises this and only this for operational failures, with a message that names
+    the store but never a password.
+    """
 
 
 class AttributeStore(Protocol):
@@ -54,21 +62,43 @@ class MemoryAttributeStore:
         return None
 
 
-def open_store(backend: str, url: str) -> AttributeStore:
-    """Build a store from config, e.g. ``open_store("sqlite", "sqlite:///./attributes.db")``."""
-    if backend == "sqlite":
-        return SqliteAttributeStore(_sqlite_path(url))
-    if backend == "redis":
-        raise NotImplementedError("redis backend arrives in a later release")
-    raise ValueError(f"unknown attribute store backend {backend!r}; expected 'sqlite' or 'redis'")
+def open_store(
+    config: AttributesConfig, environ: Mapping[str, str] | None = None
+) -> AttributeStore:
+    """The configured backend, behind the cache unless `cache_ttl_seconds` is 0.
 
+    `environ` (default: the process's) holds `password_env`. Nothing connects yet: a store
+    that is down fails the first lookup, not the start.
+    """
+    # Imported when chosen: a SQLite deployment never loads the Redis client, and the
+    # backends can import AttributesUnavailable from here without a cycle.
+    from consumer.attributes.urls import sqlite_path
 
-def _sqlite_path(url: str) -> str:
-    path = url[len(_SQLITE_PREFIX) :] if url.startswith(_SQLITE_PREFIX) else ""
-    # Query strings are rejected rather than silently becoming part of the filename.
-    if not path or "?" in path:
-        raise ValueError(
-            "expected a sqlite URL like 'sqlite:///./attributes.db' (relative), "
-            f"'sqlite:////abs/path.db' (absolute) or 'sqlite:///:memory:', got {url!r}"
+    store: AttributeStore
+    if config.backend == "sqlite":
+        from consumer.attributes.sqlite import SqliteAttributeStore
+
+        store = SqliteAttributeStore(
+            sqlite_path(config.url), timeout_seconds=config.timeout_seconds
         )
-    return path
+    elif config.backend == "redis":
+        from consumer.attributes.redis import RedisAttributeStore
+        from consumer.secrets import read_secret
+
+        env = os.environ if environ is None else environ
+        store = RedisAttributeStore(
+            config.url,
+            key_prefix=config.key_prefix,
+            timeout_seconds=config.timeout_seconds,
+            password=read_secret(config.password_env, config.password_file, env) or None,
+            ca_bundle=config.ca_bundle,
+        )
+    else:
+        raise ValueError(f"unknown attribute store backend {config.backend!r}")
+    if config.cache_ttl_seconds == 0:
+        return store
+    from consumer.attributes.cache import CachedAttributeStore
+
+    return CachedAttributeStore(
+        store, ttl_seconds=config.cache_ttl_seconds, max_users=config.cache_max_users
+    )

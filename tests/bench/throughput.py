@@ -16,6 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from redis.asyncio import Redis
+
+from consumer.attributes import open_store
 from consumer.receiver import Receiver
 from tests.integration.support import (
     Setup,
@@ -27,6 +30,8 @@ from tests.integration.support import (
     write_config,
 )
 
+USERS = 1000  # distinct users among the events, each with attributes in the store
+
 
 def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -35,18 +40,28 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def bench(bootstrap: str, events: int, channels: int) -> dict[str, object]:
+async def bench(
+    bootstrap: str, events: int, channels: int, redis_url: str | None
+) -> dict[str, object]:
     receiver = Receiver({})
     await receiver.start()
     names = [f"ch{i}" for i in range(channels)]
     with tempfile.TemporaryDirectory() as tmp:
         setup = Setup(
-            bootstrap, receiver, [channel(receiver, n) for n in names], {"c": names}, tmp=tmp
+            bootstrap,
+            receiver,
+            [channel(receiver, n) for n in names],
+            {"c": names},
+            tmp=tmp,
+            redis_url=redis_url,
         )
         config = write_config(setup, Path(tmp))
+        store = open_store(setup.config().attributes)
+        await store.put_many([(f"u-{i}", {"hobby": f"h{i}"}) for i in range(USERS)])
+        await store.close()
         await create_topic(bootstrap, setup.topic, 3)
         await produce(
-            bootstrap, setup.topic, encoded(event("c", f"u-{i % 1000}") for i in range(events))
+            bootstrap, setup.topic, encoded(event("c", f"u-{i % USERS}") for i in range(events))
         )
         expected = events * channels
         started = time.monotonic()
@@ -70,10 +85,13 @@ async def bench(bootstrap: str, events: int, channels: int) -> dict[str, object]
         finally:
             service.send_signal(signal.SIGTERM)
             await service.wait()
+            if redis_url is not None:
+                await _drop_keys(redis_url, setup.attributes["key_prefix"])
     await receiver.stop()
     return {
         "events": events,
         "channels": channels,
+        "attributes": setup.attributes["backend"],
         "deliveries": len(receiver.received),
         "all_delivered": done,
         "all_verified": all(r.verified for r in receiver.received),
@@ -83,13 +101,25 @@ async def bench(bootstrap: str, events: int, channels: int) -> dict[str, object]
     }
 
 
+async def _drop_keys(redis_url: str, prefix: str) -> None:
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--channels", type=int, default=3)
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    print(json.dumps(asyncio.run(bench(bootstrap, args.events, args.channels))))
+    # Attributes in Redis when make bench provides one (deploy/local/with-services), else SQLite.
+    redis_url = os.environ.get("REDIS_URL") or None
+    print(json.dumps(asyncio.run(bench(bootstrap, args.events, args.channels, redis_url))))
 
 
 if __name__ == "__main__":

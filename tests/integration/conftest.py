@@ -8,6 +8,7 @@ import pytest
 from consumer.receiver import Receiver
 
 from .kafka import kafka_broker
+from .redis_server import redis_server
 from .secured_kafka import SecuredKafka, secured_kafka_broker
 
 
@@ -28,6 +29,12 @@ def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredK
     """A second, private broker with SASL_SSL and mutual-TLS listeners (started once)."""
     with secured_kafka_broker(tmp_path_factory.mktemp("secured-kafka")) as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
 
 
 @pytest.fixture

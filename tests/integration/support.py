@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,6 +63,13 @@ class Setup:
     env: dict[str, str] = field(default_factory=dict)  # more variables, e.g. a Kafka password
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     tmp: str = "/tmp"
+    redis_url: str | None = None  # attributes in Redis (under a prefix of this test's own)
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        if self.redis_url is None:
+            return {"backend": "sqlite", "url": f"sqlite:///{self.tmp}/attrs.db"}
+        return {"backend": "redis", "url": self.redis_url, "key_prefix": f"test-{self.suffix}:"}
 
     @property
     def topic(self) -> str:
@@ -96,7 +105,7 @@ class Setup:
                 "shutdown_grace_seconds": 20,
                 **self.kafka,
             },
-            "attributes": {"backend": "sqlite", "url": f"sqlite:///{self.tmp}/attrs.db"},
+            "attributes": self.attributes,
             "allowed_networks": ["127.0.0.0/8"],
             "retry": {
                 "quick_attempts": 3,
@@ -123,6 +132,22 @@ def write_config(setup: Setup, folder: Path) -> Path:
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(setup.document(), allow_unicode=True), encoding="utf-8")
     return path
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """`webhook-consumer ARGS` as its own process: exit status, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consumer",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 class RunningService:

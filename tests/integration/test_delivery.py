@@ -37,7 +37,7 @@ async def test_every_event_reaches_every_channel_signed(
         tmp=tmp,
     )
     config = setup.config()
-    store = open_store("sqlite", config.attributes.url)
+    store = open_store(config.attributes)
     await store.put_many([(f"u-{i}", {"hobby": f"game{i}", "secret_score": i}) for i in range(50)])
     await store.close()
     await create_topic(bootstrap, setup.topic, 3)
@@ -170,7 +170,7 @@ async def test_batched_channel_packs_users_of_one_campaign(
     batched = channel(receiver, "batched", batch={"max_users": 5, "linger_ms": 300})
     setup = Setup(bootstrap, receiver, [batched], {"c": ["batched"]}, tmp=tmp)
     config = setup.config()
-    store = open_store("sqlite", config.attributes.url)
+    store = open_store(config.attributes)
     await store.put_many([(f"u-{i}", {"hobby": f"h{i}"}) for i in range(10)])
     await store.close()
     await create_topic(bootstrap, setup.topic, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,12 +13,15 @@ import pytest_asyncio
 
 from consumer.attributes import (
     AttributeStore,
+    AttributesUnavailable,
+    CachedAttributeStore,
     ImportReport,
     MemoryAttributeStore,
     SqliteAttributeStore,
     import_jsonl,
     open_store,
 )
+from consumer.config import AttributesConfig
 
 
 @pytest_asyncio.fixture(params=["sqlite", "memory"])
@@ -185,10 +189,14 @@ def test_report_is_frozen() -> None:
         report.imported = 2  # type: ignore[misc]
 
 
+def _sqlite(url: str, **settings: object) -> AttributesConfig:
+    return AttributesConfig.model_validate({"backend": "sqlite", "url": url, **settings})
+
+
 @pytest.mark.asyncio
 async def test_open_store_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    s = open_store("sqlite", "sqlite:///./data/attributes.db")
+    s = open_store(_sqlite("sqlite:///./data/attributes.db", cache_ttl_seconds=0))
     try:
         assert isinstance(s, SqliteAttributeStore)
         await s.put_many([("u", {"a": 1})])
@@ -201,7 +209,7 @@ async def test_open_store_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 async def test_open_store_absolute(tmp_path: Path) -> None:
     db = tmp_path / "abs" / "attributes.db"
     assert str(db).startswith("/")
-    s = open_store("sqlite", f"sqlite:///{db}")  # four slashes in total
+    s = open_store(_sqlite(f"sqlite:///{db}"))  # four slashes in total
     try:
         await s.put_many([("u", {"a": 1})])
     finally:
@@ -212,13 +220,25 @@ async def test_open_store_absolute(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_open_store_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    s = open_store("sqlite", "sqlite:///:memory:")
+    s = open_store(_sqlite("sqlite:///:memory:"))
     try:
         await s.put_many([("u", {"a": 1})])
         assert await s.get_many(["u"]) == {"u": {"a": 1}}
     finally:
         await s.close()
     assert os.listdir(tmp_path) == []  # nothing written to disk
+
+
+@pytest.mark.asyncio
+async def test_open_store_puts_the_cache_in_front_unless_its_ttl_is_0(tmp_path: Path) -> None:
+    cached = open_store(_sqlite(f"sqlite:///{tmp_path}/a.db", cache_max_users=7))
+    plain = open_store(_sqlite(f"sqlite:///{tmp_path}/b.db", cache_ttl_seconds=0))
+    try:
+        assert isinstance(cached, CachedAttributeStore)
+        assert isinstance(plain, SqliteAttributeStore)
+    finally:
+        await cached.close()
+        await plain.close()
 
 
 @pytest.mark.parametrize(
@@ -234,14 +254,27 @@ async def test_open_store_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 )
 def test_open_store_bad_url(url: str) -> None:
     with pytest.raises(ValueError, match=r"expected a sqlite URL like 'sqlite:///"):
-        open_store("sqlite", url)
+        open_store(AttributesConfig.model_construct(backend="sqlite", url=url))
 
 
-def test_open_store_redis_not_yet() -> None:
-    with pytest.raises(NotImplementedError, match="redis backend arrives in a later release"):
-        open_store("redis", "redis://localhost:6379/0")
+def test_sqlite_that_cannot_open_its_file_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "a-folder.db").mkdir()
+    with pytest.raises(AttributesUnavailable, match=r"a-folder\.db'.*unable to open"):
+        SqliteAttributeStore(tmp_path / "a-folder.db")
 
 
-def test_open_store_unknown_backend() -> None:
-    with pytest.raises(ValueError, match="expected 'sqlite' or 'redis'"):
-        open_store("mongo", "mongodb://x")
+@pytest.mark.asyncio
+async def test_sqlite_locked_by_another_writer_is_unavailable(tmp_path: Path) -> None:
+    db = tmp_path / "attrs.db"
+    store = SqliteAttributeStore(db, timeout_seconds=0.05)
+    other = sqlite3.connect(db, timeout=0, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # what a long write by another process looks like
+    try:
+        with pytest.raises(AttributesUnavailable, match="locked"):
+            await store.put_many([("u", {"a": 1})])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await store.put_many([("u", {"a": 1})])  # the store is usable again once the lock is gone
+    assert await store.get_many(["u"]) == {"u": {"a": 1}}
+    await store.close()

@@ -1,0 +1,275 @@
+"""The Redis attribute store against a real redis-server: layout, types, round trips, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+from redis.asyncio import Redis
+
+from consumer.attributes import AttributesUnavailable, open_store
+from consumer.attributes.redis import RedisAttributeStore
+from consumer.config import AttributesConfig
+
+NESTED = {
+    "name": "Zoë 王 🚀",
+    "tags": ["ä", "ß", None, True, 1.5],
+    "address": {"city": "Zürich", "geo": {"lat": 47.37, "lon": 8.54}},
+    "count": 2**53,
+    "zero": 0,
+    "off": False,
+    "nothing": None,
+    "number_as_text": "123",
+    "": "an empty attribute name",
+}
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[Redis]:
+    """A plain client, to look at what the store wrote and at the server's counters."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def prefix(raw: Redis) -> AsyncIterator[str]:
+    """A key prefix of this test's own; its keys are removed afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    keys = [key async for key in raw.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await raw.delete(*keys)
+
+
+@pytest.fixture
+async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisAttributeStore]:
+    s = RedisAttributeStore(redis_url, key_prefix=prefix, timeout_seconds=3)
+    yield s
+    await s.close()
+
+
+async def test_types_round_trip(store: RedisAttributeStore) -> None:
+    await store.put_many([("u1", NESTED), ("ユーザー", {"k": "v"}), ("bare", {})])
+    got = await store.get_many(["u1", "ユーザー", "bare", "absent"])
+    assert got == {"u1": NESTED, "ユーザー": {"k": "v"}, "bare": {}}
+    assert type(got["u1"]["count"]) is int
+    assert type(got["u1"]["tags"][4]) is float
+
+
+async def test_one_hash_per_user_with_json_values(
+    store: RedisAttributeStore, raw: Redis, prefix: str
+) -> None:
+    await store.put_many([("u-10086", {"hobby": "跑步", "level": 7, "vip": True})])
+    assert await raw.type(f"{prefix}u-10086") == b"hash"
+    assert await raw.hgetall(f"{prefix}u-10086") == {
+        b"hobby": '"跑步"'.encode(),
+        b"level": b"7",
+        b"vip": b"true",
+    }
+
+
+async def test_a_write_replaces_a_users_attributes(
+    store: RedisAttributeStore, raw: Redis, prefix: str
+) -> None:
+    await store.put_many([("u1", {"a": 1, "b": 2}), ("u2", {"keep": True})])
+    await store.put_many([("u1", {"c": 3})])
+    assert await store.get_many(["u1", "u2"]) == {"u1": {"c": 3}, "u2": {"keep": True}}
+    assert await raw.hkeys(f"{prefix}u1") == [b"c"]
+    await store.put_many([("u1", {})])  # a user with no attributes is still found
+    assert await store.get_many(["u1"]) == {"u1": {}}
+
+
+async def test_the_last_write_of_a_user_in_one_batch_wins(store: RedisAttributeStore) -> None:
+    await store.put_many([("u1", {"v": 1}), ("u2", {"v": 1}), ("u1", {"v": 2})])
+    assert await store.get_many(["u1", "u2"]) == {"u1": {"v": 2}, "u2": {"v": 1}}
+
+
+async def test_a_batch_with_a_value_that_is_not_json_writes_nothing(
+    store: RedisAttributeStore,
+) -> None:
+    await store.put_many([("ok", {"a": 1})])
+    with pytest.raises(TypeError):
+        await store.put_many([("ok", {"a": 2}), ("bad", {"a": object()})])
+    assert await store.get_many(["ok", "bad"]) == {"ok": {"a": 1}}
+
+
+async def test_empty_inputs(store: RedisAttributeStore) -> None:
+    await store.put_many([])
+    assert await store.get_many([]) == {}
+
+
+async def _counters(raw: Redis) -> dict[str, int]:
+    """Server-side counts: socket reads, and calls per command."""
+    stats = await raw.info("stats")
+    commands = await raw.info("commandstats")
+    counts = {f"cmd:{name.removeprefix('cmdstat_')}": v["calls"] for name, v in commands.items()}
+    return {"reads": stats["total_reads_processed"], **counts}
+
+
+def _delta(before: dict[str, int], after: dict[str, int], key: str) -> int:
+    return after.get(key, 0) - before.get(key, 0)
+
+
+async def test_many_users_take_few_round_trips(store: RedisAttributeStore, raw: Redis) -> None:
+    users = [f"user-{i}" for i in range(2500)]
+    await store.get_many(["warm-up"])  # the connection and its handshake are not counted
+
+    before = await _counters(raw)
+    await store.put_many([(u, {"i": i, "hobby": "chess"}) for i, u in enumerate(users)])
+    after = await _counters(raw)
+    # One MULTI/EXEC transaction per 1000 users, each user replaced by DEL + HSET.
+    assert _delta(before, after, "cmd:multi") == 3
+    assert _delta(before, after, "cmd:exec") == 3
+    assert _delta(before, after, "cmd:del") == 2500
+    assert _delta(before, after, "cmd:hset") == 2500
+    # A command per round trip would be 5000 reads; pipelined, the server reads them in bulk.
+    assert _delta(before, after, "reads") <= 100, after
+
+    before = await _counters(raw)
+    found = await store.get_many([*users, "absent"])
+    after = await _counters(raw)
+    assert found == {u: {"i": i, "hobby": "chess"} for i, u in enumerate(users)}
+    assert _delta(before, after, "cmd:hgetall") == 2501
+    assert _delta(before, after, "reads") <= 50, after
+
+
+async def test_a_unix_socket_url(raw: Redis, prefix: str) -> None:
+    path = (await raw.config_get("unixsocket")).get("unixsocket")
+    if not path:
+        pytest.skip("this Redis listens on no unix socket (deploy/local/redis does)")
+    store = RedisAttributeStore(f"unix://{path}?db=0", key_prefix=prefix, timeout_seconds=3)
+    try:
+        await store.put_many([("u1", {"via": "unix"})])
+        assert await store.get_many(["u1"]) == {"u1": {"via": "unix"}}
+    finally:
+        await store.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # nothing listens there once the socket is closed
+
+
+async def test_a_store_that_is_down_is_unavailable_and_the_password_stays_out(
+    prefix: str,
+) -> None:
+    port = _closed_port()
+    url = f"redis://:s3cret-redis-password@127.0.0.1:{port}/0"
+    store = RedisAttributeStore(url, key_prefix=prefix, timeout_seconds=3)
+    try:
+        for attempt in (
+            lambda: store.get_many(["u1"]),
+            lambda: store.put_many([("u1", {"a": 1})]),
+        ):
+            with pytest.raises(AttributesUnavailable) as caught:
+                await attempt()
+            message = str(caught.value)
+            assert message.startswith(f"redis attribute store 'redis://***@127.0.0.1:{port}/0': ")
+            assert f"connecting to 127.0.0.1:{port}" in message
+            assert "s3cret-redis-password" not in message
+    finally:
+        await store.close()
+
+
+async def test_a_store_that_does_not_answer_times_out_as_unavailable(prefix: str) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # reads nothing, answers nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisAttributeStore(
+        f"redis://127.0.0.1:{port}/0", key_prefix=prefix, timeout_seconds=0.3
+    )
+    try:
+        with pytest.raises(AttributesUnavailable, match=r"[Tt]imeout"):
+            await store.get_many(["u1"])
+        assert accepted
+    finally:
+        await store.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def _with_user(redis_url: str, raw: Redis, password: str, rules: list[str]) -> str:
+    """A URL of `redis_url`'s server, logging in as a new user with these ACL rules."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    await raw.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", *rules)
+    parts = urlsplit(redis_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=f"{name}:{password}@{host}").geturl()
+
+
+async def _drop_user(raw: Redis, url: str) -> None:
+    await raw.execute_command("ACL", "DELUSER", urlsplit(url).username)
+
+
+async def test_a_refused_write_is_unavailable(redis_url: str, raw: Redis, prefix: str) -> None:
+    # A read-only account answers writes with an error, as a READONLY replica does.
+    password = f"pw-{uuid.uuid4().hex}"
+    url = await _with_user(redis_url, raw, password, ["~*", "+@read", "+@connection"])
+    store = RedisAttributeStore(url, key_prefix=prefix, timeout_seconds=3)
+    try:
+        assert await store.get_many(["u1"]) == {}
+        with pytest.raises(AttributesUnavailable, match="permission") as caught:
+            await store.put_many([("u1", {"a": 1})])
+        assert password not in str(caught.value)
+    finally:
+        await store.close()
+        await _drop_user(raw, url)
+
+
+async def test_a_wrong_password_is_unavailable(redis_url: str, raw: Redis, prefix: str) -> None:
+    url = await _with_user(redis_url, raw, "the-right-password", ["~*", "+@all"])
+    wrong = url.replace("the-right-password", "not-the-password-at-all")
+    store = RedisAttributeStore(wrong, key_prefix=prefix, timeout_seconds=3)
+    try:
+        with pytest.raises(AttributesUnavailable) as caught:
+            await store.get_many(["u1"])
+        assert "not-the-password-at-all" not in str(caught.value)
+        assert "//***@" in str(caught.value)
+    finally:
+        await store.close()
+        await _drop_user(raw, url)
+
+
+async def test_the_password_from_the_environment_logs_in(
+    redis_url: str, raw: Redis, prefix: str
+) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    with_password = await _with_user(redis_url, raw, password, ["~*", "+@all"])
+    parts = urlsplit(with_password)
+    without = parts._replace(netloc=parts.netloc.replace(f":{password}@", "@")).geturl()
+    config = AttributesConfig(
+        backend="redis",
+        url=without,
+        key_prefix=prefix,
+        password_env="ATTRIBUTES_REDIS_PASSWORD",
+        cache_ttl_seconds=0,
+    )
+    try:
+        store = open_store(config, {"ATTRIBUTES_REDIS_PASSWORD": password})
+        try:
+            await store.put_many([("u1", {"a": 1})])
+            assert await store.get_many(["u1"]) == {"u1": {"a": 1}}
+        finally:
+            await store.close()
+        wrong = open_store(config, {"ATTRIBUTES_REDIS_PASSWORD": "not-the-password"})
+        try:
+            with pytest.raises(AttributesUnavailable) as caught:
+                await wrong.get_many(["u1"])
+            assert "not-the-password" not in str(caught.value)
+        finally:
+            await wrong.close()
+    finally:
+        await _drop_user(raw, with_password)
