@@ -115,6 +115,9 @@ class KafkaConfig(_Model):
     # late due time does not hold back those behind it that are due sooner.
     delay_lookahead_records: PositiveInt = 256
     commit_interval_ms: PositiveInt = 500
+    # Finished offsets above each commit point travel in its metadata, up to the broker's
+    # offset.metadata.max.bytes (4096 by default): a restart skips them instead of redoing them.
+    offset_metadata_max_bytes: PositiveInt = 4096
     revoke_grace_seconds: PositiveFloat = 10.0
     shutdown_grace_seconds: PositiveFloat = 30.0
     security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -124,6 +127,10 @@ class KafkaConfig(_Model):
     sasl_password_file: Path | None = None
     sasl_oauth_token_file: Path | None = None  # OAUTHBEARER: read again at every login
     tls: KafkaTlsConfig = KafkaTlsConfig()
+    # Static membership (KIP-345): a member that comes back under the same id within the
+    # session timeout gets its partitions back without a rebalance. Default: the environment
+    # variable WEBHOOK_CONSUMER_INSTANCE_ID (a StatefulSet pod's name), else none.
+    group_instance_id: Annotated[str, Field(min_length=1)] | None = None
     session_timeout_ms: PositiveInt = 45_000
     heartbeat_interval_ms: PositiveInt = 3_000
     # How long the group waits for members to rejoin; must cover the revoke grace, or a member

@@ -10,7 +10,7 @@ import contextlib
 import heapq
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -22,6 +22,7 @@ from .delaypath import due_ms_of, level_of, topic_pattern
 from .delivery import Owner
 from .dispatcher import RecordLike
 from .kafka_health import kafka_health
+from .observer import NO_OBSERVER, Observer, OffsetsTruncated
 from .offsets import OffsetTracker, PartitionState
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,10 @@ def _key(tp: TopicPartition) -> Key:
     return (tp.topic, tp.partition)
 
 
+# What the group committed for some partitions: {partition: (offset, metadata)}.
+CommittedLoader = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, tuple[int, str]]]]
+
+
 class Listener:
     def __init__(
         self,
@@ -52,11 +57,15 @@ class Listener:
         dispatcher: Handler,
         redelivery: Handler,
         config: KafkaConfig,
+        load_committed: CommittedLoader | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._consumer = consumer
         self._dispatcher = dispatcher
         self._redelivery = redelivery
         self._config = config
+        self._load_committed = load_committed
+        self._observer = observer
         self._progress = asyncio.Event()  # set whenever some record finished
         self._tracker = OffsetTracker(on_progress=self._progress.set)
         self._paused: set[TopicPartition] = set()  # too much of it unfinished
@@ -101,6 +110,8 @@ class Listener:
 
     async def _dispatch(self, tp: TopicPartition, records: list[Any]) -> None:
         state = self._tracker.state(_key(tp))
+        if state.skip:  # finished before a restart or rebalance, per the commit metadata
+            records = [r for r in records if not state.take_skipped(r.offset)]
         for record in records:
             state.started(record.offset)
         if tp.topic == self._config.topic:
@@ -166,21 +177,26 @@ class Listener:
             self._consumer.resume(*ready)
 
     async def commit(self, keys: list[Key] | None = None) -> None:
-        offsets = self._tracker.to_commit(keys)
+        commits = self._tracker.to_commit(keys, self._config.offset_metadata_max_bytes)
         if keys is None:
             assigned = {_key(tp) for tp in self._consumer.assignment()}
-            offsets = {k: o for k, o in offsets.items() if k in assigned}
-        if not offsets:
+            commits = {k: c for k, c in commits.items() if k in assigned}
+        if not commits:
             return
         try:
             # Always an explicit map: the assignment can change under a bare commit() while
             # aiokafka rebalances in the background (aiokafka #929, #933).
-            await self._consumer.commit({TopicPartition(*k): o for k, o in offsets.items()})
+            await self._consumer.commit(
+                {TopicPartition(*k): (c.offset, c.metadata) for k, c in commits.items()}
+            )
         except KafkaError as exc:
             # Typically a rebalance in progress: the revoke listener commits instead.
-            log.warning("commit.failed", error=repr(exc), partitions=len(offsets))
+            log.warning("commit.failed", error=repr(exc), partitions=len(commits))
             return
-        self._tracker.committed(offsets)
+        for (topic, partition), commit in commits.items():
+            if commit.truncated:
+                self._observer.emit(OffsetsTruncated(topic, partition))
+        self._tracker.committed(commits)
         kafka_health.ok()
 
     async def wait_finished(self, keys: list[Key] | None, within: float) -> bool:
@@ -216,10 +232,33 @@ class Listener:
             self._waiting.pop(tp, None)
         log.info("partitions.revoked", partitions=sorted(keys), complete=complete)
 
-    def assigned(self, assigned: set[TopicPartition]) -> None:
+    async def assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._tracker.assign(_key(tp))
-        log.info("partitions.assigned", partitions=sorted(_key(tp) for tp in assigned))
+        skipped = await self._resume(assigned)
+        log.info(
+            "partitions.assigned",
+            partitions=sorted(_key(tp) for tp in assigned),
+            finished_before=skipped,
+        )
+
+    async def _resume(self, assigned: set[TopicPartition]) -> int:
+        """Learn which records above each commit point the last owner already finished. A
+        failure here costs duplicates, never a loss: the records are simply done again."""
+        if self._load_committed is None or not assigned:
+            return 0
+        try:
+            committed = await self._load_committed(sorted(assigned))
+        except Exception as exc:  # any failure: redo rather than stop
+            log.warning("offsets.metadata_unreadable", error=repr(exc)[:300])
+            return 0
+        skipped = 0
+        for tp, (offset, metadata) in committed.items():
+            if offset >= 0 and tp in assigned:
+                state = self._tracker.state(_key(tp))
+                state.resume_from(offset, metadata)
+                skipped += len(state.skip)
+        return skipped
 
     def _flush(self) -> None:
         self._dispatcher.flush()
@@ -246,4 +285,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._listener.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._listener.assigned(assigned)
+        await self._listener.assigned(assigned)

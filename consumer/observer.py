@@ -90,6 +90,15 @@ class Skipped:
 
 
 @dataclass(frozen=True, slots=True)
+class OffsetsTruncated:
+    """A commit's metadata could not hold every finished offset above it: after a crash the
+    ones left out are done again (duplicates, never losses)."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
 class CircuitChanged:
     channel: str
     state: str  # closed | open | half_open
@@ -117,6 +126,7 @@ Details = (
     | GaveUp
     | Dropped
     | Skipped
+    | OffsetsTruncated
     | CircuitChanged
     | HandoffChanged
 )

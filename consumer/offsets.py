@@ -1,7 +1,9 @@
 """Which offsets of each partition are still unfinished, and so how far a commit may go.
 
 Work finishes out of order; a commit says "everything before N is done", so the committable
-offset of a partition is its lowest unfinished offset, or one past the last offset seen.
+offset of a partition is its lowest unfinished offset, or one past the last offset seen. The
+offsets finished above it travel in the commit's metadata (`offsetmap`), so a restart skips
+them instead of doing them twice.
 """
 
 from __future__ import annotations
@@ -9,6 +11,16 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from . import offsetmap
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    offset: int
+    metadata: str  # the finished offsets above it; "" when there are none
+    truncated: bool  # the metadata had to leave some out to fit
+    version: int  # which state of the partition it describes
 
 
 @dataclass(slots=True)
@@ -26,6 +38,9 @@ class PartitionState:
     waiting: int = 0  # read ahead, not handed to a handler yet (delay records not yet due)
     revoked: bool = False
     on_progress: Callable[[], None] | None = None
+    skip: set[int] = field(default_factory=set)  # finished by an earlier owner, per metadata
+    _version: int = 0  # bumped by every finish: what the commit metadata describes
+    _committed_version: int = 0
 
     def started(self, offset: int) -> None:
         heapq.heappush(self._heap, offset)
@@ -34,8 +49,24 @@ class PartitionState:
 
     def finished(self, offset: int) -> None:
         self._finished.add(offset)
+        self._version += 1
         if self.on_progress is not None:
             self.on_progress()
+
+    def resume_from(self, committed: int, metadata: str | None) -> None:
+        """What the last owner committed: its metadata names offsets already finished."""
+        self.committed = committed
+        self.skip = offsetmap.decode(metadata, committed)
+
+    def take_skipped(self, offset: int) -> bool:
+        """Whether a record just read was finished by an earlier owner: then it counts as
+        read and finished here, and is not done again."""
+        if offset not in self.skip:
+            return False
+        self.skip.discard(offset)
+        self.started(offset)
+        self.finished(offset)
+        return True
 
     @property
     def unfinished(self) -> int:
@@ -52,10 +83,19 @@ class PartitionState:
             done.discard(heapq.heappop(heap))
         return heap[0] if heap else self.next_offset
 
-    def to_commit(self) -> int | None:
-        """The offset to commit now, or None when nothing moved since the last commit."""
+    def to_commit(self, metadata_limit: int = 4096) -> Commit | None:
+        """What to commit now, or None when nothing changed since the last commit."""
         offset = self.committable()
-        return None if offset is None or offset == self.committed else offset
+        if offset is None or (
+            offset == self.committed and self._version == self._committed_version
+        ):
+            return None
+        metadata, truncated = offsetmap.encode(offset, self._finished, metadata_limit)
+        return Commit(offset, metadata, truncated, self._version)
+
+    def was_committed(self, commit: Commit) -> None:
+        self.committed = commit.offset
+        self._committed_version = max(self._committed_version, commit.version)
 
 
 class OffsetTracker:
@@ -93,7 +133,9 @@ class OffsetTracker:
     def total_unfinished(self) -> int:
         return sum(state.unfinished for state in self._partitions.values())
 
-    def to_commit(self, keys: list[tuple[str, int]] | None = None) -> dict[tuple[str, int], int]:
+    def to_commit(
+        self, keys: list[tuple[str, int]] | None = None, metadata_limit: int = 4096
+    ) -> dict[tuple[str, int], Commit]:
         chosen = (
             self._partitions
             if keys is None
@@ -101,13 +143,13 @@ class OffsetTracker:
         )
         out = {}
         for key, state in chosen.items():
-            offset = state.to_commit()
-            if offset is not None:
-                out[key] = offset
+            commit = state.to_commit(metadata_limit)
+            if commit is not None:
+                out[key] = commit
         return out
 
-    def committed(self, offsets: dict[tuple[str, int], int]) -> None:
-        for key, offset in offsets.items():
+    def committed(self, commits: dict[tuple[str, int], Commit]) -> None:
+        for key, commit in commits.items():
             state = self._partitions.get(key)
             if state is not None:
-                state.committed = offset
+                state.was_committed(commit)

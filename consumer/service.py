@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from .attributes import open_store
 from .catalog import Catalog
@@ -106,9 +108,19 @@ async def run_service(
         for lane in lanes.values():
             lane.start()
             stack.push_async_callback(lane.close)
+        admin = AIOKafkaAdminClient(**client_options(config.kafka, environ))
+        await admin.start()
+        stack.push_async_callback(admin.close)
+
+        async def committed(tps: list[TopicPartition]) -> dict[TopicPartition, tuple[int, str]]:
+            found = await admin.list_consumer_group_offsets(config.kafka.group_id, partitions=tps)
+            return {tp: (meta.offset, meta.metadata) for tp, meta in found.items()}
+
         consumer = make_consumer(config, environ)
         await consumer.start()
-        stack.push_async_callback(consumer.stop)  # leaves the group: partitions move at once
+        # Leaves the group, so partitions move at once (a static member keeps them until its
+        # session times out, for a quick restart under the same id).
+        stack.push_async_callback(consumer.stop)
         listener = Listener(
             consumer,
             Dispatcher(catalog, store, lanes, dead_letters, observer),
@@ -122,6 +134,8 @@ async def run_service(
                 observer,
             ),
             config.kafka,
+            load_committed=committed,
+            observer=observer,
         )
         listener.subscribe()
         _stop_on_signals(stop)
@@ -133,13 +147,18 @@ async def run_service(
     log.info("service.stopped")
 
 
+INSTANCE_ID_ENV = "WEBHOOK_CONSUMER_INSTANCE_ID"
+
+
 def make_consumer(
     config: ServiceConfig, environ: Mapping[str, str] | None = None
 ) -> AIOKafkaConsumer:
     kafka = config.kafka
+    env = os.environ if environ is None else environ
     return AIOKafkaConsumer(
         **client_options(kafka, environ),
         group_id=kafka.group_id,
+        group_instance_id=kafka.group_instance_id or env.get(INSTANCE_ID_ENV) or None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=kafka.max_poll_records,

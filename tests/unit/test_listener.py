@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
+from consumer import offsetmap
 from consumer.config import KafkaConfig
 from consumer.delaypath import DUE_HEADER
 from consumer.delivery import Owner
@@ -131,8 +132,11 @@ async def test_a_head_due_late_does_not_hold_back_records_due_sooner(
     await w.listener._dispatch(TP, [record(20, now_ms() + 4_000), record(21, now_ms())])
     assert w.redelivered.batches == [[21]]
     w.redelivered.finish(21)
-    # The commit stays at the waiting head: a crash now re-reads it, never skips it.
-    assert w.listener.tracker.to_commit() == {(DELAY_TOPIC, 0): 20}
+    # The commit stays at the waiting head: a crash now re-reads it, never skips it; the
+    # metadata says 21 is done, so it is not sent twice.
+    [commit] = w.listener.tracker.to_commit().values()
+    assert commit.offset == 20
+    assert offsetmap.decode(commit.metadata, 20) == {21}
 
 
 async def test_a_due_time_is_never_believed_beyond_the_topic_delay(
@@ -184,7 +188,7 @@ async def test_a_drain_does_not_wait_for_records_not_yet_due(
     started = time.monotonic()
     await w.listener.drain(grace=10)
     assert time.monotonic() - started < 1
-    assert ("commit", {TP: 31}) in w.consumer.calls  # the next reader takes it from there
+    assert ("commit", {TP: (31, "")}) in w.consumer.calls  # the next reader takes it from there
 
 
 async def test_a_revoke_forgets_the_waiting_records(make_world: Callable[..., World]) -> None:
@@ -207,3 +211,35 @@ async def test_backpressure_pauses_at_the_in_flight_bound_and_resumes_at_half(
     w.redelivered.finish(1, 2)
     w.listener._resume_drained()
     assert w.consumer.calls == [("pause", TP), ("resume", TP)]
+
+
+async def test_records_finished_before_a_restart_are_not_done_again() -> None:
+    consumer = FakeConsumer(TP)
+    redelivered, dispatched = RecordingHandler(), RecordingHandler()
+    metadata, _ = offsetmap.encode(50, {51, 53}, 4096)
+
+    async def committed(tps: list[TopicPartition]) -> dict[TopicPartition, tuple[int, str]]:
+        return {tp: (50, metadata) for tp in tps}
+
+    config = KafkaConfig(retry_topic_prefix=PREFIX)
+    listener = Listener(consumer, dispatched, redelivered, config, committed)  # type: ignore[arg-type]
+    await listener.assigned({TP})
+    await listener._dispatch(TP, [record(o, None) for o in range(50, 55)])
+    assert redelivered.batches == [[50, 52, 54]]
+    redelivered.finish(50, 52, 54)
+    [commit] = listener.tracker.to_commit().values()
+    assert (commit.offset, commit.metadata) == (55, "")
+
+
+async def test_unreadable_commit_metadata_costs_duplicates_not_the_start() -> None:
+    consumer = FakeConsumer(TP)
+    redelivered = RecordingHandler()
+
+    async def failing(tps: list[TopicPartition]) -> dict[TopicPartition, tuple[int, str]]:
+        raise ConnectionError("coordinator away")
+
+    config = KafkaConfig(retry_topic_prefix=PREFIX)
+    listener = Listener(consumer, RecordingHandler(), redelivered, config, failing)  # type: ignore[arg-type]
+    await listener.assigned({TP})
+    await listener._dispatch(TP, [record(o, None) for o in range(50, 53)])
+    assert redelivered.batches == [[50, 51, 52]]

@@ -5,9 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.offsets import OffsetTracker, PartitionState
+from consumer import offsetmap
+from consumer.offsets import Commit, OffsetTracker, PartitionState
 
 KEY = ("user-threshold-events", 0)
+
+
+def offsets_of(commits: dict[tuple[str, int], Commit]) -> dict[tuple[str, int], int]:
+    return {key: commit.offset for key, commit in commits.items()}
 
 
 @given(
@@ -32,13 +37,18 @@ def test_commit_never_passes_an_unfinished_offset(
             to_commit = tracker.to_commit()
             if KEY in to_commit:
                 # Property 1: exactly the lowest unfinished offset, never beyond it.
-                assert to_commit[KEY] == min(unfinished, default=base + count)
+                commit = to_commit[KEY]
+                assert commit.offset == min(unfinished, default=base + count)
+                # Property 3: its metadata names exactly the finished offsets above it.
+                above = {o for o in offsets if o > commit.offset and o not in unfinished}
+                assert offsetmap.decode(commit.metadata, commit.offset) == above
                 tracker.committed(to_commit)
     # Property 2: once everything is finished, everything is committable.
     assert state.committable() == base + count
     assert state.unfinished == 0
     final = tracker.to_commit()
-    assert final == {KEY: base + count} or (final == {} and state.committed == base + count)
+    assert [c.offset for c in final.values()] in ([base + count], [])
+    assert final or state.committed == base + count
 
 
 @given(
@@ -94,14 +104,19 @@ def test_to_commit_is_none_when_unchanged_since_commit() -> None:
     state = tracker.state(KEY)
     state.started(10)
     state.finished(10)
-    assert tracker.to_commit() == {KEY: 11}
-    tracker.committed({KEY: 11})
+    first = tracker.to_commit()
+    assert offsets_of(first) == {KEY: 11}
+    tracker.committed(first)
     assert tracker.to_commit() == {}
     assert state.to_commit() is None
     state.started(11)
     assert tracker.to_commit() == {}  # 11 is unfinished: still "commit 11", already done
+    state.started(12)
+    state.finished(12)  # 11 holds the commit, but 12's being done must be said
+    [commit] = tracker.to_commit().values()
+    assert (commit.offset, offsetmap.decode(commit.metadata, 11)) == (11, {12})
     state.finished(11)
-    assert tracker.to_commit() == {KEY: 12}
+    assert offsets_of(tracker.to_commit()) == {KEY: 13}
 
 
 def test_to_commit_only_for_requested_partitions() -> None:
@@ -110,7 +125,7 @@ def test_to_commit_only_for_requested_partitions() -> None:
     for key in (KEY, other):
         tracker.state(key).started(0)
         tracker.state(key).finished(0)
-    assert tracker.to_commit([other, ("unknown", 9)]) == {other: 1}
+    assert offsets_of(tracker.to_commit([other, ("unknown", 9)])) == {other: 1}
 
 
 def test_revoke_forgets_the_partition() -> None:
@@ -124,7 +139,8 @@ def test_revoke_forgets_the_partition() -> None:
     assert tracker.unfinished(KEY) == 0
     assert tracker.total_unfinished() == 0
     assert tracker.to_commit() == {}
-    tracker.committed({KEY: 99})  # a late commit result for a revoked partition is ignored
+    # A late commit result for a revoked partition is ignored.
+    tracker.committed({KEY: Commit(99, "", False, 1)})
     assert tracker.to_commit() == {}
 
 
@@ -140,7 +156,7 @@ def test_completions_after_revoke_do_not_touch_the_new_assignment() -> None:
     new.started(6)
     old.finished(5)  # a delivery of the previous assignment finishing late
     assert tracker.unfinished(KEY) == 2
-    assert tracker.to_commit() == {KEY: 5}
+    assert offsets_of(tracker.to_commit()) == {KEY: 5}
 
 
 def test_assign_keeps_an_existing_state() -> None:
@@ -150,3 +166,29 @@ def test_assign_keeps_an_existing_state() -> None:
     tracker.assign(KEY)
     assert tracker.state(KEY) is state
     assert tracker.unfinished(KEY) == 1
+
+
+def test_a_new_owner_skips_what_the_last_one_finished() -> None:
+    last = PartitionState()
+    for offset in range(100, 110):
+        last.started(offset)
+    for offset in (101, 102, 105, 109):
+        last.finished(offset)
+    commit = last.to_commit()
+    assert commit is not None
+    assert commit.offset == 100
+    after_restart = PartitionState()
+    after_restart.resume_from(commit.offset, commit.metadata)
+    read_again = [o for o in range(100, 110) if not after_restart.take_skipped(o)]
+    assert read_again == [100, 103, 104, 106, 107, 108]
+    assert after_restart.skip == set()
+    for offset in read_again:
+        after_restart.started(offset)
+        after_restart.finished(offset)
+    assert after_restart.committable() == 110
+
+
+def test_metadata_of_another_tool_is_ignored() -> None:
+    state = PartitionState()
+    state.resume_from(42, "written by kafka-consumer-groups")
+    assert state.skip == set()
