@@ -113,7 +113,7 @@ class KafkaConfig(_Model):
     max_in_flight_per_partition: PositiveInt = 2000
     # Records of a delay topic read ahead of a head that is not due yet, so one record with a
     # late due time does not hold back those behind it that are due sooner.
-    delay_lookahead_records: PositiveInt = 256
+    delay_lookahead_records: PositiveInt = 1000
     commit_interval_ms: PositiveInt = 500
     # Finished offsets above each commit point travel in its metadata, up to the broker's
     # offset.metadata.max.bytes (4096 by default): a restart skips them instead of redoing them.

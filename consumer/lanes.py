@@ -48,6 +48,9 @@ from .outcome import (
 from .ratelimit import LocalLimiter, RateLimiter
 
 _TICK_SECONDS = 0.25
+# A tick this much late means the event loop itself is the bottleneck: then a queue that waits
+# says nothing about the receiver, and parking would only add work to a busy process.
+_CONGESTED_SECONDS = _TICK_SECONDS * 1.2
 _MIN_PARK_SECONDS = 1.0
 _PARK_GROWTH = 1.5  # each further park of the same delivery waits this much longer
 
@@ -150,6 +153,7 @@ class ChannelLane:
         self._work_arrived = asyncio.Event()  # wakes the watcher of an idle lane
         self._booked_until = 0.0  # when the lane will have sent what is queued and parked
         self._throttled = 0  # 429s in a row
+        self._congested = False  # the process's event loop ran late at the last tick
         self.in_flight = 0
 
     def start(self) -> None:
@@ -164,10 +168,12 @@ class ChannelLane:
         return len(self._queue)
 
     def capacity(self) -> int:
-        """How many queued deliveries the lane can send within the backlog bound."""
-        rate = self.throughput.per_second
-        if rate is None:
+        """How many queued deliveries the lane can send within the backlog bound, at the
+        better of its current and its recent rate: a lane slowed by a busy process (not by
+        its receiver) should not shed work that the process would then have to read again."""
+        if self.throughput.per_second is None:
             return sys.maxsize
+        rate = max(self.throughput.per_second, self.throughput.best)
         return max(self.channel.max_concurrency, int(self._retry.max_backlog_seconds * rate))
 
     def _behind(self) -> bool:
@@ -183,7 +189,7 @@ class ChannelLane:
             return True
         if len(self._queue) < self.capacity():
             return False
-        return self.channel.rate_limit is not None or self._behind()
+        return self.channel.rate_limit is not None or (self._behind() and not self._congested)
 
     def submit(self, delivery: Delivery) -> None:
         if delivery.orphaned():
@@ -340,7 +346,8 @@ class ChannelLane:
 
     async def _watch(self) -> None:
         """While the lane has work, every tick: learn the throughput, and park what the lane
-        cannot send in time. An idle lane costs no wake-ups."""
+        cannot send in time. An idle lane costs no wake-ups. A tick that ran late says the
+        process is busy, not the receiver slow: it teaches nothing and parks nothing new."""
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue and not self.in_flight:
@@ -349,11 +356,12 @@ class ChannelLane:
             saturated_before = bool(self._queue)
             started = loop.time()
             await asyncio.sleep(_TICK_SECONDS)
-            if self._limiter.paused_for() > 0:
-                self.throughput.skip()
+            elapsed = loop.time() - started
+            self._congested = elapsed > _CONGESTED_SECONDS
+            if self._congested or self._limiter.paused_for() > 0:
+                self.throughput.skip()  # says nothing about what the receiver sustains
             else:
-                saturated = saturated_before and bool(self._queue)
-                self.throughput.tick(loop.time() - started, saturated)
+                self.throughput.tick(elapsed, saturated_before and bool(self._queue))
             self._shed()
 
     def _shed(self) -> None:

@@ -24,7 +24,9 @@ from .support import (
 FAST_RETRY = {
     "schedule_seconds": [2, 4, 8, 16],
     "max_backlog_seconds": 1,
-    "circuit_breaker": {"failures": 5, "cooldown_seconds": 1},
+    # Short enough for a test, long enough that the failing channel's held deliveries are
+    # not rewritten every second: each failed probe makes every held delivery wait again.
+    "circuit_breaker": {"failures": 5, "cooldown_seconds": 4, "max_cooldown_seconds": 8},
 }
 
 
