@@ -33,15 +33,17 @@ def encode(base: int, finished: Iterable[int], limit: int) -> tuple[str, bool]:
     text = _shortest(base, above)
     if len(text) <= limit:
         return text, False
-    # Keep the longest prefix of the finished offsets that fits: binary search on its length.
-    low, high = 0, len(above)
+    # Keep the longest prefix that fits. The run-length bytes of a prefix of whole runs are a
+    # prefix of the bytes of all runs, so the search only slices and compresses, in C.
+    raw, ends = _runs(base, above)
+    low, high = 0, len(ends)
     while low < high:
         middle = (low + high + 1) // 2
-        if len(_shortest(base, above[:middle])) <= limit:
+        if len(_text("r", base, raw[: ends[middle - 1]])) <= limit:
             low = middle
         else:
             high = middle - 1
-    return (_shortest(base, above[:low]) if low else ""), True
+    return (_text("r", base, raw[: ends[low - 1]]) if low else ""), True
 
 
 def decode(metadata: str | None, base: int) -> set[int]:
@@ -68,17 +70,22 @@ _MAX_BITMAP_BITS: Final = 1 << 16  # past this span a bitmap is never the shorte
 
 
 def _shortest(base: int, above: list[int]) -> str:
-    mode, raw = "r", _pack(base, above)
+    mode, raw = "r", _runs(base, above)[0]
     if above[-1] - base <= _MAX_BITMAP_BITS:
         bitmap = _bitmap(base, above)
         if len(bitmap) < len(raw):
             mode, raw = "b", bitmap
-    payload = base64.b64encode(zlib.compress(raw)).decode("ascii")
-    return f"{PREFIX}{mode}:{base}:{payload}"
+    return _text(mode, base, raw)
 
 
-def _pack(base: int, above: list[int]) -> bytes:
+def _text(mode: str, base: int, raw: bytes) -> str:
+    return f"{PREFIX}{mode}:{base}:{base64.b64encode(zlib.compress(raw)).decode('ascii')}"
+
+
+def _runs(base: int, above: list[int]) -> tuple[bytes, list[int]]:
+    """The run-length bytes, and where each (unfinished, finished) pair of runs ends."""
     out = bytearray()
+    ends: list[int] = []
     position = base  # the last offset accounted for
     index = 0
     while index < len(above):
@@ -87,11 +94,12 @@ def _pack(base: int, above: list[int]) -> bytes:
         while index + 1 < len(above) and above[index + 1] == end + 1:
             index += 1
             end += 1
-        _varint(out, start - position - 1)  # unfinished run before it (may be 0 only first)
+        _varint(out, start - position - 1)  # unfinished run before it (0 only at the start)
         _varint(out, end - start + 1)  # the finished run
+        ends.append(len(out))
         position = end
         index += 1
-    return bytes(out)
+    return bytes(out), ends
 
 
 def _from_runs(base: int, raw: bytes) -> set[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer import offsetmap
@@ -28,6 +28,7 @@ def test_what_fits_comes_back_exactly(base: int, gaps: list[int]) -> None:
     assert len(text.encode()) <= 4096
 
 
+@settings(deadline=None)  # a CPU-bound check on a shared machine: no per-example deadline
 @given(density=st.floats(min_value=0.05, max_value=1.0), seed=st.integers())
 def test_too_many_to_fit_keeps_the_lowest_ones(density: float, seed: int) -> None:
     rng = random.Random(seed)
@@ -62,3 +63,15 @@ def test_long_runs_are_small() -> None:
 )
 def test_foreign_stale_or_broken_metadata_means_nothing(metadata: str | None) -> None:
     assert offsetmap.decode(metadata, BASE) == set()
+
+
+def test_a_large_map_is_cut_to_the_broker_limit_keeping_its_lowest_offsets() -> None:
+    """A head stuck for long with 100,000 scattered finished offsets behind it."""
+    rng = random.Random(7)
+    finished = {BASE + 1 + i for i in range(200_000) if rng.random() < 0.5}
+    text, truncated = offsetmap.encode(BASE, finished, 4096)
+    kept = offsetmap.decode(text, BASE)
+    assert truncated
+    assert len(text) <= 4096
+    assert len(kept) > 1000
+    assert kept == {o for o in finished if o <= max(kept)}
