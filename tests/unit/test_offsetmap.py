@@ -28,11 +28,11 @@ def test_what_fits_comes_back_exactly(base: int, gaps: list[int]) -> None:
     assert len(text.encode()) <= 4096
 
 
-@settings(deadline=None)  # a CPU-bound check on a shared machine: no per-example deadline
+@settings(deadline=None, max_examples=30)  # CPU-bound: no per-example deadline, few examples
 @given(density=st.floats(min_value=0.05, max_value=1.0), seed=st.integers())
 def test_too_many_to_fit_keeps_the_lowest_ones(density: float, seed: int) -> None:
     rng = random.Random(seed)
-    finished = {BASE + 1 + i for i in range(20_000) if rng.random() < density}
+    finished = {BASE + 1 + i for i in range(8_000) if rng.random() < density}
     text, truncated = offsetmap.encode(BASE, finished, 512)
     kept = offsetmap.decode(text, BASE)
     assert len(text.encode()) <= 512
@@ -74,4 +74,5 @@ def test_a_large_map_is_cut_to_the_broker_limit_keeping_its_lowest_offsets() -> 
     assert truncated
     assert len(text) <= 4096
     assert len(kept) > 1000
-    assert kept == {o for o in finished if o <= max(kept)}
+    highest = max(kept)
+    assert kept == {o for o in finished if o <= highest}
