@@ -194,7 +194,7 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
     if args.command == "run":
         from .service import run_service
 
-        asyncio.run(run_service(config))
+        asyncio.run(run_service(config, config_path=args.config))
         return EXIT_OK
     if args.command == "send-test":
         return asyncio.run(_send_test(config, args.channel, args.campaign, args.user))

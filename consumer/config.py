@@ -319,6 +319,14 @@ class LoggingConfig(_Model):
     format: Literal["auto", "json", "console"] = "auto"  # auto: JSON unless stderr is a terminal
 
 
+class ReloadConfig(_Model):
+    """SIGHUP always reloads the config file; `watch` also reloads when the file changes (a
+    Kubernetes ConfigMap update, say), checked every `interval_seconds`."""
+
+    watch: bool = False
+    interval_seconds: PositiveFloat = 5.0
+
+
 class ServiceConfig(_Model):
     kafka: KafkaConfig = KafkaConfig()
     attributes: AttributesConfig = AttributesConfig()
@@ -326,6 +334,7 @@ class ServiceConfig(_Model):
     tls: TlsConfig = TlsConfig()
     retry: RetryConfig = RetryConfig()
     logging: LoggingConfig = LoggingConfig()
+    reload: ReloadConfig = ReloadConfig()
     channels: Annotated[list[ChannelConfig], Field(min_length=1)]
     campaigns: list[CampaignConfig] = []
 

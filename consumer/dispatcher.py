@@ -66,11 +66,21 @@ class Dispatcher:
         self._observer = observer
         self._lookup_backoff = lookup_backoff
         self._store_failing = False
-        self._batchers = {
-            name: Batcher(lanes[name].submit)
+        self._batchers = self._batchers_for(catalog)
+
+    def _batchers_for(self, catalog: Catalog) -> dict[str, Batcher]:
+        return {
+            name: Batcher(self._lanes[name].submit)
             for name, channel in catalog.channels.items()
             if channel.batched
         }
+
+    def use(self, catalog: Catalog) -> None:
+        """A reloaded config: lingering batches go out as they were formed, new records are
+        routed by the new campaigns (the lanes mapping is shared and already updated)."""
+        self.flush()
+        self._catalog = catalog
+        self._batchers = self._batchers_for(catalog)
 
     async def dispatch(self, records: Sequence[RecordLike], owner: Owner) -> None:
         """Hand every record on without waiting for its deliveries; `owner` hears of each

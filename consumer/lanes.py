@@ -9,6 +9,7 @@ hostage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sys
 import time
@@ -148,12 +149,15 @@ class ChannelLane:
         )
         self._queue: deque[tuple[float, Delivery]] = deque()  # (enqueued at, delivery)
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
-        self._timers: dict[int, asyncio.TimerHandle] = {}  # id(delivery) -> its retry timer
+        # id(delivery) -> its retry timer and the delivery, which waits in no queue meanwhile
+        self._timers: dict[int, tuple[asyncio.TimerHandle, Delivery]] = {}
+        self._surplus_workers = 0  # workers to let go after a smaller max_concurrency
         self._tasks: list[asyncio.Task[None]] = []
         self._work_arrived = asyncio.Event()  # wakes the watcher of an idle lane
         self._booked_until = 0.0  # when the lane will have sent what is queued and parked
         self._throttled = 0  # 429s in a row
         self._congested = False  # the process's event loop ran late at the last tick
+        self._no_requests = asyncio.Event()  # set while no request is out
         self.in_flight = 0
 
     def start(self) -> None:
@@ -212,21 +216,34 @@ class ChannelLane:
                 waiter.set_result(None)
                 break
 
-    async def _next(self) -> Delivery:
+    async def _next(self) -> Delivery | None:
+        """The next queued delivery; None when this worker is asked to leave."""
         while not self._queue:
+            if self._surplus_workers > 0:
+                return None
             waiter = asyncio.get_running_loop().create_future()
             self._idle.append(waiter)
             await waiter
         return self._queue.popleft()[1]
 
     async def _work(self) -> None:
-        while True:
-            await self._attempt(await self._next())
+        while not self._let_go():
+            delivery = await self._next()
+            if delivery is not None:
+                await self._attempt(delivery)
+
+    def _let_go(self) -> bool:
+        """Whether this worker should end, between deliveries: max_concurrency went down."""
+        if self._surplus_workers <= 0:
+            return False
+        self._surplus_workers -= 1
+        return True
 
     async def _attempt(self, delivery: Delivery) -> None:
         if delivery.orphaned():
             self._drop(delivery)
             return
+        delivery.channel = self.channel  # queued before a reload: sent as configured now
         if not await self.breaker.admit():
             cooldown = self._retry.circuit_breaker.cooldown_seconds
             self._wait_for_probe(delivery, self.breaker.blocked_for() or cooldown)
@@ -238,6 +255,7 @@ class ChannelLane:
             delivery.first_attempt_at = now
         delivery.last_attempt_at = now
         self.in_flight += 1
+        self._no_requests.clear()
         started = self._clock()
         try:
             outcome = await self._transport.send(delivery)
@@ -245,6 +263,8 @@ class ChannelLane:
             outcome = Outcome(Kind.INTERNAL_ERROR, retryable=True, message=repr(exc)[:500])
         finally:
             self.in_flight -= 1
+            if not self.in_flight:
+                self._no_requests.set()
         self.throughput.completed()
         self._learn(outcome)
         if not outcome.ok:
@@ -318,7 +338,8 @@ class ChannelLane:
                 # A timer, not a sleeping worker: the worker is free for other deliveries.
                 self._observer.emit(RetryingSoon(delivery, delay))
                 loop = asyncio.get_running_loop()
-                self._timers[id(delivery)] = loop.call_later(delay, self._requeue, delivery)
+                handle = loop.call_later(delay, self._requeue, delivery)
+                self._timers[id(delivery)] = (handle, delivery)
             case Delay(seconds, why):
                 if decision.uses_round:
                     delivery.rounds += 1
@@ -332,7 +353,7 @@ class ChannelLane:
                 self._dead_letters.submit(letter, delivery.finish)
 
     def _requeue(self, delivery: Delivery) -> None:
-        del self._timers[id(delivery)]
+        self._timers.pop(id(delivery), None)
         if delivery.orphaned():
             self._drop(delivery)
         else:
@@ -343,6 +364,45 @@ class ChannelLane:
 
     def _circuit_changed(self, state: State, failures: int, cooldown: float) -> None:
         self._observer.emit(CircuitChanged(self.channel.name, state.value, failures, cooldown))
+
+    def reconfigure(self, channel: Channel, limiter: RateLimiter | None = None) -> None:
+        """A reloaded config: deliveries queued, timer-held or coming back are sent to the
+        channel as it is now configured (its URL, secret, timeout); a changed rate limit
+        applies from the next request; a different concurrency adds or lets go of workers."""
+        old, self.channel = self.channel, channel
+        if channel.rate_limit != old.rate_limit:
+            self._limiter = limiter or limiter_for(channel)
+            rate = channel.rate_limit.per_second if channel.rate_limit is not None else None
+            self.throughput = Throughput(rate)
+        more = channel.max_concurrency - old.max_concurrency
+        if more > 0:
+            self._surplus_workers = max(0, self._surplus_workers - more)
+            self._tasks += [
+                asyncio.create_task(self._work(), name=f"lane:{channel.name}:+{i}")
+                for i in range(more)
+            ]
+        elif more < 0:
+            self._surplus_workers -= more
+            for waiter in list(self._idle):  # wake idle workers so they can leave now
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def retire(self, reason: Outcome, within: float) -> None:
+        """The channel was removed from the config: nothing more is sent. Queued and
+        timer-held deliveries become dead letters (replayable if the channel comes back);
+        requests already out get `within` seconds to finish, then the lane stops."""
+        self._surplus_workers = sys.maxsize
+        pending = [d for _, d in self._queue] + [d for _, d in self._timers.values()]
+        self._queue.clear()
+        for handle, _ in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for delivery in pending:
+            self._apply(delivery, GiveUp(reason))
+        if self.in_flight:  # requests in flight end by their own timeout, or at `within`
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_requests.wait(), within)
+        await self.close()
 
     async def _watch(self) -> None:
         """While the lane has work, every tick: learn the throughput, and park what the lane
@@ -374,7 +434,7 @@ class ChannelLane:
             self._park(delivery)
 
     async def close(self) -> None:
-        for handle in self._timers.values():
+        for handle, _ in self._timers.values():
             handle.cancel()
         for task in self._tasks:
             task.cancel()

@@ -42,6 +42,10 @@ class Redelivery:
         self._max_age_ms = max_age * 1000
         self._observer = observer
 
+    def use(self, catalog: Catalog) -> None:
+        """A reloaded config: delay records come back to the channels as configured now."""
+        self._catalog = catalog
+
     async def dispatch(self, records: Sequence[RecordLike], owner: Owner) -> None:
         for record in records:
             source = Source(record.topic, record.partition, record.offset)

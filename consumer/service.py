@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from .attributes import open_store
-from .catalog import Catalog
+from .catalog import Catalog, Channel
 from .config import ServiceConfig
 from .deadletter import DeadLetterWriter, KafkaDeadLetterSink, for_delivery
 from .delaypath import DelayPath, KafkaDelaySink, delay_levels
@@ -29,6 +31,7 @@ from .listener import Listener
 from .observer import GaveUp, Observer
 from .outcome import Outcome
 from .redelivery import Redelivery
+from .reload import Reloader
 from .sender import Sender, make_session
 from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 
@@ -53,8 +56,10 @@ async def run_service(
     config: ServiceConfig,
     stop: asyncio.Event | None = None,
     environ: Mapping[str, str] | None = None,
+    config_path: str | Path | None = None,
 ) -> None:
-    """Consume and deliver until `stop` is set (or SIGTERM/SIGINT), then drain and return."""
+    """Consume and deliver until `stop` is set (or SIGTERM/SIGINT), then drain and return.
+    With `config_path`, SIGHUP (and `reload.watch`) reload channels and campaigns from it."""
     stop = stop or asyncio.Event()
     catalog = Catalog.from_config(config, environ)
     levels = delay_levels(config.retry)
@@ -99,15 +104,20 @@ async def run_service(
         )
         stack.push_async_callback(delays.close)
         sender = Sender(session)
-        lanes = {
-            name: ChannelLane(
+
+        def make_lane(channel: Channel) -> ChannelLane:
+            return ChannelLane(
                 channel, sender, dead_letters, delays, config.retry, observer=observer
             )
-            for name, channel in catalog.channels.items()
-        }
+
+        lanes = {name: make_lane(channel) for name, channel in catalog.channels.items()}
         for lane in lanes.values():
             lane.start()
-            stack.push_async_callback(lane.close)
+
+        async def close_lanes() -> None:  # those of the config in force at the end
+            await asyncio.gather(*(lane.close() for lane in lanes.values()))
+
+        stack.push_async_callback(close_lanes)
         admin = AIOKafkaAdminClient(**client_options(config.kafka, environ))
         await admin.start()
         stack.push_async_callback(admin.close)
@@ -121,24 +131,36 @@ async def run_service(
         # Leaves the group, so partitions move at once (a static member keeps them until its
         # session times out, for a quick restart under the same id).
         stack.push_async_callback(consumer.stop)
+        dispatcher = Dispatcher(catalog, store, lanes, dead_letters, observer)
+        redelivery = Redelivery(
+            catalog,
+            lanes,
+            dead_letters,
+            delays,
+            config.kafka.group_id,
+            config.retry.max_age,
+            observer,
+        )
         listener = Listener(
             consumer,
-            Dispatcher(catalog, store, lanes, dead_letters, observer),
-            Redelivery(
-                catalog,
-                lanes,
-                dead_letters,
-                delays,
-                config.kafka.group_id,
-                config.retry.max_age,
-                observer,
-            ),
+            dispatcher,
+            redelivery,
             config.kafka,
             load_committed=committed,
             observer=observer,
         )
+        if config_path is not None:
+            reloader = Reloader(
+                config_path, config, catalog, lanes, make_lane, [dispatcher, redelivery], environ
+            )
+            stack.push_async_callback(reloader.close)
+            _on_signal(signal.SIGHUP, reloader.request)
+            if config.reload.watch:
+                watcher = asyncio.create_task(reloader.watch(config.reload.interval_seconds))
+                stack.callback(watcher.cancel)
         listener.subscribe()
-        _stop_on_signals(stop)
+        _on_signal(signal.SIGTERM, stop.set)
+        _on_signal(signal.SIGINT, stop.set)
         log.info("service.started", topic=config.kafka.topic, channels=len(lanes))
         await listener.run(stop)
     summary.close()
@@ -168,10 +190,7 @@ def make_consumer(
     )
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            return
+def _on_signal(sig: signal.Signals, handler: Callable[[], None]) -> None:
+    # Not in the main thread (tests run the service that way): the caller's stop event only.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(sig, handler)
