@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from .delivery import Delivery, Source
-from .handoff import Handoff
+from .handoff import ACKNOWLEDGED, Handoff
 from .outcome import Outcome
 
 
@@ -125,8 +125,8 @@ def for_record(
 
 
 class DeadLetterSink(Protocol):
-    async def write(self, letter: DeadLetter) -> None:
-        """Return only once the letter is durable."""
+    async def send(self, letter: DeadLetter) -> Awaitable[Any]:
+        """Queue the letter for writing; the result resolves once it is durable."""
 
 
 class MemoryDeadLetterSink:
@@ -135,8 +135,9 @@ class MemoryDeadLetterSink:
     def __init__(self) -> None:
         self.letters: list[DeadLetter] = []
 
-    async def write(self, letter: DeadLetter) -> None:
+    async def send(self, letter: DeadLetter) -> Awaitable[Any]:
         self.letters.append(letter)
+        return ACKNOWLEDGED
 
 
 class KafkaDeadLetterSink:
@@ -144,13 +145,16 @@ class KafkaDeadLetterSink:
         self._producer = producer
         self._topic = topic
 
-    async def write(self, letter: DeadLetter) -> None:
+    async def send(self, letter: DeadLetter) -> Awaitable[Any]:
         headers = [
             ("reason", letter.reason.kind.encode()),
             ("channel", (letter.channel or "").encode()),
         ]
         key = (letter.delivery_id or f"{letter.source.topic}:{letter.source.partition}").encode()
-        await self._producer.send_and_wait(self._topic, letter.encode(), key=key, headers=headers)
+        ack: Awaitable[Any] = await self._producer.send(
+            self._topic, letter.encode(), key=key, headers=headers
+        )
+        return ack
 
 
 class DeadLetterWriter:
@@ -177,7 +181,7 @@ class DeadLetterWriter:
             self.submit(smaller, on_written, reducible=False)
 
         self._handoff.submit(
-            lambda: self._sink.write(letter), on_written, reduced if reducible else None
+            lambda: self._sink.send(letter), on_written, reduced if reducible else None
         )
 
     async def close(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -22,7 +22,7 @@ from .catalog import Catalog
 from .config import RetryConfig, ServiceConfig
 from .deadletter import Reason, SourceRef
 from .delivery import Delivery, Source
-from .handoff import Handoff
+from .handoff import ACKNOWLEDGED, Handoff
 from .outcome import Kind, Outcome
 
 DUE_HEADER = "due-ms"
@@ -191,10 +191,10 @@ def parse_delayed(value: bytes | None) -> DelayedDelivery | str:
 
 
 class DelaySink(Protocol):
-    async def write(
-        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
-    ) -> None:
-        """Return only once the record is durable."""
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Awaitable[Any]:
+        """Queue the record for writing; the result resolves once it is durable."""
 
 
 class MemoryDelaySink:
@@ -204,23 +204,25 @@ class MemoryDelaySink:
         self.written: list[tuple[str, DelayedDelivery]] = []
         self.headers: list[list[tuple[str, bytes]]] = []
 
-    async def write(
-        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
-    ) -> None:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Awaitable[Any]:
         record = parse_delayed(value)
         assert isinstance(record, DelayedDelivery), record
         self.written.append((topic, record))
         self.headers.append(headers)
+        return ACKNOWLEDGED
 
 
 class KafkaDelaySink:
     def __init__(self, producer: Any) -> None:
         self._producer = producer
 
-    async def write(
-        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
-    ) -> None:
-        await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Awaitable[Any]:
+        ack: Awaitable[Any] = await self._producer.send(topic, value, key=key, headers=headers)
+        return ack
 
 
 def headers_for(record: DelayedDelivery, group: str) -> list[tuple[str, bytes]]:
@@ -274,7 +276,7 @@ class DelayPath:
         topic, due_ms = self._place(seconds)
         record = DelayedDelivery.of(delivery, due_ms=due_ms)
         value = record.model_dump_json().encode()
-        key, headers = delivery.id.encode(), headers_for(record, self._group)
+        headers = headers_for(record, self._group)
         fallback = None
         if self._on_unwritable is not None:
             give_up = self._on_unwritable
@@ -283,18 +285,20 @@ class DelayPath:
                 reason = Outcome(Kind.UNWRITABLE, retryable=False, message=repr(exc)[:500])
                 give_up(delivery, reason)
 
+        # No key: a delivery has no order to keep with others, and an unkeyed record is
+        # spread over the partitions without hashing.
         self._handoff.submit(
-            lambda: self._sink.write(topic, value, key, headers), on_written, fallback
+            lambda: self._sink.send(topic, value, None, headers), on_written, fallback
         )
 
     def rewait(self, record: RawRecord, seconds: float, on_written: Callable[[], None]) -> None:
         """Put a delay record back to wait, its value untouched: a delivery held by an open
         circuit changes nothing but its due time, so it is never decoded or encoded again."""
         topic, due_ms = self._place(seconds)
-        value, key = record.value or b"", record.key or b""
+        value = record.value or b""
         headers = [(k, v) for k, v in record.headers if k != DUE_HEADER]
         headers.insert(0, (DUE_HEADER, str(due_ms).encode()))
-        self._handoff.submit(lambda: self._sink.write(topic, value, key, headers), on_written)
+        self._handoff.submit(lambda: self._sink.send(topic, value, None, headers), on_written)
 
     def _place(self, seconds: float) -> tuple[str, int]:
         level = level_for(seconds, self._levels)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from consumer.deadletter import DeadLetter, DeadLetterWriter, for_delivery, for_record
 from consumer.delivery import Delivery, Source, delivery_id
-from consumer.handoff import Handoff
+from consumer.handoff import ACKNOWLEDGED, Acknowledged, Handoff
 from consumer.outcome import Kind, Outcome, from_response
 
 if TYPE_CHECKING:
@@ -75,11 +75,12 @@ class FlakySink:
         self.failures = failures
         self.letters: list[DeadLetter] = []
 
-    async def write(self, letter: DeadLetter) -> None:
+    async def send(self, letter: DeadLetter) -> Acknowledged:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker away")
         self.letters.append(letter)
+        return ACKNOWLEDGED
 
 
 async def test_writer_retries_until_durable_then_hands_off(wait_until: WaitUntil) -> None:

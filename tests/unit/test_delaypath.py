@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -175,13 +176,13 @@ class FlakyDelaySink(MemoryDelaySink):
         super().__init__()
         self.failures = failures
 
-    async def write(
-        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
-    ) -> None:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Awaitable[Any]:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker away")
-        await super().write(topic, value, key, headers)
+        return await super().send(topic, value, key, headers)
 
 
 async def test_submit_writes_to_the_level_topic_and_hands_off_once_durable(
