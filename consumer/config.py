@@ -209,8 +209,9 @@ class RetryConfig(_Model):
     backoff_max_ms: PositiveFloat = 5000.0
     retry_after_max_seconds: PositiveFloat = 30.0  # longest in-process wait a receiver may ask
     # A channel whose queue would take longer than this to send parks new work on the delay
-    # path instead of holding it (and its input offsets) in memory.
-    max_backlog_seconds: PositiveFloat = 5.0
+    # path instead of holding it (and its input offsets) in memory. Long enough that a burst
+    # the in-flight limit already bounds (a healthy backlog) is sent, not parked and read back.
+    max_backlog_seconds: PositiveFloat = 30.0
     # Parking is paced by the lane's throughput; after this many park writes a delivery is
     # queued whatever the backlog, so no delivery is rewritten without end.
     max_parks: PositiveInt = 8

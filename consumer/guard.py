@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import TYPE_CHECKING, Any, Final
 
@@ -99,19 +100,7 @@ class DestinationPolicy:
 
     def check_literal(self, host: str) -> None:
         """Refuse an IP-literal host; aiohttp connects to those without asking the resolver."""
-        if ":" in host:
-            address = _parse(host)
-        elif host.replace(".", "").isdigit():
-            if not is_dotted_quad(host):
-                # 2130706433, 0177.0.0.1, 127.1: spellings filters get wrong; aiohttp refuses
-                # them too, so they could never be delivered anyway.
-                raise BlockedDestination(
-                    host, [(host, f"ambiguous spelling of {_legacy(host)}; write a dotted quad")]
-                )
-            address = _parse(host)
-        else:
-            return  # a name: the resolver checks what it resolves to
-        why = "unreadable address" if address is None else self.refusal(address)
+        why = _literal_refusal(self, host)  # asked before every request: the verdict is cached
         if why is not None:
             raise BlockedDestination(host, [(host, why)])
 
@@ -129,6 +118,21 @@ class DestinationPolicy:
         if not kept:
             raise BlockedDestination(host, refused)
         return kept
+
+
+@lru_cache(maxsize=1024)
+def _literal_refusal(policy: DestinationPolicy, host: str) -> str | None:
+    if ":" in host:
+        address = _parse(host)
+    elif host.replace(".", "").isdigit():
+        if not is_dotted_quad(host):
+            # 2130706433, 0177.0.0.1, 127.1: spellings filters get wrong; aiohttp refuses
+            # them too, so they could never be delivered anyway.
+            return f"ambiguous spelling of {_legacy(host)}; write a dotted quad"
+        address = _parse(host)
+    else:
+        return None  # a name: the resolver checks what it resolves to
+    return "unreadable address" if address is None else policy.refusal(address)
 
 
 def _parse(text: str) -> Address | None:
