@@ -61,7 +61,7 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 
 schemas: $(INSTALLED)
-	$(BIN)/webhook-consumer schemas --out schemas
+	$(BIN)/webhook-consumer schemas --out schemas --docs docs
 
 clean:
 	-deploy/local/kafka stop

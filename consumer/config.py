@@ -456,7 +456,10 @@ class ChannelConfig(_Model):
         description="Unique; sent as the body's `name`."
     )
     url: str = Field(description="Absolute http:// or https:// URL, without credentials.")
-    query: dict[str, str] = Field({}, description="Query parameters added to the URL's own.")
+    query: dict[str, str] = Field(
+        {},
+        description="Query parameters added to the URL's own (and replacing any of the same name).",
+    )
     secret_env: str | None = Field(
         None,
         description="Environment variable holding the X-gio-signature key. Neither this nor "
