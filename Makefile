@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 KUSTOMIZE_VERSION ?= v5.7.1
 KUSTOMIZE := .cache/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 
-.PHONY: setup kafka-fetch kustomize demo test unit integration deploy-check lint bench clean
+.PHONY: setup kafka-fetch kustomize demo test unit integration deploy-check lint bench schemas clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,7 +61,7 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 
 schemas: $(INSTALLED)
-	$(BIN)/webhook-consumer schemas --out schemas
+	$(BIN)/webhook-consumer schemas --out schemas --docs docs
 
 clean:
 	-deploy/local/kafka stop

@@ -90,9 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("REDIS_URL") or None,
         help="keep the demo's attributes in this Redis (default: $REDIS_URL, else SQLite)",
     )
-    commands.add_parser("schemas", help="write schemas/*.json from the models").add_argument(
-        "--out", type=Path, default=Path("schemas")
+    schemas = commands.add_parser(
+        "schemas", help="write schemas/*.json and docs/configuration.md from the models"
     )
+    schemas.add_argument("--out", type=Path, default=Path("schemas"), help="JSON Schema folder")
+    schemas.add_argument("--docs", type=Path, default=Path("docs"), help="Markdown folder")
     return parser
 
 
@@ -165,9 +167,9 @@ def _log_settings(args: argparse.Namespace, level: str, fmt: str) -> tuple[str, 
 
 def _dispatch(args: argparse.Namespace, err: Console) -> int:
     if args.command == "schemas":
-        from .schemas import write_schemas
+        from .schemas import write_docs, write_schemas
 
-        for path in write_schemas(args.out):
+        for path in [*write_schemas(args.out), *write_docs(args.docs)]:
             print(path)
         return EXIT_OK
     if args.command == "demo":

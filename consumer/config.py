@@ -87,55 +87,139 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"
 class KafkaTlsConfig(_Model):
     """TLS to the brokers (security_protocol SSL or SASL_SSL); host names are always verified."""
 
-    ca_bundle: Path | None = None  # PEM CAs that sign the brokers' certificates; default: system's
-    client_cert: Path | None = None  # PEM certificate (chain) for mutual TLS
-    client_key: Path | None = None  # its PEM private key; default: the key inside client_cert
-    client_key_password_env: str | None = None  # when the private key is encrypted
-    client_key_password_file: Path | None = None
+    ca_bundle: Path | None = Field(
+        None,
+        description="PEM file of the CAs that sign the brokers' certificates; "
+        "default: the system's CAs.",
+    )
+    client_cert: Path | None = Field(
+        None, description="PEM certificate (chain) presented to the brokers, for mutual TLS."
+    )
+    client_key: Path | None = Field(
+        None, description="PEM private key of client_cert; default: the key inside client_cert."
+    )
+    client_key_password_env: str | None = Field(
+        None, description="Environment variable holding the password of an encrypted client_key."
+    )
+    client_key_password_file: Path | None = Field(
+        None, description="File holding the password of an encrypted client_key (instead of _env)."
+    )
 
 
 DEFAULT_GROUP = "webhook-consumer"
 
 
 class KafkaConfig(_Model):
-    bootstrap_servers: KafkaName = "127.0.0.1:9092"
-    group_id: KafkaName = DEFAULT_GROUP
-    topic: TopicName = "user-threshold-events"
+    """The cluster, the consumer group, the topics, and how the group reads and commits."""
+
+    bootstrap_servers: KafkaName = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of brokers to start from."
+    )
+    group_id: KafkaName = Field(
+        DEFAULT_GROUP,
+        description="Consumer group of the input and delay topics; also names the derived topics.",
+    )
+    topic: TopicName = Field(
+        "user-threshold-events", description="Input topic of threshold events."
+    )
     # Both default to names derived from group_id (`<group_id>.dlq`, `<group_id>.retry`), so
     # two deployments sharing a cluster never read each other's delay records.
-    dead_letter_topic: TopicName = f"{DEFAULT_GROUP}.dlq"
-    retry_topic_prefix: TopicName = f"{DEFAULT_GROUP}.retry"  # delay topics: `<prefix>.<delay>`
-    client_id: KafkaName = "webhook-consumer"
-    create_topics: bool = True
-    topic_partitions: PositiveInt = 3
-    replication_factor: PositiveInt = 1
-    max_poll_records: PositiveInt = 500
-    max_in_flight_per_partition: PositiveInt = 2000
+    dead_letter_topic: TopicName = Field(
+        f"{DEFAULT_GROUP}.dlq",
+        description="Dead-letter topic. Default: `<group_id>.dlq`.",
+    )
+    retry_topic_prefix: TopicName = Field(
+        f"{DEFAULT_GROUP}.retry",
+        description="Delay topics are `<prefix>.<delay>` (`.5s`, `.300s`, ...). "
+        "Default: `<group_id>.retry`.",
+    )
+    client_id: KafkaName = Field(
+        "webhook-consumer", description="Client id every Kafka client of the process sends."
+    )
+    create_topics: bool = Field(
+        True,
+        description="Create missing input, dead-letter and delay topics at start "
+        "(rather than rely on broker auto-creation).",
+    )
+    topic_partitions: PositiveInt = Field(
+        3, description="Partitions of each topic the service creates."
+    )
+    replication_factor: PositiveInt = Field(
+        1, description="Replication factor of each topic the service creates."
+    )
+    max_poll_records: PositiveInt = Field(500, description="Most records taken from one fetch.")
+    max_in_flight_per_partition: PositiveInt = Field(
+        2000,
+        description="Unfinished records a partition may hold before it is paused; "
+        "it resumes at half.",
+    )
     # Records of a delay topic read ahead of a head that is not due yet, so one record with a
     # late due time does not hold back those behind it that are due sooner.
-    delay_lookahead_records: PositiveInt = 1000
-    commit_interval_ms: PositiveInt = 500
+    delay_lookahead_records: PositiveInt = Field(
+        1000,
+        description="Delay records held in memory per partition while they wait for their due "
+        "time; a partition holding this many is paused.",
+    )
+    commit_interval_ms: PositiveInt = Field(
+        500, description="How often finished offsets are committed."
+    )
     # Finished offsets above each commit point travel in its metadata, up to the broker's
     # offset.metadata.max.bytes (4096 by default): a restart skips them instead of redoing them.
-    offset_metadata_max_bytes: PositiveInt = 4096
-    revoke_grace_seconds: PositiveFloat = 10.0
-    shutdown_grace_seconds: PositiveFloat = 30.0
-    security_protocol: SecurityProtocol = "PLAINTEXT"
-    sasl_mechanism: SaslMechanism | None = None  # required with SASL_SSL and SASL_PLAINTEXT
-    sasl_username: str | None = None  # PLAIN and SCRAM
-    sasl_password_env: str | None = None  # PLAIN and SCRAM: exactly one of these two
-    sasl_password_file: Path | None = None
-    sasl_oauth_token_file: Path | None = None  # OAUTHBEARER: read again at every login
-    tls: KafkaTlsConfig = KafkaTlsConfig()
+    offset_metadata_max_bytes: PositiveInt = Field(
+        4096,
+        description="Size limit of the commit metadata listing offsets finished above the "
+        "commit point; keep it within the broker's offset.metadata.max.bytes.",
+    )
+    revoke_grace_seconds: PositiveFloat = Field(
+        10.0,
+        description="How long a revoked partition's in-flight work may take to finish before "
+        "the commit; the rest is redone by the next owner.",
+    )
+    shutdown_grace_seconds: PositiveFloat = Field(
+        30.0,
+        description="How long SIGTERM/SIGINT waits for in-flight work before the last commit.",
+    )
+    security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="How every Kafka client of the process connects."
+    )
+    sasl_mechanism: SaslMechanism | None = Field(
+        None, description="Required with SASL_SSL and SASL_PLAINTEXT."
+    )
+    sasl_username: str | None = Field(None, description="User name for PLAIN and SCRAM.")
+    sasl_password_env: str | None = Field(
+        None,
+        description="Environment variable holding the PLAIN or SCRAM password "
+        "(exactly one of _env and _file).",
+    )
+    sasl_password_file: Path | None = Field(
+        None, description="File holding the PLAIN or SCRAM password."
+    )
+    sasl_oauth_token_file: Path | None = Field(
+        None, description="OAUTHBEARER: file holding the token, read again at every login."
+    )
+    tls: KafkaTlsConfig = Field(
+        KafkaTlsConfig(), description="TLS to the brokers (SSL and SASL_SSL only)."
+    )
     # Static membership (KIP-345): a member that comes back under the same id within the
-    # session timeout gets its partitions back without a rebalance. Default: the environment
-    # variable WEBHOOK_CONSUMER_INSTANCE_ID (a StatefulSet pod's name), else none.
-    group_instance_id: Annotated[str, Field(min_length=1)] | None = None
-    session_timeout_ms: PositiveInt = 45_000
-    heartbeat_interval_ms: PositiveInt = 3_000
-    # How long the group waits for members to rejoin; must cover the revoke grace, or a member
-    # still finishing its revoked work is thrown out of the group. Default: grace + 30 s.
-    rebalance_timeout_ms: PositiveInt | None = None
+    # session timeout gets its partitions back without a rebalance.
+    group_instance_id: Annotated[str, Field(min_length=1)] | None = Field(
+        None,
+        description="Static group membership (KIP-345). Default: the environment variable "
+        "WEBHOOK_CONSUMER_INSTANCE_ID, else none.",
+    )
+    session_timeout_ms: PositiveInt = Field(
+        45_000, description="The group drops a member that was silent this long."
+    )
+    heartbeat_interval_ms: PositiveInt = Field(
+        3_000, description="How often the member tells the group it is alive."
+    )
+    # Must cover the revoke grace, or a member still finishing its revoked work is thrown out
+    # of the group.
+    rebalance_timeout_ms: PositiveInt | None = Field(
+        None,
+        description="How long the group waits for members to rejoin; must exceed "
+        "revoke_grace_seconds. Default: revoke grace + 30 s.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -167,20 +251,43 @@ class KafkaConfig(_Model):
 
 
 class AttributesConfig(_Model):
-    backend: Literal["sqlite", "redis"] = "sqlite"
-    # sqlite:///<path>; redis://host[:port][/db], rediss://... (TLS) or unix:///<socket>
-    url: Annotated[str, Field(validate_default=True)] = "sqlite:///./attributes.db"
-    key_prefix: str = "webhook-consumer:attrs:"  # redis: one hash per user, <key_prefix><user_id>
-    # redis: connecting, and each round trip; sqlite: waiting for another writer's lock
-    timeout_seconds: PositiveFloat = 3.0
-    # Lookups are remembered this long, found or not; 0 turns the cache off.
-    cache_ttl_seconds: Annotated[float, Field(ge=0)] = 30.0
-    cache_max_users: PositiveInt = 100_000  # the oldest entries go first
-    # redis: the password (AUTH) comes from here rather than from the URL, like every secret.
-    password_env: str | None = None
-    password_file: Path | None = None
-    # rediss://: PEM file of the CAs to trust instead of the system's; always verified.
-    ca_bundle: Path | None = None
+    """The user attribute store that `run`, `send-test` and `attributes import` use."""
+
+    backend: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="sqlite: a file on one host; redis: shared by every replica."
+    )
+    url: Annotated[str, Field(validate_default=True)] = Field(
+        "sqlite:///./attributes.db",
+        description="sqlite:///<path>; redis://host[:port][/db], rediss://... (TLS) or "
+        "unix:///<socket>[?db=N].",
+    )
+    key_prefix: str = Field(
+        "webhook-consumer:attrs:",
+        description="redis: each user is one hash at `<key_prefix><user_id>`.",
+    )
+    timeout_seconds: PositiveFloat = Field(
+        3.0,
+        description="redis: bound of connecting and of each round trip; sqlite: of waiting "
+        "for another writer's lock.",
+    )
+    cache_ttl_seconds: Annotated[float, Field(ge=0)] = Field(
+        30.0,
+        description="Lookups, found or not, are remembered this long per process; 0 turns "
+        "the cache off.",
+    )
+    cache_max_users: PositiveInt = Field(
+        100_000, description="Most users cached per process; the oldest go first."
+    )
+    # The password (AUTH) comes from here rather than from the URL, like every secret.
+    password_env: str | None = Field(
+        None, description="redis: environment variable holding the password."
+    )
+    password_file: Path | None = Field(None, description="redis: file holding the password.")
+    ca_bundle: Path | None = Field(
+        None,
+        description="rediss://: PEM file of the CAs to trust instead of the system's; "
+        "certificates are always verified.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -195,30 +302,69 @@ class AttributesConfig(_Model):
 
 
 class CircuitBreakerConfig(_Model):
-    failures: PositiveInt = 5  # consecutive failures (5xx, timeouts, connection errors) to open
-    cooldown_seconds: PositiveFloat = 30.0  # open this long, then one probe (half-open)
-    # Each failed probe doubles the cool-down up to this, so a long outage costs few probes.
-    max_cooldown_seconds: PositiveFloat = 300.0
+    """Per channel: stop sending to a receiver that keeps failing, and probe it later."""
+
+    failures: PositiveInt = Field(
+        5,
+        description="Consecutive failures (5xx, 408, 425, timeouts, connection errors) that "
+        "open the circuit.",
+    )
+    cooldown_seconds: PositiveFloat = Field(
+        30.0, description="How long it stays open before one probe request (half-open)."
+    )
+    # A long outage then costs few probes and few rewrites of the waiting records.
+    max_cooldown_seconds: PositiveFloat = Field(
+        300.0, description="Each failed probe doubles the cool-down, up to this."
+    )
 
 
 class RetryConfig(_Model):
-    quick_attempts: PositiveInt = 3
-    # After the quick attempts, one attempt after each of these delays (Svix's schedule).
-    schedule_seconds: list[PositiveFloat] = [5, 300, 1800, 7200, 18000, 36000, 36000]
-    backoff_initial_ms: PositiveFloat = 200.0
-    backoff_max_ms: PositiveFloat = 5000.0
-    retry_after_max_seconds: PositiveFloat = 30.0  # longest in-process wait a receiver may ask
-    # A channel whose queue would take longer than this to send parks new work on the delay
-    # path instead of holding it (and its input offsets) in memory. Long enough that a burst
-    # the in-flight limit already bounds (a healthy backlog) is sent, not parked and read back.
-    max_backlog_seconds: PositiveFloat = 30.0
-    # Parking is paced by the lane's throughput; after this many park writes a delivery is
-    # queued whatever the backlog, so no delivery is rewritten without end.
-    max_parks: PositiveInt = 8
-    # The safety net: a delivery older than this is dead-lettered (reason max_age) at its next
-    # turn, however it waited. Default: the schedule's total plus max(10 minutes, a quarter).
-    max_age_seconds: PositiveFloat | None = None
-    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    """What happens to a delivery that failed: quick in-process tries, then the delay topics."""
+
+    quick_attempts: PositiveInt = Field(
+        3,
+        description="In-process attempts of a new delivery, the first included, before it "
+        "moves to the schedule.",
+    )
+    schedule_seconds: list[PositiveFloat] = Field(
+        [5, 300, 1800, 7200, 18000, 36000, 36000],
+        description="After the quick attempts, one attempt after each of these delays; then a "
+        "dead letter.",
+    )
+    backoff_initial_ms: PositiveFloat = Field(
+        200.0,
+        description="Ceiling of the first quick retry's wait; it doubles per attempt "
+        "(full jitter: the wait is uniform below the ceiling).",
+    )
+    backoff_max_ms: PositiveFloat = Field(
+        5000.0, description="Largest ceiling of a quick retry's wait."
+    )
+    retry_after_max_seconds: PositiveFloat = Field(
+        30.0,
+        description="Longest Retry-After waited for in process; a longer one moves the "
+        "delivery to the delay topics.",
+    )
+    # The overflow of a slow channel waits on Kafka instead of holding input offsets in memory.
+    max_backlog_seconds: PositiveFloat = Field(
+        30.0,
+        description="A channel whose queue would take longer than this to send parks new "
+        "work on the delay topics (without using a round). Long enough that a healthy backlog, "
+        "which the in-flight limit already bounds, is sent rather than parked and read back.",
+    )
+    # Parking is paced by the lane's throughput; the bound means no delivery is rewritten
+    # without end.
+    max_parks: PositiveInt = Field(
+        8, description="After this many parks a delivery is queued whatever the backlog."
+    )
+    max_age_seconds: PositiveFloat | None = Field(
+        None,
+        description="A delivery older than this is dead-lettered (reason max_age) at its next "
+        "turn, however it waited. Default: the schedule's sum plus the larger of 10 minutes "
+        "and a quarter of it.",
+    )
+    circuit_breaker: CircuitBreakerConfig = Field(
+        CircuitBreakerConfig(), description="Per-channel circuit breaker."
+    )
 
     @property
     def max_age(self) -> float:
@@ -229,8 +375,12 @@ class RetryConfig(_Model):
 
 
 class RateLimitConfig(_Model):
-    per_second: PositiveFloat
-    burst: PositiveInt | None = None  # default: one second's worth
+    """Requests per second to one channel, with bursts (a token bucket)."""
+
+    per_second: PositiveFloat = Field(description="Sustained requests per second.")
+    burst: PositiveInt | None = Field(
+        None, description="Requests that may go out at once. Default: one second's worth."
+    )
 
     @property
     def capacity(self) -> int:
@@ -238,53 +388,109 @@ class RateLimitConfig(_Model):
 
 
 class BatchConfig(_Model):
-    max_users: PositiveInt = 1
-    linger_ms: Annotated[int, Field(ge=0)] = 0
+    """Several users of one campaign in one request (`userAttr` then holds one per user)."""
+
+    max_users: PositiveInt = Field(
+        1, description="Users per request; 1 sends one request per event."
+    )
+    linger_ms: Annotated[int, Field(ge=0)] = Field(
+        0, description="How long a batch waits for more users before it is sent."
+    )
 
 
 class BasicAuthConfig(_Model):
-    username: str
-    password_env: str | None = None
-    password_file: Path | None = None
+    """An `Authorization: Basic` header on every request of the channel."""
+
+    username: str = Field(description="The user name.")
+    password_env: str | None = Field(
+        None, description="Environment variable holding the password (or password_file)."
+    )
+    password_file: Path | None = Field(None, description="File holding the password.")
 
 
 class TlsConfig(_Model):
-    # PEM file of the CAs to trust instead of the system's; verification is never switched off.
-    ca_bundle: Path | None = None
-    require_https: bool = False  # refuse http:// channel URLs at start
+    """TLS to the receivers; certificates and host names are always verified."""
+
+    ca_bundle: Path | None = Field(
+        None, description="PEM file of the CAs to trust instead of the system's."
+    )
+    require_https: bool = Field(False, description="Reject http:// channel URLs at start.")
 
 
 class ChannelTlsConfig(_Model):
-    ca_bundle: Path | None = None  # default: the top-level tls.ca_bundle, else the system CAs
-    require_https: bool | None = None  # default: the top-level tls.require_https
+    """TLS to this channel's receiver, overriding the top-level `tls`."""
+
+    ca_bundle: Path | None = Field(
+        None, description="Default: the top-level tls.ca_bundle, else the system's CAs."
+    )
+    require_https: bool | None = Field(
+        None, description="Default: the top-level tls.require_https."
+    )
 
 
 class StandardWebhooksConfig(_Model):
     """Also sign as Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature)."""
 
-    secret_env: str | None = None  # holds "whsec_<base64 of 24..64 random bytes>"
-    secret_file: Path | None = None
-    # A rotation: the old secret keeps signing too, until previous_valid_until.
-    previous_secret_env: str | None = None
-    previous_secret_file: Path | None = None
-    previous_valid_until: AwareDatetime | None = None
+    secret_env: str | None = Field(
+        None,
+        description="Environment variable holding `whsec_` + base64 of 24 to 64 random bytes "
+        "(or secret_file).",
+    )
+    secret_file: Path | None = Field(None, description="File holding that secret.")
+    previous_secret_env: str | None = Field(
+        None,
+        description="During a rotation: the old secret, which keeps signing too until "
+        "previous_valid_until.",
+    )
+    previous_secret_file: Path | None = Field(
+        None, description="File holding the old secret (instead of _env)."
+    )
+    previous_valid_until: AwareDatetime | None = Field(
+        None, description="End of the rotation, with a time zone."
+    )
 
 
 class ChannelConfig(_Model):
-    name: Annotated[str, Field(min_length=1)]
-    url: str
-    query: dict[str, str] = {}
-    secret_env: str | None = None
-    secret_file: Path | None = None
-    basic_auth: BasicAuthConfig | None = None
-    template_params: dict[str, ParamType] = {}
-    user_attributes: list[str] = []
-    rate_limit: RateLimitConfig | None = None
-    max_concurrency: PositiveInt = 16
-    timeout_seconds: PositiveFloat = 10.0
-    batch: BatchConfig = BatchConfig()
-    tls: ChannelTlsConfig = ChannelTlsConfig()
-    standard_webhooks: StandardWebhooksConfig | None = None
+    """One receiver endpoint."""
+
+    name: Annotated[str, Field(min_length=1)] = Field(
+        description="Unique; sent as the body's `name`."
+    )
+    url: str = Field(description="Absolute http:// or https:// URL, without credentials.")
+    query: dict[str, str] = Field(
+        {},
+        description="Query parameters added to the URL's own (and replacing any of the same name).",
+    )
+    secret_env: str | None = Field(
+        None,
+        description="Environment variable holding the X-gio-signature key. Neither this nor "
+        "secret_file: an empty key.",
+    )
+    secret_file: Path | None = Field(
+        None,
+        description="File holding the X-gio-signature key (a trailing newline is dropped).",
+    )
+    basic_auth: BasicAuthConfig | None = Field(None, description="Optional Basic authentication.")
+    template_params: dict[str, ParamType] = Field(
+        {},
+        description="The `templateParam` keys, in body order, and their types; every campaign "
+        "of the channel must give each one.",
+    )
+    user_attributes: list[str] = Field(
+        [], description="The user attributes sent in `userAttr`, in this order."
+    )
+    rate_limit: RateLimitConfig | None = Field(
+        None, description="Default: no limit but max_concurrency."
+    )
+    max_concurrency: PositiveInt = Field(16, description="Requests in flight at once.")
+    timeout_seconds: PositiveFloat = Field(
+        10.0, description="Bound of a whole attempt: connect, TLS, headers and body."
+    )
+    batch: BatchConfig = Field(BatchConfig(), description="Several users per request.")
+    tls: ChannelTlsConfig = Field(ChannelTlsConfig(), description="TLS to this receiver.")
+    standard_webhooks: StandardWebhooksConfig | None = Field(
+        None, description="Also send Standard Webhooks signature headers."
+    )
 
     @field_validator("url")
     @classmethod
@@ -310,34 +516,62 @@ class ChannelConfig(_Model):
 
 
 class CampaignConfig(_Model):
-    id: Annotated[str, Field(min_length=1)]
-    channels: Annotated[list[str], Field(min_length=1)]
-    template_params: dict[str, Any] = {}
+    """A campaign: the channels its events go to, and the values of their template parameters."""
+
+    id: Annotated[str, Field(min_length=1)] = Field(
+        description="Unique; matched against the event's campaign_id."
+    )
+    channels: Annotated[list[str], Field(min_length=1)] = Field(
+        description="Names of the channels each event goes to."
+    )
+    template_params: dict[str, Any] = Field(
+        {},
+        description="A value for every template parameter its channels declare, of the "
+        "declared type.",
+    )
 
 
 class LoggingConfig(_Model):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["auto", "json", "console"] = "auto"  # auto: JSON unless stderr is a terminal
+    """Log lines on stderr; the --log-level/--log-format flags and environment win."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug adds one line per delivery transition."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: JSON unless stderr is a terminal."
+    )
 
 
 class ReloadConfig(_Model):
     """SIGHUP always reloads the config file; `watch` also reloads when the file changes (a
     Kubernetes ConfigMap update, say), checked every `interval_seconds`."""
 
-    watch: bool = False
-    interval_seconds: PositiveFloat = 5.0
+    watch: bool = Field(False, description="Reload when the file changes.")
+    interval_seconds: PositiveFloat = Field(
+        5.0, description="How often the file is checked when watch is on."
+    )
 
 
 class ServiceConfig(_Model):
-    kafka: KafkaConfig = KafkaConfig()
-    attributes: AttributesConfig = AttributesConfig()
-    allowed_networks: list[Network] = []
-    tls: TlsConfig = TlsConfig()
-    retry: RetryConfig = RetryConfig()
-    logging: LoggingConfig = LoggingConfig()
-    reload: ReloadConfig = ReloadConfig()
-    channels: Annotated[list[ChannelConfig], Field(min_length=1)]
-    campaigns: list[CampaignConfig] = []
+    """The whole file."""
+
+    kafka: KafkaConfig = Field(KafkaConfig(), description="The cluster, group and topics.")
+    attributes: AttributesConfig = Field(
+        AttributesConfig(), description="The user attribute store."
+    )
+    allowed_networks: list[Network] = Field(
+        [],
+        description="Non-public networks receivers may be in (loopback, private, link-local "
+        "and other non-public addresses are refused otherwise).",
+    )
+    tls: TlsConfig = Field(TlsConfig(), description="TLS to the receivers.")
+    retry: RetryConfig = Field(RetryConfig(), description="Retries, delays and dead letters.")
+    logging: LoggingConfig = Field(LoggingConfig(), description="Log level and format.")
+    reload: ReloadConfig = Field(ReloadConfig(), description="Live reload of the file.")
+    channels: Annotated[list[ChannelConfig], Field(min_length=1)] = Field(
+        description="The receiver endpoints; at least one."
+    )
+    campaigns: list[CampaignConfig] = Field([], description="Campaigns, bound to channels.")
 
 
 class ConfigError(Exception):

@@ -1,4 +1,5 @@
-"""JSON Schema files of every record in the contract, generated from the pydantic models."""
+"""JSON Schema files of every record in the contract, generated from the pydantic models, and
+the configuration reference in Markdown."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .config import ServiceConfig
+from .configdoc import render_configuration
 from .deadletter import DeadLetter
 from .events import ThresholdEvent
 from .payload import WebhookPayload
@@ -35,5 +37,19 @@ def write_schemas(folder: Path) -> list[Path]:
     for name, model in SCHEMAS.items():
         path = folder / name
         path.write_text(render(model), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+# Files of the docs folder generated from the models, and what renders each.
+DOCS = {"configuration.md": render_configuration}
+
+
+def write_docs(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, render_doc in DOCS.items():
+        path = folder / name
+        path.write_text(render_doc(), encoding="utf-8")
         written.append(path)
     return written
