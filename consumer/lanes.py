@@ -30,6 +30,7 @@ from .observer import (
     Delivered,
     Dropped,
     GaveUp,
+    LaneLoad,
     Observer,
     RetryingSoon,
 )
@@ -339,11 +340,14 @@ class ChannelLane:
         self._observer.emit(CircuitChanged(self.channel.name, state.value, failures, cooldown))
 
     async def _watch(self) -> None:
-        """While the lane has work, every tick: learn the throughput, and park what the lane
-        cannot send in time. An idle lane costs no wake-ups."""
+        """While the lane has work, every tick: learn the throughput, park what the lane cannot
+        send in time, and say how loaded it is. An idle lane costs no wake-ups (it says so once).
+        """
         loop = asyncio.get_running_loop()
+        name = self.channel.name
         while True:
             if not self._queue and not self.in_flight:
+                self._observer.emit(LaneLoad(name, 0, 0))
                 self._work_arrived.clear()
                 await self._work_arrived.wait()
             saturated_before = bool(self._queue)
@@ -355,6 +359,7 @@ class ChannelLane:
                 saturated = saturated_before and bool(self._queue)
                 self.throughput.tick(loop.time() - started, saturated)
             self._shed()
+            self._observer.emit(LaneLoad(name, len(self._queue), self.in_flight))
 
     def _shed(self) -> None:
         """Park the newest queued work while the lane holds more than it can send in time."""

@@ -22,6 +22,17 @@ from .delaypath import due_ms_of, level_of, topic_pattern
 from .delivery import Owner
 from .dispatcher import RecordLike
 from .kafka_health import kafka_health
+from .observer import (
+    NO_OBSERVER,
+    CommitFailed,
+    Committed,
+    Consumed,
+    InputLag,
+    Lifecycle,
+    Observer,
+    PartitionsOwned,
+    Stage,
+)
 from .offsets import OffsetTracker, PartitionState
 
 log = structlog.get_logger(__name__)
@@ -52,11 +63,14 @@ class Listener:
         dispatcher: Handler,
         redelivery: Handler,
         config: KafkaConfig,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._consumer = consumer
         self._dispatcher = dispatcher
         self._redelivery = redelivery
         self._config = config
+        self._observer = observer
+        self._owned: set[int] = set()  # input partitions assigned to this member
         self._progress = asyncio.Event()  # set whenever some record finished
         self._tracker = OffsetTracker(on_progress=self._progress.set)
         self._paused: set[TopicPartition] = set()  # too much of it unfinished
@@ -96,6 +110,7 @@ class Listener:
             self._resume_drained()
             if loop.time() >= next_commit:
                 await self.commit()
+                await self._report_lag()
                 next_commit = loop.time() + interval
         await self.drain(self._config.shutdown_grace_seconds)
 
@@ -104,8 +119,10 @@ class Listener:
         for record in records:
             state.started(record.offset)
         if tp.topic == self._config.topic:
+            self._observer.emit(Consumed("input", len(records)))
             await self._dispatcher.dispatch(records, state)
         else:
+            self._observer.emit(Consumed("delay", len(records)))
             due = self._hold_back(tp, state, records)
             if due:
                 await self._redelivery.dispatch(due, state)
@@ -172,16 +189,44 @@ class Listener:
             offsets = {k: o for k, o in offsets.items() if k in assigned}
         if not offsets:
             return
+        started = time.perf_counter()
         try:
             # Always an explicit map: the assignment can change under a bare commit() while
             # aiokafka rebalances in the background (aiokafka #929, #933).
             await self._consumer.commit({TopicPartition(*k): o for k, o in offsets.items()})
         except KafkaError as exc:
             # Typically a rebalance in progress: the revoke listener commits instead.
+            self._observer.emit(CommitFailed(time.perf_counter() - started, repr(exc)[:300]))
             log.warning("commit.failed", error=repr(exc), partitions=len(offsets))
             return
+        self._observer.emit(Committed(time.perf_counter() - started, len(offsets)))
         self._tracker.committed(offsets)
         kafka_health.ok()
+
+    async def _report_lag(self) -> None:
+        """Records behind the end of each owned input partition. The end is what the last
+        fetch response said (aiokafka's highwater), so a paused partition's figure is as old
+        as its last fetch; a partition not fetched yet is left out."""
+        if not self._owned:
+            return
+        assignment = self._consumer.assignment()
+        lags = []
+        for partition in sorted(self._owned):
+            tp = TopicPartition(self._config.topic, partition)
+            if tp not in assignment:
+                continue
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            done = self._tracker.committed_offset(_key(tp))
+            if done is None:  # nothing committed by us yet: count from where we read
+                try:
+                    done = await self._consumer.position(tp)  # known once fetched: no wait
+                except KafkaError:
+                    continue
+            lags.append((partition, max(0, end - done)))
+        if lags:
+            self._observer.emit(InputLag(tuple(lags)))
 
     async def wait_finished(self, keys: list[Key] | None, within: float) -> bool:
         """Wait until the given partitions (all when None) have nothing in flight; records
@@ -214,12 +259,19 @@ class Listener:
         self._paused.difference_update(revoked)
         for tp in revoked:
             self._waiting.pop(tp, None)
+        self._owned.difference_update(tp.partition for tp in revoked if self._is_input(tp))
+        self._observer.emit(PartitionsOwned(frozenset(self._owned), assigned=False))
         log.info("partitions.revoked", partitions=sorted(keys), complete=complete)
 
     def assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._tracker.assign(_key(tp))
+        self._owned.update(tp.partition for tp in assigned if self._is_input(tp))
+        self._observer.emit(PartitionsOwned(frozenset(self._owned), assigned=True))
         log.info("partitions.assigned", partitions=sorted(_key(tp) for tp in assigned))
+
+    def _is_input(self, tp: TopicPartition) -> bool:
+        return bool(tp.topic == self._config.topic)
 
     def _flush(self) -> None:
         self._dispatcher.flush()
@@ -227,6 +279,7 @@ class Listener:
 
     async def drain(self, grace: float) -> None:
         self._draining = True
+        self._observer.emit(Lifecycle(Stage.DRAINING))
         assignment = list(self._consumer.assignment())
         if assignment:
             self._consumer.pause(*assignment)
