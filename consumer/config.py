@@ -312,6 +312,14 @@ class LoggingConfig(_Model):
     format: Literal["auto", "json", "console"] = "auto"  # auto: JSON unless stderr is a terminal
 
 
+class AdminConfig(_Model):
+    """The admin port: /metrics, /healthz, /readyz and the status page at /."""
+
+    enabled: bool = True
+    host: Annotated[str, Field(min_length=1)] = "0.0.0.0"  # probes come from outside
+    port: Annotated[int, Field(ge=0, le=65535)] = 9108  # 0: any free port (tests)
+
+
 class ServiceConfig(_Model):
     kafka: KafkaConfig = KafkaConfig()
     attributes: AttributesConfig = AttributesConfig()
@@ -319,6 +327,7 @@ class ServiceConfig(_Model):
     tls: TlsConfig = TlsConfig()
     retry: RetryConfig = RetryConfig()
     logging: LoggingConfig = LoggingConfig()
+    admin: AdminConfig = AdminConfig()
     channels: Annotated[list[ChannelConfig], Field(min_length=1)]
     campaigns: list[CampaignConfig] = []
 
