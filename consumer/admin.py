@@ -6,6 +6,7 @@ into the lanes or the listener, so a scrape cannot disturb delivery beyond its o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Protocol
 
@@ -15,6 +16,10 @@ from aiohttp import web
 from .health import Verdict
 
 log = structlog.get_logger(__name__)
+
+
+class AdminPortUnavailable(Exception):
+    """The admin server could not listen where the config says."""
 
 
 class Metrics(Protocol):
@@ -59,10 +64,10 @@ class AdminServer:
             await web.TCPSite(runner, self._host, self._port).start()
         except OSError as exc:
             await runner.cleanup()
-            reason = exc.strerror or str(exc)
-            raise OSError(
-                exc.errno, f"admin server cannot listen on {self._host}:{self._port}: {reason}"
-            ) from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise AdminPortUnavailable(
+                f"cannot listen on {self._host}:{self._port} (admin.host, admin.port): {reason}"
+            ) from exc
         self._runner = runner
         self._port = runner.addresses[0][1]
         # At debug: a start that fails later must still be one line on stderr.

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from consumer.admin import AdminServer
+from consumer.admin import AdminPortUnavailable, AdminServer
 from consumer.health import Verdict
 
 
@@ -100,6 +100,7 @@ async def test_a_port_in_use_is_one_clear_error() -> None:
             readiness=lambda: Verdict(True, ""),
             status_page=lambda: "",
         )
-        with pytest.raises(OSError, match=f"admin server cannot listen on 127.0.0.1:{port}: "):
+        expected = f"cannot listen on 127.0.0.1:{port} \\(admin.host, admin.port\\): Address"
+        with pytest.raises(AdminPortUnavailable, match=expected):
             await admin.start()
         await admin.stop()  # nothing to stop: harmless

@@ -3,6 +3,10 @@ once, values that follow the transitions."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -285,3 +289,23 @@ def test_every_reason_a_dead_letter_can_have_is_catalogued() -> None:
     never_a_dead_letter = {Kind.DELIVERED, Kind.CIRCUIT_OPEN}  # an open circuit ends as max_age
     reasons = {kind.value for kind in Kind} - {kind.value for kind in never_a_dead_letter}
     assert reasons == set(prometheus.DEAD_LETTER_REASONS)
+
+
+def test_prometheus_client_loads_when_the_hook_is_built_not_when_imported(tmp_path: Path) -> None:
+    code = """
+        import sys
+        import consumer.service
+        from consumer.hooks.prometheus import PrometheusHook
+        print("prometheus_client" in sys.modules)
+        PrometheusHook(["a"])
+        print("prometheus_client" in sys.modules)
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["False", "True"]
