@@ -9,7 +9,8 @@ INSTALLED := $(VENV)/.installed
 KUSTOMIZE_VERSION ?= v5.7.1
 KUSTOMIZE := .cache/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 
-.PHONY: setup kafka-fetch kustomize demo test unit integration deploy-check lint bench schemas clean
+.PHONY: setup kafka-fetch kustomize demo test unit integration deploy-check lint bench schemas \
+    clean metrics-doc status-page-screenshot
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,15 @@ lint: $(INSTALLED)
 
 schemas: $(INSTALLED)
 	$(BIN)/webhook-consumer schemas --out schemas --docs docs
+
+# docs/metrics.md from deploy/metrics.yaml (tests/deploy fails when they disagree).
+metrics-doc: $(INSTALLED)
+	$(BIN)/python -m tests.deploy.metrics_doc
+
+# docs/status-page.png from a real run (Kafka, a receiver, headless Chromium).
+status-page-screenshot: setup
+	STATUS_PAGE_SCREENSHOT=docs/status-page.png deploy/local/with-services \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_status_page.py
 
 clean:
 	-deploy/local/kafka stop

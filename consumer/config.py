@@ -552,6 +552,18 @@ class ReloadConfig(_Model):
     )
 
 
+class AdminConfig(_Model):
+    """The admin port: /metrics, /healthz, /readyz and the status page at /."""
+
+    enabled: bool = Field(True, description="Serve the admin port.")
+    host: Annotated[str, Field(min_length=1)] = Field(
+        "0.0.0.0", description="Address to listen on; probes and Prometheus come from outside."
+    )
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9108, description="Port to listen on; 0 takes any free port (tests)."
+    )
+
+
 class ServiceConfig(_Model):
     """The whole file."""
 
@@ -568,6 +580,9 @@ class ServiceConfig(_Model):
     retry: RetryConfig = Field(RetryConfig(), description="Retries, delays and dead letters.")
     logging: LoggingConfig = Field(LoggingConfig(), description="Log level and format.")
     reload: ReloadConfig = Field(ReloadConfig(), description="Live reload of the file.")
+    admin: AdminConfig = Field(
+        AdminConfig(), description="The admin port: metrics, health and the status page."
+    )
     channels: Annotated[list[ChannelConfig], Field(min_length=1)] = Field(
         description="The receiver endpoints; at least one."
     )

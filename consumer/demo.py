@@ -61,6 +61,7 @@ def demo_config(
         "allowed_networks": ["127.0.0.0/8"],
         "retry": {"quick_attempts": 3, "backoff_initial_ms": 50, "backoff_max_ms": 500},
         "logging": {"level": "warning", "format": "console"},
+        "admin": {"host": "127.0.0.1", "port": 0},  # any free port: a service may run beside it
         "channels": [
             {
                 "name": "coupon-system",

@@ -31,6 +31,7 @@ from .observer import (
     Delivered,
     Dropped,
     GaveUp,
+    LaneLoad,
     Observer,
     RetryingSoon,
 )
@@ -405,12 +406,15 @@ class ChannelLane:
         await self.close()
 
     async def _watch(self) -> None:
-        """While the lane has work, every tick: learn the throughput, and park what the lane
-        cannot send in time. An idle lane costs no wake-ups. A tick that ran late says the
-        process is busy, not the receiver slow: it teaches nothing and parks nothing new."""
+        """While the lane has work, every tick: learn the throughput, park what the lane cannot
+        send in time, and say how loaded it is. An idle lane costs no wake-ups (it says so
+        once). A tick that ran late says the process is busy, not the receiver slow: it
+        teaches nothing and parks nothing new."""
         loop = asyncio.get_running_loop()
+        name = self.channel.name
         while True:
             if not self._queue and not self.in_flight:
+                self._observer.emit(LaneLoad(name, 0, 0))
                 self._work_arrived.clear()
                 await self._work_arrived.wait()
             saturated_before = bool(self._queue)
@@ -423,6 +427,7 @@ class ChannelLane:
             else:
                 self.throughput.tick(elapsed, saturated_before and bool(self._queue))
             self._shed()
+            self._observer.emit(LaneLoad(name, len(self._queue), self.in_flight))
 
     def _shed(self) -> None:
         """Park the newest queued work while the lane holds more than it can send in time."""

@@ -22,7 +22,18 @@ from .delaypath import due_ms_of, level_of, topic_pattern
 from .delivery import Owner
 from .dispatcher import RecordLike
 from .kafka_health import kafka_health
-from .observer import NO_OBSERVER, Observer, OffsetsTruncated
+from .observer import (
+    NO_OBSERVER,
+    CommitFailed,
+    Committed,
+    Consumed,
+    InputLag,
+    Lifecycle,
+    Observer,
+    OffsetsTruncated,
+    PartitionsOwned,
+    Stage,
+)
 from .offsets import OffsetTracker, PartitionState
 
 log = structlog.get_logger(__name__)
@@ -66,6 +77,7 @@ class Listener:
         self._config = config
         self._load_committed = load_committed
         self._observer = observer
+        self._owned: set[int] = set()  # input partitions assigned to this member
         self._progress = asyncio.Event()  # set whenever some record finished
         self._tracker = OffsetTracker(on_progress=self._progress.set)
         self._paused: set[TopicPartition] = set()  # too much of it unfinished
@@ -105,6 +117,7 @@ class Listener:
             self._resume_drained()
             if loop.time() >= next_commit:
                 await self.commit()
+                await self._report_lag()
                 next_commit = loop.time() + interval
         await self.drain(self._config.shutdown_grace_seconds)
 
@@ -115,8 +128,10 @@ class Listener:
         for record in records:
             state.started(record.offset)
         if tp.topic == self._config.topic:
+            self._observer.emit(Consumed("input", len(records)))
             await self._dispatcher.dispatch(records, state)
         else:
+            self._observer.emit(Consumed("delay", len(records)))
             due = self._hold_back(tp, state, records)
             if due:
                 await self._redelivery.dispatch(due, state)
@@ -183,6 +198,7 @@ class Listener:
             commits = {k: c for k, c in commits.items() if k in assigned}
         if not commits:
             return
+        started = time.perf_counter()
         try:
             # Always an explicit map: the assignment can change under a bare commit() while
             # aiokafka rebalances in the background (aiokafka #929, #933).
@@ -191,13 +207,40 @@ class Listener:
             )
         except KafkaError as exc:
             # Typically a rebalance in progress: the revoke listener commits instead.
+            self._observer.emit(CommitFailed(time.perf_counter() - started, repr(exc)[:300]))
             log.warning("commit.failed", error=repr(exc), partitions=len(commits))
             return
+        self._observer.emit(Committed(time.perf_counter() - started, len(commits)))
         for (topic, partition), commit in commits.items():
             if commit.truncated:
                 self._observer.emit(OffsetsTruncated(topic, partition))
         self._tracker.committed(commits)
         kafka_health.ok()
+
+    async def _report_lag(self) -> None:
+        """Records behind the end of each owned input partition. The end is what the last
+        fetch response said (aiokafka's highwater), so a paused partition's figure is as old
+        as its last fetch; a partition not fetched yet is left out."""
+        if not self._owned:
+            return
+        assignment = self._consumer.assignment()
+        lags = []
+        for partition in sorted(self._owned):
+            tp = TopicPartition(self._config.topic, partition)
+            if tp not in assignment:
+                continue
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            done = self._tracker.committed_offset(_key(tp))
+            if done is None:  # nothing committed by us yet: count from where we read
+                try:
+                    done = await self._consumer.position(tp)  # known once fetched: no wait
+                except KafkaError:
+                    continue
+            lags.append((partition, max(0, end - done)))
+        if lags:
+            self._observer.emit(InputLag(tuple(lags)))
 
     async def wait_finished(self, keys: list[Key] | None, within: float) -> bool:
         """Wait until the given partitions (all when None) have nothing in flight; records
@@ -230,11 +273,15 @@ class Listener:
         self._paused.difference_update(revoked)
         for tp in revoked:
             self._waiting.pop(tp, None)
+        self._owned.difference_update(tp.partition for tp in revoked if self._is_input(tp))
+        self._observer.emit(PartitionsOwned(frozenset(self._owned), assigned=False))
         log.info("partitions.revoked", partitions=sorted(keys), complete=complete)
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._tracker.assign(_key(tp))
+        self._owned.update(tp.partition for tp in assigned if self._is_input(tp))
+        self._observer.emit(PartitionsOwned(frozenset(self._owned), assigned=True))
         skipped = await self._resume(assigned)
         log.info(
             "partitions.assigned",
@@ -260,12 +307,16 @@ class Listener:
                 skipped += len(state.skip)
         return skipped
 
+    def _is_input(self, tp: TopicPartition) -> bool:
+        return bool(tp.topic == self._config.topic)
+
     def _flush(self) -> None:
         self._dispatcher.flush()
         self._redelivery.flush()
 
     async def drain(self, grace: float) -> None:
         self._draining = True
+        self._observer.emit(Lifecycle(Stage.DRAINING))
         assignment = list(self._consumer.assignment())
         if assignment:
             self._consumer.pause(*assignment)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .delivery import Delivery
 from .outcome import Limit, Outcome, Wait
@@ -116,6 +117,86 @@ class HandoffChanged:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """One fetched batch of one partition was handed on (one emit per batch, never per record)."""
+
+    topic_kind: str  # "input" | "delay"
+    records: int
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Offsets were committed."""
+
+    seconds: float
+    partitions: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitFailed:
+    """A commit failed; the next interval (or the revoke listener) commits instead."""
+
+    seconds: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputLag:
+    """After a commit interval: records between the committed offset (or the position, before
+    the first commit) and the end of each owned input partition that has been fetched."""
+
+    partitions: tuple[tuple[int, int], ...]  # (partition, records behind)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionsOwned:
+    """The input partitions this member owns now, after an assignment or a revocation."""
+
+    partitions: frozenset[int]
+    assigned: bool  # True after an assignment (the group was joined), False after a revoke
+
+
+@dataclass(frozen=True, slots=True)
+class LaneLoad:
+    """A busy lane's queue and requests under way, sampled each tick; zeros once when idle."""
+
+    channel: str
+    queued: int
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class RedisChanged:
+    """Redis began failing (`available` False) or answered again."""
+
+    available: bool
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigReloaded:
+    """A new config was read: applied, or rejected (the running config is kept)."""
+
+    applied: bool
+    problems: int
+    channels: tuple[str, ...] = ()  # applied: the channels configured from now on
+
+
+class Stage(StrEnum):
+    CONFIG_LOADED = "config_loaded"  # the config validated and the catalog built
+    PRODUCER_STARTED = "producer_started"  # hand-offs can be written
+    DRAINING = "draining"  # stopping: no new records, in-flight work finishing
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """The service reached a stage of its start or its stop."""
+
+    stage: Stage
+
+
 Details = (
     Attempted
     | RetryingSoon
@@ -129,6 +210,15 @@ Details = (
     | OffsetsTruncated
     | CircuitChanged
     | HandoffChanged
+    | Consumed
+    | Committed
+    | CommitFailed
+    | InputLag
+    | PartitionsOwned
+    | LaneLoad
+    | RedisChanged
+    | ConfigReloaded
+    | Lifecycle
 )
 Hook = Callable[[Details], None]
 

@@ -121,6 +121,11 @@ class OffsetTracker:
             state = self._partitions[key] = PartitionState(on_progress=self._on_progress)
         return state
 
+    def committed_offset(self, key: tuple[str, int]) -> int | None:
+        """What this process last committed for the partition; None if nothing yet."""
+        state = self._partitions.get(key)
+        return None if state is None else state.committed
+
     def unfinished(self, key: tuple[str, int]) -> int:
         state = self._partitions.get(key)
         return 0 if state is None else state.unfinished

@@ -23,6 +23,7 @@ import structlog
 from .catalog import Catalog, Channel
 from .config import ConfigError, ServiceConfig, load_config
 from .lanes import ChannelLane
+from .observer import NO_OBSERVER, ConfigReloaded, Observer
 from .outcome import Kind, Outcome
 
 log = structlog.get_logger(__name__)
@@ -57,6 +58,7 @@ class Reloader:
         make_lane: Callable[[Channel], ChannelLane],
         users: list[UsesCatalog],
         environ: Mapping[str, str] | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._path = Path(path)
         self.config = config
@@ -65,6 +67,7 @@ class Reloader:
         self._make_lane = make_lane
         self._users = users
         self._environ = environ
+        self._observer = observer
         self._lock = asyncio.Lock()  # one reload at a time; signals arriving meanwhile wait
         self._tasks: set[asyncio.Task[Reloaded | None]] = set()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -83,11 +86,15 @@ class Reloader:
                 catalog = Catalog.from_config(config, self._environ)
             except ConfigError as exc:
                 log.error("config.reload_rejected", source=exc.source, problems=exc.problems)
+                self._observer.emit(ConfigReloaded(False, len(exc.problems)))
                 return None
             except (OSError, ValueError) as exc:  # a secret file vanished between the checks
                 log.error("config.reload_rejected", source=str(self._path), problems=[repr(exc)])
+                self._observer.emit(ConfigReloaded(False, 1))
                 return None
-            return self._apply(config, catalog)
+            report = self._apply(config, catalog)
+            self._observer.emit(ConfigReloaded(True, 0, tuple(catalog.channels)))
+            return report
 
     def _apply(self, config: ServiceConfig, catalog: Catalog) -> Reloaded:
         old_config, old = self.config, self.catalog

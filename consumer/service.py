@@ -14,6 +14,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from . import __version__
+from .admin import AdminServer
 from .attributes import open_store
 from .catalog import Catalog, Channel
 from .config import ServiceConfig
@@ -23,16 +25,22 @@ from .delaypath import delay_topics as delay_topics_of
 from .delivery import Delivery
 from .dispatcher import Dispatcher
 from .handoff import Handoff
+from .health import LoopMonitor
 from .hooks.logs import RetrySummary, TransitionLog
+from .hooks.prometheus import PrometheusHook
+from .hooks.readiness import Readiness
+from .hooks.status import StatusBoard
 from .kafkaprobe import probe
 from .kafkatools import client_options
 from .lanes import ChannelLane
 from .listener import Listener
-from .observer import GaveUp, Observer
+from .observer import GaveUp, Lifecycle, Observer, Stage
 from .outcome import Outcome
 from .redelivery import Redelivery
+from .redis_health import RedisHealth
 from .reload import Reloader
 from .sender import Sender, make_session
+from .status_page import ServiceInfo, render
 from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 
 log = structlog.get_logger(__name__)
@@ -57,15 +65,19 @@ async def run_service(
     stop: asyncio.Event | None = None,
     environ: Mapping[str, str] | None = None,
     config_path: str | Path | None = None,
+    *,
+    admin_port: int | None = None,
+    admin_bound: Callable[[int], None] | None = None,
 ) -> None:
     """Consume and deliver until `stop` is set (or SIGTERM/SIGINT), then drain and return.
-    With `config_path`, SIGHUP (and `reload.watch`) reload channels and campaigns from it."""
+
+    With `config_path`, SIGHUP (and `reload.watch`) reload channels and campaigns from it.
+    `admin_port` overrides `admin.port` (a supervisor of several workers gives each its own);
+    `admin_bound` is told the port the admin server listens on, before anything else starts.
+    """
     stop = stop or asyncio.Event()
     catalog = Catalog.from_config(config, environ)
     levels = delay_levels(config.retry)
-    await probe(config.kafka, environ)  # a wrong password or CA: one clear error, not retries
-    if config.kafka.create_topics:
-        await ensure_topics(config.kafka, delay_topics_of(config), environ)
     fatal: list[BaseException] = []
 
     def stop_on_bug(exc: BaseException) -> None:
@@ -74,16 +86,32 @@ async def run_service(
         fatal.append(exc)
         stop.set()
 
+    # At once: a stop asked for during start-up (a pod deleted while it starts) is a clean
+    # drain of nothing, not a kill by the default handler.
+    _on_signal(signal.SIGTERM, stop.set)
+    _on_signal(signal.SIGINT, stop.set)
     summary = RetrySummary()
     observer = Observer([TransitionLog(debug=config.logging.level == "debug"), summary])
     async with AsyncExitStack() as stack:
-        store = open_store(config.attributes, environ)
+        # First in, last out: /metrics and the status page answer through the whole drain.
+        admin: AdminServer | None = None
+        metrics: PrometheusHook | None = None
+        if config.admin.enabled:
+            admin, metrics = await _start_admin(config, catalog, observer, admin_port, stack)
+            if admin_bound is not None:
+                admin_bound(admin.port)
+        observer.emit(Lifecycle(Stage.CONFIG_LOADED))
+        await probe(config.kafka, environ)  # a wrong password or CA: one clear error, not retries
+        if config.kafka.create_topics:
+            await ensure_topics(config.kafka, delay_topics_of(config), environ)
+        store = open_store(config.attributes, environ, RedisHealth(observer))
         stack.push_async_callback(store.close)
         session = make_session(config.allowed_networks)
         stack.push_async_callback(session.close)
         producer = make_producer(config, environ)
         await producer.start()
         stack.push_async_callback(producer.stop)
+        observer.emit(Lifecycle(Stage.PRODUCER_STARTED))
         dead_letters = DeadLetterWriter(
             KafkaDeadLetterSink(producer, config.kafka.dead_letter_topic),
             Handoff("dead letter", observer, on_fatal=stop_on_bug),
@@ -103,6 +131,9 @@ async def run_service(
             on_unwritable=unwritable,
         )
         stack.push_async_callback(delays.close)
+        if metrics is not None:
+            metrics.track_pending("delay", lambda: delays.pending)
+            metrics.track_pending("dead_letter", lambda: dead_letters.pending)
         sender = Sender(session)
 
         def make_lane(channel: Channel) -> ChannelLane:
@@ -118,12 +149,13 @@ async def run_service(
             await asyncio.gather(*(lane.close() for lane in lanes.values()))
 
         stack.push_async_callback(close_lanes)
-        admin = AIOKafkaAdminClient(**client_options(config.kafka, environ))
-        await admin.start()
-        stack.push_async_callback(admin.close)
+        kafka_admin = AIOKafkaAdminClient(**client_options(config.kafka, environ))
+        await kafka_admin.start()
+        stack.push_async_callback(kafka_admin.close)
 
         async def committed(tps: list[TopicPartition]) -> dict[TopicPartition, tuple[int, str]]:
-            found = await admin.list_consumer_group_offsets(config.kafka.group_id, partitions=tps)
+            group = config.kafka.group_id
+            found = await kafka_admin.list_consumer_group_offsets(group, partitions=tps)
             return {tp: (meta.offset, meta.metadata) for tp, meta in found.items()}
 
         consumer = make_consumer(config, environ)
@@ -151,7 +183,14 @@ async def run_service(
         )
         if config_path is not None:
             reloader = Reloader(
-                config_path, config, catalog, lanes, make_lane, [dispatcher, redelivery], environ
+                config_path,
+                config,
+                catalog,
+                lanes,
+                make_lane,
+                [dispatcher, redelivery],
+                environ,
+                observer,
             )
             stack.push_async_callback(reloader.close)
             _on_signal(signal.SIGHUP, reloader.request)
@@ -159,14 +198,49 @@ async def run_service(
                 watcher = asyncio.create_task(reloader.watch(config.reload.interval_seconds))
                 stack.callback(watcher.cancel)
         listener.subscribe()
-        _on_signal(signal.SIGTERM, stop.set)
-        _on_signal(signal.SIGINT, stop.set)
-        log.info("service.started", topic=config.kafka.topic, channels=len(lanes))
+        log.info(
+            "service.started",
+            topic=config.kafka.topic,
+            channels=len(lanes),
+            admin_port=None if admin is None else admin.port,
+        )
         await listener.run(stop)
+        observer.emit(Lifecycle(Stage.STOPPED))
     summary.close()
     if fatal:
         raise RuntimeError(f"stopped after an internal error: {fatal[0]!r}")
     log.info("service.stopped")
+
+
+async def _start_admin(
+    config: ServiceConfig,
+    catalog: Catalog,
+    observer: Observer,
+    port: int | None,
+    stack: AsyncExitStack,
+) -> tuple[AdminServer, PrometheusHook]:
+    """The hooks the admin port reads, subscribed, and the server listening."""
+    names = list(catalog.channels)
+    metrics = PrometheusHook(names)
+    board = StatusBoard(names)
+    readiness = Readiness()
+    for hook in (metrics, board, readiness):
+        observer.add(hook)
+    monitor = LoopMonitor()
+    monitor.start()
+    stack.push_async_callback(monitor.stop)
+    info = ServiceInfo(__version__, config.kafka.group_id, config.kafka.topic)
+    admin = AdminServer(
+        config.admin.host,
+        config.admin.port if port is None else port,
+        metrics=metrics,
+        health=monitor.verdict,
+        readiness=readiness.verdict,
+        status_page=lambda: render(board.snapshot(), info, readiness.verdict()),
+    )
+    await admin.start()
+    stack.push_async_callback(admin.stop)
+    return admin, metrics
 
 
 INSTANCE_ID_ENV = "WEBHOOK_CONSUMER_INSTANCE_ID"

@@ -18,6 +18,7 @@ from redis.typing import EncodableT, FieldT
 
 from consumer.attributes.store import AttributesUnavailable
 from consumer.attributes.urls import remember_password, shown_url
+from consumer.redis_health import RedisHealth
 from consumer.secrets import Secret, redact
 
 # Users per pipeline: one round trip each, small enough that one reply stays a few MB.
@@ -45,10 +46,12 @@ class RedisAttributeStore:
         timeout_seconds: float,
         password: Secret | None = None,
         ca_bundle: str | Path | None = None,
+        health: RedisHealth | None = None,
     ) -> None:
         remember_password(url)  # the client's own messages are scrubbed too
         self._shown = shown_url(url)
         self._prefix = key_prefix
+        self._health = health or RedisHealth()  # told of every round trip's success or failure
         options: dict[str, Any] = {}
         if password is not None:  # the URL carries none (check-config makes sure)
             options["password"] = password.reveal()
@@ -118,4 +121,6 @@ class RedisAttributeStore:
             yield
         except (RedisError, OSError) as exc:
             message = redact(str(exc)) or type(exc).__name__
+            self._health.failed(message)
             raise AttributesUnavailable(f"redis attribute store {self._shown}: {message}") from exc
+        self._health.answered()

@@ -10,6 +10,7 @@ import orjson
 
 if TYPE_CHECKING:
     from consumer.config import AttributesConfig
+    from consumer.redis_health import RedisHealth
 
 
 class AttributesUnavailable(Exception):
@@ -63,12 +64,15 @@ class MemoryAttributeStore:
 
 
 def open_store(
-    config: AttributesConfig, environ: Mapping[str, str] | None = None
+    config: AttributesConfig,
+    environ: Mapping[str, str] | None = None,
+    redis_health: RedisHealth | None = None,
 ) -> AttributeStore:
     """The configured backend, behind the cache unless `cache_ttl_seconds` is 0.
 
     `environ` (default: the process's) holds `password_env`. Nothing connects yet: a store
-    that is down fails the first lookup, not the start.
+    that is down fails the first lookup, not the start. A Redis store tells `redis_health`
+    whether each round trip was answered.
     """
     # Imported when chosen: a SQLite deployment never loads the Redis client, and the
     # backends can import AttributesUnavailable from here without a cycle.
@@ -92,6 +96,7 @@ def open_store(
             timeout_seconds=config.timeout_seconds,
             password=read_secret(config.password_env, config.password_file, env) or None,
             ca_bundle=config.ca_bundle,
+            health=redis_health,
         )
     else:
         raise ValueError(f"unknown attribute store backend {config.backend!r}")

@@ -33,6 +33,12 @@ from tests.integration.support import (
 USERS = 1000  # distinct users among the events, each with attributes in the store
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -82,6 +88,7 @@ async def bench(
             first = min(r.at for r in receiver.received)
             steady = (expected - 1) / (max(r.at for r in receiver.received) - first)
             rss = _peak_rss_mib(service.pid)
+            cpu = _cpu_seconds(service.pid)
         finally:
             service.send_signal(signal.SIGTERM)
             await service.wait()
@@ -98,6 +105,9 @@ async def bench(
         "wall_seconds": round(elapsed, 2),
         "deliveries_per_second_steady": round(steady),
         "service_peak_rss_mib": round(rss, 1),
+        # From the start of the process, start-up included: steadier than wall time on a
+        # machine shared with other work.
+        "service_cpu_us_per_delivery": round(cpu / max(1, len(receiver.received)) * 1e6, 1),
     }
 
 

@@ -64,6 +64,8 @@ class Setup:
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     tmp: str = "/tmp"
     redis_url: str | None = None  # attributes in Redis (under a prefix of this test's own)
+    # Any free port on loopback: tests run side by side, and 9108 may be someone else's.
+    admin: dict[str, Any] = field(default_factory=lambda: {"host": "127.0.0.1", "port": 0})
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -114,6 +116,7 @@ class Setup:
                 **self.retry,
             },
             "logging": {"level": self.log_level, "format": "json"},
+            "admin": self.admin,
             "channels": self.channels,
             "campaigns": [
                 {"id": cid, "channels": names, "template_params": {"title": f"hello {cid}"}}
@@ -155,7 +158,25 @@ class RunningService:
 
     def __init__(self, config: ServiceConfig, environ: dict[str, str]) -> None:
         self.stop = asyncio.Event()
-        self.task = asyncio.create_task(run_service(config, self.stop, environ))
+        self.admin_port: int | None = None
+        self.task = asyncio.create_task(
+            run_service(config, self.stop, environ, admin_bound=self._admin_bound)
+        )
+
+    def _admin_bound(self, port: int) -> None:
+        self.admin_port = port
+
+    async def admin_url(self, within: float = 30) -> str:
+        """http://127.0.0.1:<port> of the admin server, once it listens."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self.admin_port is None:
+            if self.task.done():
+                self.task.result()  # raises what stopped the service
+                raise AssertionError("the service stopped before its admin server listened")
+            assert loop.time() < deadline, "the admin server did not start"
+            await asyncio.sleep(0.02)  # polling a condition, with a deadline
+        return f"http://127.0.0.1:{self.admin_port}"
 
     async def shutdown(self, within: float = 60) -> None:
         self.stop.set()

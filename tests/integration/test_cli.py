@@ -124,6 +124,7 @@ async def test_an_unreachable_broker_is_one_clear_line_and_exit_1(tmp_path: Path
         yaml.safe_dump(
             {
                 "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+                "admin": {"host": "127.0.0.1", "port": 0},
                 "channels": [{"name": "a", "url": "http://127.0.0.1:9/"}],
             }
         ),

@@ -14,6 +14,8 @@ from redis.asyncio import Redis
 from consumer.attributes import AttributesUnavailable, open_store
 from consumer.attributes.redis import RedisAttributeStore
 from consumer.config import AttributesConfig
+from consumer.observer import Details, Observer, RedisChanged
+from consumer.redis_health import RedisHealth
 
 NESTED = {
     "name": "Zoë 王 🚀",
@@ -273,3 +275,31 @@ async def test_the_password_from_the_environment_logs_in(
             await wrong.close()
     finally:
         await _drop_user(raw, with_password)
+
+
+async def test_the_store_tells_redis_health_when_redis_stops_and_starts_answering(
+    redis_url: str, prefix: str
+) -> None:
+    seen: list[Details] = []
+    health = RedisHealth(Observer([seen.append]))
+    down = RedisAttributeStore(
+        f"redis://127.0.0.1:{_closed_port()}/0", key_prefix=prefix, timeout_seconds=3, health=health
+    )
+    up = RedisAttributeStore(redis_url, key_prefix=prefix, timeout_seconds=3, health=health)
+    try:
+        await up.get_many(["u1"])
+        await up.get_many(["u2"])  # no change, nothing said
+        with pytest.raises(AttributesUnavailable):
+            await down.get_many(["u1"])
+        with pytest.raises(AttributesUnavailable):
+            await down.put_many([("u1", {})])
+        await up.put_many([("u1", {"a": 1})])
+    finally:
+        await down.close()
+        await up.close()
+    assert [(d.available, bool(d.error)) for d in seen if isinstance(d, RedisChanged)] == [
+        (True, False),
+        (False, True),
+        (True, False),
+    ]
+    assert health.available is True

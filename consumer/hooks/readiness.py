@@ -1,0 +1,46 @@
+"""Readiness as a hook: ready once the config is loaded, the producer started and the consumer
+group joined (the first assignment arrived, even an empty one), until the drain begins."""
+
+from __future__ import annotations
+
+from ..health import Verdict
+from ..observer import Details, Lifecycle, PartitionsOwned, Stage
+
+
+class Readiness:
+    def __init__(self) -> None:
+        self._config_loaded = False
+        self._producer_started = False
+        self._joined = False
+        self._draining = False
+
+    def __call__(self, details: Details) -> None:
+        if isinstance(details, PartitionsOwned):
+            self._joined = self._joined or details.assigned
+        elif isinstance(details, Lifecycle):
+            self._lifecycle(details.stage)
+
+    def _lifecycle(self, stage: Stage) -> None:
+        match stage:
+            case Stage.CONFIG_LOADED:
+                self._config_loaded = True
+            case Stage.PRODUCER_STARTED:
+                self._producer_started = True
+            case Stage.DRAINING | Stage.STOPPED:
+                self._draining = True
+
+    def verdict(self) -> Verdict:
+        if self._draining:
+            return Verdict(False, "draining: stopping after a signal")
+        missing = [
+            what
+            for what, done in (
+                ("the config", self._config_loaded),
+                ("the Kafka producer", self._producer_started),
+                ("joining the consumer group", self._joined),
+            )
+            if not done
+        ]
+        if missing:
+            return Verdict(False, "waiting for " + ", ".join(missing))
+        return Verdict(True, "ready")

@@ -1,0 +1,183 @@
+"""The status page of a running service, as headless Chromium renders it.
+
+Needs Debian's `chromium` (`.ci/run` installs it). Set STATUS_PAGE_SCREENSHOT=docs/status-page.png
+to refresh the README's picture from this run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from consumer.receiver import Receiver
+
+from .support import RunningService, Setup, channel, create_topic, encoded, event, produce
+
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs chromium (apt-get install chromium)"
+)
+
+CHANNELS = ["coupon-system", "push-service", "loyalty-points", "crm-sync"]
+EVENTS = 400
+
+
+class Rows(HTMLParser):
+    """The table rows of the page that carry a data-channel or data-partition attribute: their
+    cells' text by class, and the text of #readiness."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels: dict[str, dict[str, str]] = {}
+        self.partitions: dict[str, dict[str, str]] = {}
+        self.readiness = ""
+        self._row: dict[str, str] | None = None
+        self._cell: list[str] = []  # the classes of the open cell
+        self._in_readiness = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "tr" and a.get("data-channel") is not None:
+            self._row = self.channels.setdefault(a["data-channel"] or "", {})
+        elif tag == "tr" and a.get("data-partition") is not None:
+            self._row = self.partitions.setdefault(a["data-partition"] or "", {})
+        elif tag == "td" and self._row is not None:
+            self._cell = [c for c in (a.get("class") or "").split() if c != "n"]
+            self._row.update(dict.fromkeys(self._cell, ""))
+        elif a.get("id") == "readiness":
+            self._in_readiness = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr":
+            self._row = None
+        elif tag == "td":
+            self._cell = []
+        elif tag == "span":
+            self._in_readiness = False
+
+    def handle_data(self, data: str) -> None:
+        if self._row is not None:
+            for name in self._cell:
+                self._row[name] += data
+        if self._in_readiness:
+            self.readiness += data
+
+
+def chromium(*args: str, profile: Path) -> list[str]:
+    assert CHROMIUM is not None
+    return [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+
+
+async def run(command: list[str]) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode(errors="replace")[-2000:]
+    return out.decode()
+
+
+def screenshot_path(tmp_path: Path) -> Path:
+    wanted = os.environ.get("STATUS_PAGE_SCREENSHOT")
+    return Path(wanted).resolve() if wanted else tmp_path / "status.png"
+
+
+def png_header_and_size(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes()[:8], path.stat().st_size
+
+
+def number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+async def test_the_status_page_shows_every_channel_with_plausible_numbers(
+    bootstrap: str, receiver: Receiver, tmp: str, tmp_path: Path
+) -> None:
+    receiver.answer("push-service", default=503)  # down: its circuit opens
+    receiver.answer("crm-sync", statuses=[400] * 6)  # six refused, then fine
+    setup = Setup(
+        bootstrap,
+        receiver,
+        [channel(receiver, name) for name in CHANNELS],
+        {"spring-sale": CHANNELS},
+        retry={"quick_attempts": 2, "schedule_seconds": [30]},
+        tmp=tmp,
+    )
+    await create_topic(bootstrap, setup.topic, 3)
+    service = RunningService(setup.config(), setup.environ)
+    try:
+        admin = await service.admin_url()
+        records = encoded(event("spring-sale", f"u-{i % 50}") for i in range(EVENTS))
+        await produce(bootstrap, setup.topic, [*records, (b"k", b"{not json"), (b"k", b"[]")])
+        assert await receiver.wait_for(
+            lambda r: sum(1 for x in r.delivered() if x.channel == "coupon-system") == EVENTS, 90
+        )
+        async with aiohttp.ClientSession() as http:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while True:  # until the page has caught up with what the receiver saw
+                async with http.get(f"{admin}/") as response:
+                    page = Rows()
+                    page.feed(await response.text())
+                done = page.channels["coupon-system"].get("delivered") == f"{EVENTS:,}"
+                if done and "open" in page.channels["push-service"].get("circuit", ""):
+                    break
+                assert loop.time() < deadline, page.channels
+                await asyncio.sleep(0.2)  # polling a condition, with a deadline
+
+        dom = await run(chromium("--dump-dom", f"{admin}/", profile=tmp_path / "profile"))
+        picture = screenshot_path(tmp_path)
+        await run(
+            chromium(
+                f"--screenshot={picture}",
+                "--window-size=1280,900",
+                "--hide-scrollbars",
+                f"{admin}/",
+                profile=tmp_path / "profile",
+            )
+        )
+    finally:
+        await service.shutdown()
+
+    rendered = Rows()
+    rendered.feed(dom)
+    assert rendered.readiness == "ready"
+    assert list(rendered.channels) == CHANNELS
+    steady = rendered.channels["coupon-system"]
+    assert 0 < number(steady["delivered"]) <= EVENTS
+    assert number(steady["attempts"]) == number(steady["delivered"])
+    assert steady["success"] == "100.0%"
+    assert steady["p50"].endswith(" ms")
+    assert steady["p99"].endswith((" ms", " s"))
+    assert steady["circuit"] == "closed"
+    down = rendered.channels["push-service"]
+    assert down["circuit"] == "open"
+    assert down["delivered"] == "0"
+    assert down["success"] == "0.0%"
+    assert number(down["parked"]) > 0  # waiting on the delay path for the probe
+    assert down["last-success"] == "never"
+    refused = rendered.channels["crm-sync"]
+    assert "http_status 6" in " ".join(refused["dead-letters"].split())
+    assert set(rendered.partitions) == {"0", "1", "2"}
+    header, size = png_header_and_size(picture)
+    assert header == b"\x89PNG\r\n\x1a\n"
+    assert size > 20_000  # a page, not a blank

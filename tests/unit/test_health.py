@@ -1,0 +1,90 @@
+"""/healthz's loop monitor and /readyz's readiness, under times the test chooses."""
+
+from __future__ import annotations
+
+import asyncio
+
+from consumer.health import LoopMonitor
+from consumer.hooks.readiness import Readiness
+from consumer.observer import Lifecycle, PartitionsOwned, Stage
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_loop_that_keeps_up_is_healthy() -> None:
+    clock = Clock()
+    monitor = LoopMonitor(interval=0.5, bound=2.0, grace=20.0, clock=clock)
+    for _ in range(100):
+        clock.now += 0.6
+        monitor.sample(0.1, clock.now)
+    verdict = monitor.verdict()
+    assert verdict.ok
+    assert verdict.reason == "event loop lag 100 ms"
+
+
+def test_a_loop_behind_the_bound_for_the_grace_period_is_not() -> None:
+    clock = Clock()
+    monitor = LoopMonitor(interval=0.5, bound=2.0, grace=20.0, clock=clock)
+    for _ in range(6):  # 3 s late each time: behind for 6 x 3.5 s
+        clock.now += 3.5
+        monitor.sample(3.0, clock.now)
+        if clock.now - 100.0 < 20.0:
+            assert monitor.verdict().ok
+    verdict = monitor.verdict()
+    assert not verdict.ok
+    assert verdict.reason.startswith("the event loop has been more than 2 s behind for 2")
+    clock.now += 0.6
+    monitor.sample(0.1, clock.now)  # caught up: healthy at once
+    assert monitor.verdict().ok
+
+
+def test_one_long_stall_is_not_enough() -> None:
+    clock = Clock()
+    monitor = LoopMonitor(interval=0.5, bound=2.0, grace=20.0, clock=clock)
+    clock.now += 15.5
+    monitor.sample(15.0, clock.now)  # a 15 s stall, then fine
+    assert monitor.verdict().ok
+    clock.now += 0.5
+    monitor.sample(0.0, clock.now)
+    assert monitor.verdict(clock.now + 30).ok is False  # but a monitor that stops sampling...
+    assert "has not run for 30 s" in monitor.verdict(clock.now + 30).reason
+
+
+async def test_the_monitor_samples_the_running_loop() -> None:
+    monitor = LoopMonitor(interval=0.01, bound=2.0, grace=20.0)
+    monitor.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        first = monitor._last_sample
+        while monitor._last_sample == first:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.01)  # polling a condition, with a deadline
+        assert monitor.verdict().ok
+    finally:
+        await monitor.stop()
+
+
+def test_ready_only_with_config_producer_and_group_until_draining() -> None:
+    readiness = Readiness()
+    assert readiness.verdict().reason == (
+        "waiting for the config, the Kafka producer, joining the consumer group"
+    )
+    readiness(Lifecycle(Stage.CONFIG_LOADED))
+    readiness(Lifecycle(Stage.PRODUCER_STARTED))
+    readiness(PartitionsOwned(frozenset(), assigned=False))  # a revoke is not a join
+    assert readiness.verdict().reason == "waiting for joining the consumer group"
+    readiness(PartitionsOwned(frozenset(), assigned=True))  # joined, even with no partition
+    assert readiness.verdict().ok
+    readiness(PartitionsOwned(frozenset(), assigned=False))  # a rebalance: still ready
+    assert readiness.verdict().ok
+    readiness(Lifecycle(Stage.DRAINING))
+    verdict = readiness.verdict()
+    assert not verdict.ok
+    assert verdict.reason == "draining: stopping after a signal"

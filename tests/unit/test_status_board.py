@@ -1,0 +1,159 @@
+"""The status page's model, fed synthetic details under a clock the test moves."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import pytest
+
+from consumer.catalog import Channel
+from consumer.delivery import Delivery
+from consumer.hooks.status import LATENCY_BOUNDS, StatusBoard, quantile
+from consumer.observer import (
+    Attempted,
+    CircuitChanged,
+    CommitFailed,
+    Committed,
+    Consumed,
+    Delayed,
+    Delivered,
+    GaveUp,
+    Held,
+    InputLag,
+    LaneLoad,
+    PartitionsOwned,
+)
+from consumer.outcome import Kind, Limit, Outcome, Wait, from_response
+
+if TYPE_CHECKING:
+    from .conftest import CatalogFactory, ChannelFactory
+
+OK = from_response(200, None, "")
+DOWN = from_response(503, None, "")
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def coupon(channel_cfg: ChannelFactory, build_catalog: CatalogFactory) -> Channel:
+    _, catalog = build_catalog([channel_cfg("coupon-system")])
+    return catalog.channels["coupon-system"]
+
+
+def delivery(channel: Channel) -> Delivery:
+    return Delivery("d", channel, "c", {}, [], [], [], attempts=1)
+
+
+def make_board(clock: Clock) -> StatusBoard:
+    return StatusBoard(["coupon-system", "push-service"], clock=clock, wall_clock=lambda: 5000.0)
+
+
+def test_the_last_minute_per_channel(coupon: Channel) -> None:
+    clock = Clock()
+    board = make_board(clock)
+    for i in range(100):
+        clock.now = 1000 + i * 0.5  # 100 attempts over 50 s
+        board(Attempted(delivery(coupon), OK if i % 10 else DOWN, 0.02, 0.0))
+        if i % 10:
+            board(Delivered(delivery(coupon)))
+    board(Delayed(delivery(coupon), 5.0, Wait.RETRY))
+    board(Delayed(delivery(coupon), 2.0, Wait.PARKED))
+    board(Held("coupon-system", 9.0))
+    coupon_status, push_status = board.snapshot().channels
+    assert coupon_status.name == "coupon-system"
+    assert (coupon_status.attempts, coupon_status.delivered) == (100, 90)
+    assert coupon_status.success_rate == pytest.approx(0.9)
+    assert (coupon_status.retried, coupon_status.waited) == (1, 2)
+    assert coupon_status.last_success == 5000.0
+    assert coupon_status.p50 is not None
+    assert 0.01 < coupon_status.p50 <= 0.025  # inside the bucket that holds 0.02
+    assert push_status.attempts == 0
+    assert push_status.success_rate is None
+    assert push_status.p50 is None
+    assert push_status.last_success is None
+
+
+def test_seconds_older_than_a_minute_drop_out(coupon: Channel) -> None:
+    clock = Clock()
+    board = make_board(clock)
+    board(Attempted(delivery(coupon), OK, 0.02, 0.0))
+    clock.now += 30
+    board(Attempted(delivery(coupon), OK, 0.02, 0.0))
+    assert board.snapshot().channels[0].attempts == 2
+    clock.now += 31
+    assert board.snapshot().channels[0].attempts == 1
+    clock.now += 60
+    assert board.snapshot().channels[0].attempts == 0
+
+
+def test_memory_is_sixty_buckets_however_long_it_runs(coupon: Channel) -> None:
+    clock = Clock()
+    board = make_board(clock)
+    for second in range(10_000):
+        clock.now = 1000 + second
+        board(Attempted(delivery(coupon), OK, 0.02, 0.0))
+    assert len(board._channels["coupon-system"].ring._buckets) == 60
+    assert board.snapshot().channels[0].attempts == 60
+
+
+def test_now_states_dead_letters_and_partitions(coupon: Channel) -> None:
+    clock = Clock()
+    board = make_board(clock)
+    board(LaneLoad("coupon-system", 12, 3))
+    board(CircuitChanged("push-service", "open", 5, 30.0))
+    board(GaveUp("coupon-system", delivery(coupon), DOWN, Limit.SCHEDULE))
+    board(GaveUp("coupon-system", delivery(coupon), DOWN, Limit.SCHEDULE))
+    board(GaveUp(None, None, Outcome(Kind.INVALID_EVENT, retryable=False), None))
+    board(GaveUp("gone", None, Outcome(Kind.UNKNOWN_CHANNEL, retryable=False), None))
+    board(LaneLoad("not-configured", 1, 1))
+    board(PartitionsOwned(frozenset({2, 0}), assigned=True))
+    board(InputLag(((0, 15),)))
+    board(Consumed("input", 500))
+    board(Consumed("delay", 20))
+    board(Committed(0.01, 2))
+    board(CommitFailed(0.5, "x"))
+    snap = board.snapshot()
+    coupon_status, push_status = snap.channels
+    assert (coupon_status.queued, coupon_status.in_flight) == (12, 3)
+    assert coupon_status.dead_letters == (("http_status", 2),)
+    assert (coupon_status.circuit, push_status.circuit) == ("closed", "open")
+    assert snap.unrouted_dead_letters == (("invalid_event", 1), ("unknown_channel", 1))
+    assert [(p.partition, p.lag) for p in snap.partitions] == [(0, 15), (2, None)]
+    assert (snap.consumed_input, snap.consumed_delay, snap.commits) == (500, 20, 1)
+    assert snap.commit_failures == 1
+    board(PartitionsOwned(frozenset({2}), assigned=False))
+    board(InputLag(((0, 99), (2, 4))))  # a late figure for a partition gone is ignored
+    assert [(p.partition, p.lag) for p in board.snapshot().partitions] == [(2, 4)]
+
+
+def test_uptime_follows_the_clock() -> None:
+    clock = Clock()
+    board = make_board(clock)
+    clock.now += 125.5
+    assert board.snapshot().uptime == 125.5
+
+
+@pytest.mark.parametrize(
+    ("q", "counts", "expected"),
+    [
+        (0.5, [0, 0, 0, 10] + [0] * 12, 0.0075),  # the middle of (0.005, 0.01]
+        (0.99, [0, 0, 0, 10] + [0] * 12, 0.00995),
+        (0.5, [10] + [0] * 15, 0.0005),
+        (0.5, [0] * 15 + [3], 60.0),  # beyond the last bound: the last bound
+        (0.5, [5, 0, 0, 0, 0, 0, 0, 0, 0, 5] + [0] * 6, 0.001),
+    ],
+)
+def test_quantile(q: float, counts: list[int], expected: float) -> None:
+    assert len(counts) == len(LATENCY_BOUNDS) + 1
+    assert quantile(q, counts) == pytest.approx(expected)
+
+
+def test_quantile_of_nothing_is_nan() -> None:
+    assert math.isnan(quantile(0.5, [0] * (len(LATENCY_BOUNDS) + 1)))
