@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -122,8 +123,16 @@ def _log_options(sub: argparse.ArgumentParser, fallback: str) -> None:
     )
 
 
+def _stopped_before_start(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)  # nothing taken yet, nothing to hand off
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        # Until the service installs its own handlers: a pod stopped while it starts exits 0
+        # at once instead of being killed by the default handler.
+        signal.signal(signal.SIGTERM, _stopped_before_start)
     err = Console(stderr=True, highlight=False)
     try:
         return _dispatch(args, err)

@@ -103,7 +103,7 @@ async def test_sigterm_drains_commits_and_a_restart_loses_nothing(
 async def test_a_second_replica_takes_partitions_over_without_losing_work(
     bootstrap: str, receiver: Receiver, tmp_path: Path
 ) -> None:
-    limited = {"rate_limit": {"per_second": 400, "burst": 50}}
+    limited = {"rate_limit": {"per_second": 200, "burst": 50}}
     setup = Setup(
         bootstrap,
         receiver,
@@ -123,6 +123,12 @@ async def test_a_second_replica_takes_partitions_over_without_losing_work(
     try:
         assert await receiver.wait_for(lambda r: len(r.received) >= 300, within=60)
         second = await _start(config_path, setup, log)  # joins the group: a rebalance
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while log.read_text().count('"partitions.assigned"') < 3:  # first, then both again
+            assert loop.time() < deadline, "the second replica never joined"
+            await asyncio.sleep(0.2)  # polling the log for a condition, with a deadline
+        assert pairs_delivered(receiver) < expected, "all delivered before the rebalance"
         assert await receiver.wait_for(lambda r: pairs_delivered(r) >= expected, within=120), (
             f"{len(expected - pairs_delivered(receiver))} never delivered\n"
             + log.read_text()[-3000:]
