@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 
 import structlog
@@ -43,8 +43,12 @@ async def run_service(
     config: ServiceConfig,
     stop: asyncio.Event | None = None,
     environ: Mapping[str, str] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> None:
-    """Consume and deliver until `stop` is set (or SIGTERM/SIGINT), then drain and return."""
+    """Consume and deliver until `stop` is set (or SIGTERM/SIGINT), then drain and return.
+
+    `on_started` is called once the consumer is connected and subscribed (a supervisor
+    tells a worker that never got there from one that crashed later)."""
     stop = stop or asyncio.Event()
     catalog = Catalog.from_config(config, environ)
     delay_topics = delay_topics_of(config)
@@ -96,6 +100,8 @@ async def run_service(
         listener.subscribe()
         _stop_on_signals(stop)
         log.info("service.started", topic=config.kafka.topic, channels=len(lanes))
+        if on_started is not None:
+            on_started()
         await listener.run(stop)
     log.info("service.stopped")
 
