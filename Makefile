@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+BENCH_INSTALLED := $(VENV)/.installed-bench
 
 .PHONY: setup kafka-fetch demo test unit integration lint bench clean
 
@@ -29,13 +30,18 @@ unit: $(INSTALLED)
 integration: setup
 	deploy/local/with-kafka $(BIN)/python -m pytest -q tests/integration
 
-# Figures to watch, not targets: throughput and peak memory of a real `run` process.
-bench: setup
-	deploy/local/with-kafka $(BIN)/python -m tests.bench.throughput
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# Figures to watch, not targets: the service beside its ceilings and peers (bench/; also needs
+# Go). BENCH_ARGS=--quick for small sizes; see `python -m bench --help`.
+bench: setup $(BENCH_INSTALLED)
+	deploy/local/with-kafka $(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check consumer tests
-	$(BIN)/ruff format --check consumer tests
+	$(BIN)/ruff check consumer tests bench
+	$(BIN)/ruff format --check consumer tests bench
 	$(BIN)/mypy
 
 schemas: $(INSTALLED)
