@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import platform
 import sys
@@ -25,23 +26,28 @@ from typing import Any
 from . import report, scenarios
 from .context import QUICK, Bench, Sizes, receiver_for_bench
 from .kafka import create_topic, delete_topics, preload
+from .measure import Hook, nothing
 from .paths import CACHE, RESULTS
 from .workload import events, write_attributes
 
 Scenario = Callable[[Bench], Awaitable[scenarios.Result]]
+# Run only when named in --only: variants for whoever tunes the service.
+EXTRA = {"S1/1w-f500"}
 
 
 def _scenarios(profile: bool) -> dict[str, Scenario]:
     from .peers import connect, quix
-    from .profiling import pyspy
+    from .profiling import PySpy
+
+    def spy(bench: Bench, name: str) -> Hook:
+        return PySpy(bench, name) if profile else nothing
 
     return {
         "S0a": scenarios.s0a_firehose,
         "S0b": scenarios.s0b_raw_kafka,
-        "S1/1w": lambda b: scenarios.s1_throughput(
-            b, 1, pyspy(b) if profile else scenarios._nothing
-        ),
+        "S1/1w": lambda b: scenarios.s1_throughput(b, 1, spy(b, "s1-w1")),
         "S1/2w": lambda b: scenarios.s1_throughput(b, 2),
+        "S1/1w-f500": lambda b: scenarios.s1_throughput(b, 1, spy(b, "s1-w1-f500"), 500),
         "S2": scenarios.s2_batching,
         "S3": scenarios.s3_latency,
         "S4": scenarios.s4_isolation,
@@ -69,13 +75,15 @@ def _machine() -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> int:
     sizes: Sizes = QUICK if args.quick else Sizes()
+    if args.events:
+        sizes = dataclasses.replace(sizes, events=args.events)
     started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     folder = CACHE / "runs" / stamp
     folder.mkdir(parents=True, exist_ok=True)
     chosen = _scenarios(args.profile)
-    wanted = [name for name in chosen if not args.only or name in args.only]
+    wanted = [name for name in chosen if name in args.only or (not args.only and name not in EXTRA)]
     receiver = receiver_for_bench()
     await receiver.start()
     bench = Bench(bootstrap, f"bench-{stamp.lower()}", folder, receiver, sizes)
@@ -142,6 +150,7 @@ def cli() -> None:
         default=set(),
         help="comma-separated scenarios, e.g. S0a,S1/1w,S3",
     )
+    parser.add_argument("--events", type=int, help="events in the main topic (S0b, S1, S2)")
     parser.add_argument(
         "--profile", action="store_true", help="record S1/1w with py-spy and print its top costs"
     )

@@ -21,7 +21,7 @@ class Sizes:
     paced_seconds: float = 60.0  # S3, per rate
     paced_rates: tuple[int, ...] = (500, 2000)
     idle_seconds: float = 10.0  # S3: the service's CPU with nothing to do
-    timeout: float = 600.0  # per consumer run
+    timeout: float = 900.0  # per consumer run
 
 
 QUICK = Sizes(

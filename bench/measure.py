@@ -21,7 +21,7 @@ from .kafka import admin_client, committed
 from .procstat import TreeMeter
 from .receiver import GoReceiver, PathStats
 
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.2
 
 
 @dataclass
@@ -86,7 +86,8 @@ Hook = Callable[[int], contextlib.AbstractAsyncContextManager[None]]
 
 
 @contextlib.asynccontextmanager
-async def _nothing(_pid: int) -> AsyncIterator[None]:
+async def nothing(_pid: int) -> AsyncIterator[None]:
+    """The hook that does nothing."""
     yield
 
 
@@ -103,7 +104,7 @@ async def run_consumer(
     within: float,
     env: Mapping[str, str] | None = None,
     log: Path | None = None,
-    during: Hook = _nothing,
+    during: Hook = nothing,
 ) -> Run:
     """Start `argv`, wait until `expected_ok` 2xx answers arrived on `paths` and `group` has
     committed all `records` of `topic` (or `within` seconds passed), then SIGTERM it and wait
@@ -128,18 +129,18 @@ async def run_consumer(
         async with admin_client(bootstrap) as admin, contextlib.AsyncExitStack() as profile:
             while time.monotonic() < deadline:
                 exited = process.returncode is not None  # then this is the last look
-                cpu = meter.sample()
+                meter.sample()
                 stats = {p: s for p, s in (await receiver.stats()).items() if p in paths}
                 run.ok = sum(s.count(200) for s in stats.values())
                 if run.first_ns is None and stats:
                     run.first_ns = min(s.first_ns for s in stats.values())
-                    run.cpu_at_first = cpu
                     await profile.enter_async_context(during(process.pid))
                 if run.ok >= expected_ok and (
                     group is None or await committed(admin, group, topic) >= records
                 ):
                     run.committed_ns = time.time_ns() if group else _last_ok(stats)
-                    run.cpu_at_end = meter.sample()
+                    meter.sample()
+                    run.cpu_at_end = meter.cpu_at(run.committed_ns or 0)
                     run.complete = True
                     break
                 if exited:
@@ -152,6 +153,8 @@ async def run_consumer(
         if log is not None and not isinstance(stderr, int):
             stderr.close()
     run.cpu_total = meter.cpu_seconds
+    if run.first_ns is not None:
+        run.cpu_at_first = meter.cpu_at(run.first_ns)
     run.peak_rss_mib = meter.peak_rss_mib
     run.processes = meter.processes
     if not run.complete:

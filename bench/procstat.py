@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,8 @@ class TreeMeter:
         self.root = root
         self.cpu_seconds = 0.0
         self._peaks: dict[int, int] = {}  # pid -> VmHWM KiB, the highest seen
+        self._times: list[int] = []  # Unix ns of each sample
+        self._cpu: list[float] = []  # CPU seconds at each sample
 
     def sample(self) -> float:
         root = _stat(self.root)
@@ -76,7 +80,21 @@ class TreeMeter:
                 total += stat.own
                 self._peaks[pid] = max(self._peaks.get(pid, 0), _peak_rss_kib(pid))
         self.cpu_seconds = max(self.cpu_seconds, total)
+        self._times.append(time.time_ns())
+        self._cpu.append(self.cpu_seconds)
         return self.cpu_seconds
+
+    def cpu_at(self, unix_ns: int) -> float:
+        """CPU seconds at a moment between samples, interpolated linearly: a window that
+        starts at a receiver's timestamp need not wait for the next sample."""
+        i = bisect.bisect_left(self._times, unix_ns)
+        if i == 0:
+            return self._cpu[0] if self._cpu else 0.0
+        if i == len(self._times):
+            return self._cpu[-1]
+        t0, t1 = self._times[i - 1], self._times[i]
+        c0, c1 = self._cpu[i - 1], self._cpu[i]
+        return c0 + (c1 - c0) * (unix_ns - t0) / (t1 - t0)
 
     @property
     def peak_rss_mib(self) -> float:

@@ -19,13 +19,15 @@ from typing import Any
 from .context import Bench
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+_SITE = re.compile(r"^.*/(site-packages|lib/python3\.\d+)/")
+_OURS = re.compile(r"^.*/consumer/")
 
 
 class PySpy:
     """A `measure.Hook`: records the process from the first request to the end of the window."""
 
-    def __init__(self, bench: Bench, rate: int = 100) -> None:
-        self.path = bench.folder / "s1-w1.pyspy.txt"
+    def __init__(self, bench: Bench, name: str, rate: int = 100) -> None:
+        self.path = bench.folder / f"{name}.pyspy.txt"
         self._log = bench.log("pyspy")
         self._rate = rate
 
@@ -45,6 +47,7 @@ class PySpy:
                 "--output",
                 str(self.path),
                 "--nonblocking",
+                "--full-filenames",
                 stdout=log,
                 stderr=log,
             )
@@ -58,29 +61,19 @@ class PySpy:
         return summarize(self.path, top)
 
 
-def pyspy(bench: Bench) -> PySpy:
-    return PySpy(bench)
-
-
 def _frame(frame: str) -> tuple[str, str]:
     """(function, shortened file) of one py-spy frame."""
     match = _FRAME.match(frame)
     if match is None:
         return frame, ""
-    file = match["file"]
-    for marker in ("site-packages/", "/lib/python3", "/consumer/"):
-        if marker in file:
-            file = ("consumer/" if marker == "/consumer/" else "") + file.split(marker, 1)[1]
-            break
+    file = _SITE.sub("", match["file"])  # aiohttp/client.py, asyncio/events.py, uuid.py
+    file = _OURS.sub("consumer/", file)
     return match["function"], file
 
 
 def _package(file: str) -> str:
-    if file.startswith("consumer/"):
-        return file
-    if file.startswith(".") and "/" in file:  # the standard library: "3.11/asyncio/events.py"
-        return file.split("/", 2)[1] if file.count("/") > 1 else file
-    return file.split("/", 1)[0]
+    """consumer/lanes.py stays a module; aiohttp/client.py counts as aiohttp."""
+    return file if file.startswith("consumer/") else file.split("/", 1)[0]
 
 
 def summarize(path: Path, top: int = 25) -> dict[str, Any]:

@@ -151,6 +151,8 @@ def print_table(document: dict[str, Any]) -> None:
         notes = []
         if "duplicates" in f:
             notes.append(f"duplicates {f['duplicates']}")
+        if f.get("delay_records") and "hang_requests" not in f:
+            notes.append(f"parked {f['delay_records']}")
         if "users_per_request" in f:
             notes.append(f"{f['users_per_request']} users/request")
         if "hang_requests" in f:

@@ -16,7 +16,7 @@ from consumer.delivery import delivery_id
 
 from .context import CONCURRENCY, FAIL, HANG, Bench, Topic, healthy_paths
 from .kafka import admin_client, create_topic, end_offsets, paced
-from .measure import Hook, Run, _nothing, run_consumer
+from .measure import Hook, Run, nothing, run_consumer
 from .procstat import TreeMeter
 from .workload import CHANNELS, ServiceSetup, encode, event, path
 
@@ -84,7 +84,7 @@ async def _service_run(
     workers: int,
     expected_ok: int,
     paths: Collection[str],
-    during: Hook = _nothing,
+    during: Hook = nothing,
 ) -> Run:
     config = setup.write(bench.folder)
     return await run_consumer(
@@ -115,12 +115,22 @@ def _setup(bench: Bench, name: str, topic: Topic, **options: Any) -> ServiceSetu
     )
 
 
-async def s1_throughput(bench: Bench, workers: int, during: Hook = _nothing) -> Result:
+async def s1_throughput(
+    bench: Bench, workers: int, during: Hook = nothing, in_flight: int | None = None
+) -> Result:
+    """`in_flight` sets kafka.max_in_flight_per_partition (default: the service's 2000)."""
     topic = bench.topic("main")
     events = topic.records
-    setup = _setup(bench, f"s1-w{workers}", topic)
+    kafka = {} if in_flight is None else {"max_in_flight_per_partition": in_flight}
+    name = f"s1-w{workers}" + ("" if in_flight is None else f"-f{in_flight}")
+    setup = _setup(bench, name, topic, kafka=kafka)
     run = await _service_run(bench, setup, workers, events * len(CHANNELS), healthy_paths(), during)
-    figures = {**run.figures(), "duplicates": await duplicates(bench, healthy_paths())}
+    figures = {
+        **run.figures(),
+        "duplicates": await duplicates(bench, healthy_paths()),
+        # Healthy work the lanes parked on the delay path (backlog over max_backlog_seconds).
+        "delay_records": await _records_under(bench, f"{setup.group}-retry"),
+    }
     summary = getattr(during, "summary", None)
     if summary is not None:
         figures["profile"] = summary()
@@ -132,8 +142,12 @@ async def s1_throughput(bench: Bench, workers: int, during: Hook = _nothing) -> 
         "rate_limit": None,
         "max_concurrency": CONCURRENCY,
         "batch_max_users": 1,
+        "max_in_flight_per_partition": in_flight or 2000,
     }
-    return _result(f"S1/{workers}w", f"service, {workers} worker(s)", params, figures)
+    if in_flight is None:
+        return _result(f"S1/{workers}w", f"service, {workers} worker(s)", params, figures)
+    title = f"service, {workers} worker(s), in-flight {in_flight}/partition"
+    return _result(f"S1/{workers}w-f{in_flight}", title, params, figures)
 
 
 async def s2_batching(bench: Bench) -> Result:
@@ -143,6 +157,7 @@ async def s2_batching(bench: Bench) -> Result:
     setup = _setup(bench, "s2", topic, channel_options={"*": {"batch": batch}})
     run = await _service_run(bench, setup, 1, 0, healthy_paths())
     figures = run.figures()
+    figures["delay_records"] = await _records_under(bench, f"{setup.group}-retry")
     user_events = events * len(CHANNELS)
     window = run.window_seconds
     figures.update(

@@ -11,6 +11,7 @@ time, and raises on any non-2xx so the checkpoint (the commit) fails. No retries
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import hmac
 import json
@@ -38,6 +39,7 @@ class GioSink(BatchingSink):
         self._users = sqlite3.connect(self._db)
         self._loop = asyncio.new_event_loop()
         self._session = self._loop.run_until_complete(self._open())
+        atexit.register(lambda: self._loop.run_until_complete(self._session.close()))
 
     async def _open(self):
         return aiohttp.ClientSession()
