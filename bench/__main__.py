@@ -32,7 +32,7 @@ from .workload import events, write_attributes
 
 Scenario = Callable[[Bench], Awaitable[scenarios.Result]]
 # Run only when named in --only: variants for whoever tunes the service.
-EXTRA = {"S1/1w-f500"}
+EXTRA = {"S1/1w-f500", "S4-f500"}
 
 
 def _scenarios(profile: bool) -> dict[str, Scenario]:
@@ -51,6 +51,7 @@ def _scenarios(profile: bool) -> dict[str, Scenario]:
         "S2": scenarios.s2_batching,
         "S3": scenarios.s3_latency,
         "S4": scenarios.s4_isolation,
+        "S4-f500": lambda b: scenarios.s4_isolation(b, in_flight=500),
         "S5": scenarios.s5_naive,
         "S6a": connect.scenario,
         "S6b": quix.scenario,

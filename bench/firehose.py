@@ -28,7 +28,6 @@ def _requests(base: str) -> list[tuple[str, bytes, dict[str, str]]]:
         headers = {
             "Content-Type": "application/json",
             "X-gio-signature": sign(body, secret(channel)),
-            "X-gio-delivery-id": "00000000-0000-5000-8000-000000000000",
             "X-gio-attempt": "1",
             "User-Agent": "webhook-consumer/bench",
         }
@@ -41,15 +40,16 @@ async def fire(base: str, requests: int, concurrency: int) -> int:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     prepared = itertools.cycle(_requests(base))
-    left = iter(range(requests))
+    left = iter(range(requests))  # the request number is its delivery id
     failures = 0
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker() -> None:
             nonlocal failures
-            for _ in left:
+            for number in left:
                 url, body, headers = next(prepared)
+                headers = {**headers, "X-gio-delivery-id": str(number)}
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
                     failures += response.status != 200

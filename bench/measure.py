@@ -37,7 +37,8 @@ class Run:
     cpu_total: float = 0.0  # start-up and shutdown included
     peak_rss_mib: float = 0.0
     processes: int = 0
-    ok: int = 0  # 2xx answers on the counted paths
+    ok: int = 0  # distinct delivery ids answered 2xx on the counted paths
+    answered_ok: int = 0  # 2xx answers, a redelivered id counted each time
     statuses: dict[str, dict[str, int]] = field(default_factory=dict)
     exit_code: int | None = None
     complete: bool = False
@@ -59,6 +60,7 @@ class Run:
         return {
             "complete": self.complete,
             "deliveries": self.ok,
+            "duplicates": self.answered_ok - self.ok,
             "startup_seconds": _round((self.first_ns or 0) - self.launched_ns, 1e9, 2),
             "window_seconds": round(self.window_seconds, 2),
             "deliveries_per_second": _rate(self.ok, self.window_seconds),
@@ -106,7 +108,8 @@ async def run_consumer(
     log: Path | None = None,
     during: Hook = nothing,
 ) -> Run:
-    """Start `argv`, wait until `expected_ok` 2xx answers arrived on `paths` and `group` has
+    """Start `argv`, wait until `expected_ok` distinct delivery ids were answered 2xx on `paths`
+    (a redelivery does not count twice) and `group` has
     committed all `records` of `topic` (or `within` seconds passed), then SIGTERM it and wait
     for its exit.
     Without a group (no Kafka: the fire-hose) the window ends at the last 2xx answer.
@@ -131,7 +134,8 @@ async def run_consumer(
                 exited = process.returncode is not None  # then this is the last look
                 meter.sample()
                 stats = {p: s for p, s in (await receiver.stats()).items() if p in paths}
-                run.ok = sum(s.count(200) for s in stats.values())
+                run.ok = sum(s.unique_ok for s in stats.values())
+                run.answered_ok = sum(s.count(200) for s in stats.values())
                 if run.first_ns is None and stats:
                     run.first_ns = min(s.first_ns for s in stats.values())
                     await profile.enter_async_context(during(process.pid))

@@ -34,6 +34,7 @@ def build() -> Path:
 @dataclass(frozen=True, slots=True)
 class PathStats:
     statuses: Mapping[str, int]  # "200" -> count; "0" counts requests never answered
+    unique_ok: int  # distinct delivery ids answered 2xx
     first_ns: int
     last_ns: int
 
@@ -94,7 +95,7 @@ class GoReceiver:
         async with self._session.get(self.url("/_stats")) as response:
             data = await response.json()
         return {
-            path: PathStats(item["statuses"], item["first_ns"], item["last_ns"])
+            path: PathStats(item["statuses"], item["unique_ok"], item["first_ns"], item["last_ns"])
             for path, item in data.items()
         }
 

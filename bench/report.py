@@ -62,6 +62,10 @@ def ratios(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             s4.get("healthy_deliveries_per_second"),
             s1.get("deliveries_per_second_to_last_receipt"),
         ),
+        "S4-f500/S1/1w-f500 healthy deliveries per second (to last receipt)": _ratio(
+            _find(results, "S4-f500").get("healthy_deliveries_per_second"),
+            _find(results, "S1/1w-f500").get("deliveries_per_second_to_last_receipt"),
+        ),
         "S1/2w over S1/1w deliveries per second": _ratio(
             _find(results, "S1/2w").get("deliveries_per_second"), s1.get("deliveries_per_second")
         ),
@@ -149,7 +153,7 @@ def print_table(document: dict[str, Any]) -> None:
             continue
         count, rate, cpu_per_1000, per_cpu = headline(f)
         notes = []
-        if "duplicates" in f:
+        if f.get("duplicates"):
             notes.append(f"duplicates {f['duplicates']}")
         if f.get("delay_records") and "hang_requests" not in f:
             notes.append(f"parked {f['delay_records']}")
@@ -195,9 +199,12 @@ def _plot(document: dict[str, Any], path: Path) -> Path | None:
     rates = [headline(r["figures"])[1] or 0 for r in results]
     cpu = [headline(r["figures"])[2] or 0 for r in results]
     figure, axes = plt.subplots(1, 3, figsize=(17, 5))
-    axes[0].bar(names, rates, color="tab:blue")
-    axes[0].set_title("per second (S2: user-events, S4: healthy, S0b: records)")
-    axes[1].bar(names, cpu, color="tab:orange")
+    bars = axes[0].bar(names, rates, color="tab:blue")
+    axes[0].bar_label(bars, labels=[f"{r:,.0f}" for r in rates], fontsize=7)
+    axes[0].set_yscale("log")
+    axes[0].set_title("per second, log scale (S2: user-events, S4: healthy, S0b: records)")
+    bars = axes[1].bar(names, cpu, color="tab:orange")
+    axes[1].bar_label(bars, labels=[f"{c:.3f}" for c in cpu], fontsize=7)
     axes[1].set_title("CPU seconds per 1,000")
     for ax in axes[:2]:
         ax.tick_params(axis="x", rotation=45)

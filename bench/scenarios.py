@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
-from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -25,12 +25,6 @@ Result = dict[str, Any]
 
 def _result(scenario: str, title: str, params: dict[str, Any], figures: dict[str, Any]) -> Result:
     return {"scenario": scenario, "title": title, "params": params, "figures": figures}
-
-
-async def duplicates(bench: Bench, paths: Collection[str]) -> int:
-    """Requests answered 2xx more than once for the same delivery id."""
-    ids = Counter(d for p, d, _ in await bench.receiver.receipts() if p in paths)
-    return sum(n - 1 for n in ids.values() if n > 1)
 
 
 async def s0a_firehose(bench: Bench) -> Result:
@@ -127,7 +121,6 @@ async def s1_throughput(
     run = await _service_run(bench, setup, workers, events * len(CHANNELS), healthy_paths(), during)
     figures = {
         **run.figures(),
-        "duplicates": await duplicates(bench, healthy_paths()),
         # Healthy work the lanes parked on the delay path (backlog over max_backlog_seconds).
         "delay_records": await _records_under(bench, f"{setup.group}-retry"),
     }
@@ -161,7 +154,7 @@ async def s2_batching(bench: Bench) -> Result:
     user_events = events * len(CHANNELS)
     window = run.window_seconds
     figures.update(
-        requests=run.ok,
+        requests=run.answered_ok,
         user_events=user_events,
         user_events_per_second=round(user_events / window, 1) if window > 0 else None,
         events_per_second_per_channel=round(events / window, 1) if window > 0 else None,
@@ -196,7 +189,7 @@ async def s3_latency(bench: Bench) -> Result:
     with bench.log("s3").open("ab") as log:
         process = await asyncio.create_subprocess_exec(
             *bench.service(config),
-            env=_env(setup.environ),
+            env={**os.environ, **setup.environ},
             stderr=log,
             stdout=asyncio.subprocess.DEVNULL,
         )
@@ -228,12 +221,6 @@ async def s3_latency(bench: Bench) -> Result:
     return _result("S3", "service, latency at a steady rate", params, figures)
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
-    import os
-
-    return {**os.environ, **extra}
-
-
 async def _sampling(meter: TreeMeter, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -253,7 +240,7 @@ async def _until(condition: Callable[[], Any], within: float, meter: TreeMeter) 
 
 async def _delivered(bench: Bench, channel: str) -> int:
     stats = await bench.receiver.stats()
-    return stats[path(channel)].count(200) if path(channel) in stats else 0
+    return stats[path(channel)].unique_ok if path(channel) in stats else 0
 
 
 async def _warm_up(bench: Bench, topic: str, channel: str, meter: TreeMeter) -> None:
@@ -298,7 +285,10 @@ async def _paced_phase(
     complete = await _until(all_in, 60, meter)
     sampler.cancel()
     cpu1, t1 = meter.sample(), time.monotonic()
-    received = {d: at for p, d, at in await bench.receiver.receipts() if p == path(channel)}
+    received: dict[str, int] = {}  # delivery id -> its first receipt
+    for p, delivery, at in await bench.receiver.receipts():
+        if p == path(channel):
+            received.setdefault(delivery, at)
     latencies = sorted((received[i] - produced[i]) / 1e6 for i in produced if i in received)
     return {
         "sent": sent,
@@ -318,10 +308,13 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(values[min(len(values) - 1, int(q * len(values)))], 1)
 
 
-async def s4_isolation(bench: Bench) -> Result:
+async def s4_isolation(bench: Bench, in_flight: int | None = None) -> Result:
+    """`in_flight` sets kafka.max_in_flight_per_partition, as in S1's variant."""
     topic = bench.topic("mid")
     events = topic.records
-    setup = _setup(bench, "s4", topic, channels=(*CHANNELS, HANG, FAIL))
+    kafka = {} if in_flight is None else {"max_in_flight_per_partition": in_flight}
+    name = "s4" + ("" if in_flight is None else f"-f{in_flight}")
+    setup = _setup(bench, name, topic, channels=(*CHANNELS, HANG, FAIL), kafka=kafka)
     run = await _service_run(bench, setup, 1, events * len(CHANNELS), healthy_paths())
     stats = await bench.receiver.stats()
     figures = run.figures()
@@ -339,8 +332,12 @@ async def s4_isolation(bench: Bench) -> Result:
         "timeout_seconds": 10.0,
         "retry": "defaults: quick_attempts 3, backoff 200 ms..5 s, schedule 5 s, 300 s, ...; "
         "circuit breaker 5 failures / 30 s; max_backlog_seconds 5",
+        "max_in_flight_per_partition": in_flight or 2000,
     }
-    return _result("S4", "service, one hanging and one 503 channel", params, figures)
+    title = "service, one hanging and one 503 channel"
+    if in_flight is None:
+        return _result("S4", title, params, figures)
+    return _result(f"S4-f{in_flight}", f"{title}, in-flight {in_flight}", params, figures)
 
 
 async def _records_under(bench: Bench, prefix: str) -> int:

@@ -48,7 +48,7 @@ def build() -> list[Path]:
         if shutil.which("mvn") is None:
             raise RuntimeError("S6a needs Maven (mvn) and Java 17+ on PATH")
         shutil.rmtree(BUILD, ignore_errors=True)
-        subprocess.run(
+        built = subprocess.run(  # quiet unless it fails: then its output is the error
             [
                 "mvn",
                 "-B",
@@ -62,8 +62,11 @@ def build() -> list[Path]:
                 "dependency:copy-dependencies",
                 "-DincludeScope=runtime",
             ],
-            check=True,
+            capture_output=True,
+            text=True,
         )
+        if built.returncode != 0:
+            raise RuntimeError(f"mvn could not build the Connect sink:\n{built.stdout[-3000:]}")
         marker.touch()
     return [*BUILD.glob("gio-http-sink-*.jar"), BUILD / "dependency" / "*"]
 

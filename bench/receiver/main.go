@@ -3,7 +3,8 @@
 // Every POST is answered 200 on a kept-alive connection, unless its path is listed in -hang
 // (never answered: the client's timeout must fire) or -status (answered with that code).
 // When -secret gives a path's key, the X-gio-signature is verified and a bad one gets 401.
-// Per path it counts answers by status and keeps (delivery id, receipt time) for latency.
+// Per path it counts answers by status and distinct delivery ids answered 2xx (a redelivery
+// counts once), and keeps (delivery id, receipt time) for latency.
 //
 //	GET  /_stats     per-path counts, first and last receipt (Unix ns), as JSON
 //	GET  /_receipts  "path<TAB>delivery id<TAB>receipt Unix ns" lines
@@ -30,8 +31,10 @@ import (
 
 type pathStats struct {
 	Statuses map[string]int `json:"statuses"`
+	UniqueOK int            `json:"unique_ok"` // distinct delivery ids answered 2xx
 	First    int64          `json:"first_ns"`
 	Last     int64          `json:"last_ns"`
+	ok       map[string]struct{}
 }
 
 type receipt struct {
@@ -67,10 +70,14 @@ func (r *receiver) record(path, id string, status int) {
 	defer r.mu.Unlock()
 	stats := r.paths[path]
 	if stats == nil {
-		stats = &pathStats{Statuses: map[string]int{}, First: now}
+		stats = &pathStats{Statuses: map[string]int{}, First: now, ok: map[string]struct{}{}}
 		r.paths[path] = stats
 	}
 	stats.Statuses[strconv.Itoa(status)]++
+	if status/100 == 2 {
+		stats.ok[id] = struct{}{}
+		stats.UniqueOK = len(stats.ok)
+	}
 	stats.Last = now
 	r.receipts = append(r.receipts, receipt{path, id, now})
 }
