@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+BENCH_INSTALLED := $(VENV)/.installed-bench
 
 # kustomize renders deploy/kubernetes for tests/deploy; built once from the Go module proxy.
 KUSTOMIZE_VERSION ?= v5.7.1
@@ -52,13 +53,18 @@ kustomize:
 	  echo "no Go: tests/deploy renders with kubectl kustomize"; \
 	else echo "kustomize: needs Go (or kubectl) to render deploy/kubernetes" >&2; exit 1; fi
 
-# Figures to watch, not targets: throughput and peak memory of a real `run` process.
-bench: setup
-	deploy/local/with-services $(BIN)/python -m tests.bench.throughput
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# Figures to watch, not targets: the service beside its ceilings and peers (bench/; also needs
+# Go). BENCH_ARGS=--quick for small sizes; see `python -m bench --help`.
+bench: setup $(BENCH_INSTALLED)
+	deploy/local/with-services $(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check consumer tests
-	$(BIN)/ruff format --check consumer tests
+	$(BIN)/ruff check consumer tests bench
+	$(BIN)/ruff format --check consumer tests bench
 	$(BIN)/mypy
 
 schemas: $(INSTALLED)

@@ -36,7 +36,14 @@ def _parser() -> argparse.ArgumentParser:
         _config_options(sub)
         return sub
 
-    with_config("run", "consume and deliver until SIGTERM/SIGINT")
+    run = with_config("run", "consume and deliver until SIGTERM/SIGINT")
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="group members to run, each in its own process under this one (default 1: "
+        "this process alone)",
+    )
     with_config("check-config", "validate the config; exit 0, or 2 listing every problem")
     send = with_config("send-test", "send one real, signed test request to a channel")
     send.add_argument("channel")
@@ -127,6 +134,16 @@ def _stopped_before_start(signum: int, frame: object) -> None:
     raise SystemExit(EXIT_OK)  # nothing taken yet, nothing to hand off
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
@@ -203,10 +220,7 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
         )
         return EXIT_OK
     if args.command == "run":
-        from .service import run_service
-
-        asyncio.run(run_service(config, config_path=args.config))
-        return EXIT_OK
+        return _run(config, args.config, args.workers)
     if args.command == "send-test":
         return asyncio.run(_send_test(config, args.channel, args.campaign, args.user))
     if args.command == "dlq":
@@ -218,6 +232,33 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
     if args.command == "attributes":
         return asyncio.run(_import_attributes(config, args.file))
     raise AssertionError(args.command)
+
+
+def _run(config: ServiceConfig, config_path: str, workers: int) -> int:
+    import structlog
+
+    from .service import run_service
+    from .supervisor import Supervisor, child_setup, worker_command, worker_identity
+
+    if workers > 1:
+        supervisor = Supervisor(
+            worker_command(config_path),
+            workers,
+            stop_timeout=config.kafka.shutdown_grace_seconds + 30,
+        )
+        return asyncio.run(supervisor.run())
+    identity = worker_identity()
+    admin_port = None
+    if identity is not None:
+        structlog.contextvars.bind_contextvars(worker=identity.index)
+        if config.admin.port:  # each worker its own port: 9108, 9109, ...
+            admin_port = config.admin.port + identity.index
+    asyncio.run(
+        run_service(
+            config, config_path=config_path, admin_port=admin_port, on_started=child_setup()
+        )
+    )
+    return EXIT_OK
 
 
 async def _send_test(

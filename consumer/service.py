@@ -41,6 +41,7 @@ from .redis_health import RedisHealth
 from .reload import Reloader
 from .sender import Sender, make_session
 from .status_page import ServiceInfo, render
+from .supervisor import worker_identity
 from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 
 log = structlog.get_logger(__name__)
@@ -68,12 +69,15 @@ async def run_service(
     *,
     admin_port: int | None = None,
     admin_bound: Callable[[int], None] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> None:
     """Consume and deliver until `stop` is set (or SIGTERM/SIGINT), then drain and return.
 
     With `config_path`, SIGHUP (and `reload.watch`) reload channels and campaigns from it.
     `admin_port` overrides `admin.port` (a supervisor of several workers gives each its own);
     `admin_bound` is told the port the admin server listens on, before anything else starts.
+    `on_started` is called once the consumer is connected and subscribed (a supervisor
+    tells a worker that never got there from one that crashed later).
     """
     stop = stop or asyncio.Event()
     catalog = Catalog.from_config(config, environ)
@@ -204,6 +208,8 @@ async def run_service(
             channels=len(lanes),
             admin_port=None if admin is None else admin.port,
         )
+        if on_started is not None:
+            on_started()
         await listener.run(stop)
         observer.emit(Lifecycle(Stage.STOPPED))
     summary.close()
@@ -251,10 +257,14 @@ def make_consumer(
 ) -> AIOKafkaConsumer:
     kafka = config.kafka
     env = os.environ if environ is None else environ
+    instance = kafka.group_instance_id or env.get(INSTANCE_ID_ENV) or None
+    worker = worker_identity(env)
+    if instance is not None and worker is not None:  # each worker is a member of its own
+        instance = f"{instance}-{worker.index}"
     return AIOKafkaConsumer(
         **client_options(kafka, environ),
         group_id=kafka.group_id,
-        group_instance_id=kafka.group_instance_id or env.get(INSTANCE_ID_ENV) or None,
+        group_instance_id=instance,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=kafka.max_poll_records,

@@ -1,0 +1,1 @@
+"""S6: what users would deploy instead of the service, doing the same deliveries."""

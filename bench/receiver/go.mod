@@ -1,0 +1,3 @@
+module webhook-consumer/bench/receiver
+
+go 1.22
