@@ -8,8 +8,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -234,6 +235,16 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
     raise AssertionError(args.command)
 
 
+def _run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run the service on uvloop where it is installed (asyncio's own loop otherwise)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a platform without it
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def _run(config: ServiceConfig, config_path: str, workers: int) -> int:
     import structlog
 
@@ -253,7 +264,7 @@ def _run(config: ServiceConfig, config_path: str, workers: int) -> int:
         structlog.contextvars.bind_contextvars(worker=identity.index)
         if config.admin.port:  # each worker its own port: 9108, 9109, ...
             admin_port = config.admin.port + identity.index
-    asyncio.run(
+    _run_fast(
         run_service(
             config, config_path=config_path, admin_port=admin_port, on_started=child_setup()
         )

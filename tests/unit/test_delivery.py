@@ -6,10 +6,11 @@ import random
 import uuid
 from typing import TYPE_CHECKING
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.delivery import Delivery, Source, Ticket, delivery_id
+from consumer.delivery import DELIVERY_NAMESPACE, Delivery, Source, Ticket, delivery_id
 
 from .fakes import FakeOwner
 
@@ -113,3 +114,14 @@ def test_a_delivery_is_orphaned_only_when_every_partition_it_carries_is_revoked(
     assert not batch.orphaned()  # half of it is still ours: it must be sent
     mine.revoked = True
     assert batch.orphaned()
+
+
+@given(
+    channel=st.text(max_size=30),
+    event_ids=st.lists(st.text(max_size=40), min_size=1, max_size=5),
+)
+def test_delivery_ids_are_the_rfc_4122_uuid5_of_channel_and_sorted_events(
+    channel: str, event_ids: list[str]
+) -> None:
+    name = orjson.dumps([channel, *sorted(event_ids)]).decode()
+    assert delivery_id(channel, event_ids) == str(uuid.uuid5(DELIVERY_NAMESPACE, name))
