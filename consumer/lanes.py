@@ -54,7 +54,7 @@ _TICK_SECONDS = 0.25
 # says nothing about the receiver, and parking would only add work to a busy process.
 _CONGESTED_SECONDS = _TICK_SECONDS * 1.2
 _MIN_PARK_SECONDS = 1.0
-_PARK_GROWTH = 1.5  # each further park of the same delivery waits this much longer
+_PARK_GROWTH = 1.5  # the shortest park grows this much with each park of the same delivery
 
 
 class Transport(Protocol):
@@ -322,9 +322,10 @@ class ChannelLane:
         slot = max(self._booked_until, ready)
         self._booked_until = slot + 1 / rate
         wait = slot - now - self._retry.max_backlog_seconds / 2
-        self._wait(
-            delivery, max(wait, _MIN_PARK_SECONDS) * _PARK_GROWTH**delivery.parks, Wait.PARKED
-        )
+        # Only the shortest park grows with each park: the booking already says when there is
+        # room, and stretching it would bring the delivery back long after the lane ran dry.
+        shortest = _MIN_PARK_SECONDS * _PARK_GROWTH**delivery.parks
+        self._wait(delivery, max(wait, shortest), Wait.PARKED)
 
     def _wait(self, delivery: Delivery, seconds: float, why: Wait) -> None:
         age = time.time() - delivery.created_at

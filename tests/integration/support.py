@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.config import ServiceConfig, parse_config
-from consumer.delaypath import delay_topic
+from consumer.delaypath import delay_topic, level_of
 from consumer.kafkatools import stop_consumer, topic_partitions
 from consumer.receiver import Receiver
 from consumer.service import run_service
@@ -280,3 +280,43 @@ async def record_count(bootstrap: str, topic: str) -> int:
         return sum((await end_offsets(bootstrap, topic)).values())
     except LookupError:
         return 0
+
+
+async def delay_topics_named(bootstrap: str, prefix: str) -> list[str]:
+    """The delay topics that exist under `prefix` (`<prefix>.<level>`), whoever created them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = await admin.list_topics()
+    finally:
+        await admin.close()
+    return sorted(t for t in topics if level_of(t, prefix) is not None)
+
+
+async def wait_record_count(bootstrap: str, topic: str, at_least: int, within: float) -> bool:
+    """Poll until `topic` holds at least `at_least` records; False at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while await record_count(bootstrap, topic) < at_least:
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
+    return True
+
+
+async def group_committed_to_end(
+    bootstrap: str, group: str, topics: Iterable[str], within: float = 30
+) -> bool:
+    """Poll until `group` has committed every partition of `topics` to its end offset."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    wanted = {t: await end_offsets(bootstrap, t) for t in topics}
+    while loop.time() < deadline:
+        reached = True
+        for topic, ends in wanted.items():
+            committed = await committed_offsets(bootstrap, group, topic)
+            reached &= all(max(0, committed.get(p, 0)) >= end for p, end in ends.items())
+        if reached:
+            return True
+        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
+    return False

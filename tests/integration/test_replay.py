@@ -7,12 +7,14 @@ import os
 import re
 import signal
 import sys
-from datetime import UTC, datetime
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 
 from consumer.deadletter import DeadLetter, Reason, SourceRef
+from consumer.delaypath import DelayedDelivery
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
 
@@ -177,3 +179,112 @@ async def test_an_interrupted_replay_resumes_without_replaying_twice(
     ]
     assert len(replayed) == total, f"{len(replayed) - total:+d} records against {total}"
     assert len(set(replayed)) == total, "a record was replayed twice"
+
+
+async def _replayed(bootstrap: str, topic: str) -> Counter[str]:
+    """Delivery ids the replay sent to the delay topic; the service's own records there (a
+    busy lane parks work on it) have been parked at least once."""
+    records = await read_all(bootstrap, topic)
+    delayed = [DelayedDelivery.model_validate_json(r.value) for r in records]
+    return Counter(d.delivery_id for d in delayed if d.parks == 0)
+
+
+def _letter(setup: Setup, index: int, at: datetime) -> bytes:
+    return DeadLetter(
+        delivery_id=f"d-{index}-{setup.suffix}",
+        channel="r",
+        campaign_id="c",
+        events=[event("c", f"u-{index}")],
+        template_param={"title": "hello c"},
+        user_attr=[],
+        reason=Reason(kind="http_status", status=503),
+        limit="schedule",
+        attempts=3,
+        first_attempt_at=at,
+        last_attempt_at=at,
+        dead_lettered_at=at,
+        source=SourceRef(topic=setup.topic, partition=0, offset=index),
+        sources=[SourceRef(topic=setup.topic, partition=0, offset=index)],
+    ).encode()
+
+
+async def test_replay_since_resumes_sends_nothing_twice_and_reset_starts_over(
+    bootstrap: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    setup = Setup(bootstrap, receiver, [channel(receiver, "r")], {"c": ["r"]}, tmp=str(tmp_path))
+    config_file = write_config(setup, tmp_path)
+    await create_topic(bootstrap, setup.dead_letter_topic, 3)
+    delay_topic = setup.delay_topic(5)
+    await create_topic(bootstrap, delay_topic, 3)
+    recent, old = 8000, 400  # enough recent ones that the interrupt lands mid-way
+    now = datetime.now(UTC)
+    letters = [
+        # Every 21st letter is three hours old: `--since 2h` must leave it alone.
+        _letter(setup, i, now - timedelta(hours=3) if i % 21 == 20 else now)
+        for i in range(recent + old)
+    ]
+    await produce(bootstrap, setup.dead_letter_topic, [(None, value) for value in letters])
+    wanted = {f"d-{i}-{setup.suffix}" for i in range(recent + old) if i % 21 != 20}
+    assert len(wanted) == recent
+
+    def delivered() -> Counter[str]:
+        return Counter(r.delivery_id for r in receiver.delivered())
+
+    service = RunningService(setup.config(), setup.environ)  # the receiver is healthy
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "consumer",
+            "dlq",
+            "replay",
+            "--since",
+            "2h",
+            "--config",
+            str(config_file),
+            env={**os.environ, **setup.environ},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert await _wait_count(bootstrap, delay_topic, 300), "the replay never started"
+        process.send_signal(signal.SIGINT)
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 130, out.decode()
+        assert "interrupted" in out.decode(), out.decode()
+        first_run = sum((await _replayed(bootstrap, delay_topic)).values())
+        assert first_run < recent, "the replay had finished before the interrupt: proves nothing"
+
+        code, out2 = await _cli(config_file, setup.environ, "replay", "--since", "2h")
+        assert code == 0, out2
+        assert "resuming the replay started" in out2, out2
+        sent = await _replayed(bootstrap, delay_topic)
+        assert set(sent) == wanted, "a letter never sent, or one outside --since 2h"
+        assert set(sent.values()) == {1}, "a letter sent twice"
+
+        code, out3 = await _cli(config_file, setup.environ, "replay", "--since", "2h")
+        assert code == 0, out3
+        assert "replayed 0 of 0" in out3, out3
+        assert sum((await _replayed(bootstrap, delay_topic)).values()) == recent
+
+        assert await receiver.wait_for(lambda r: set(delivered()) >= wanted, within=120)
+        once = delivered()
+        assert set(once) == wanted, f"{len(set(once) - wanted)} letters outside --since 2h"
+        assert max(once.values()) == 1, f"{sum(once.values()) - len(once)} duplicates"
+
+        code, stats = await _cli(config_file, setup.environ, "stats")
+        assert code == 0, stats
+        assert re.search(r"--since 2h .*finished", stats), stats
+
+        code, out4 = await _cli(config_file, setup.environ, "replay", "--since", "2h", "--reset")
+        assert code == 0, out4
+        assert f"replayed {recent} of {recent}" in out4, out4
+        assert set((await _replayed(bootstrap, delay_topic)).values()) == {2}
+        assert await receiver.wait_for(
+            lambda r: all(n >= 2 for n in delivered().values()), within=120
+        )
+    finally:
+        await service.shutdown()
+    twice = delivered()
+    assert set(twice) == wanted
+    assert set(twice.values()) == {2}, "after --reset each letter is replayed exactly once more"
+    print(f"\nreplay --since 2h: interrupted after {first_run} of {recent}, resumed, reset")

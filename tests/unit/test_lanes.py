@@ -477,6 +477,31 @@ async def test_parking_is_paced_by_what_the_lane_sends(
         assert expected - 0.05 <= wait <= expected + 0.3, (k, wait)
 
 
+async def test_a_delivery_parked_again_is_booked_behind_the_others_not_beyond(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory, wait_until: WaitUntil
+) -> None:
+    """Back from a park to a lane that is full again (a stall, a slower receiver), a delivery
+    is booked behind what is parked like any other. Stretching its whole booked wait instead
+    brought it back long after the lane had sent everything else and run dry."""
+    _, catalog = build_catalog(
+        [channel_cfg("slow", max_concurrency=1, rate_limit={"per_second": 10})]
+    )
+    channel = catalog.channels["slow"]
+    retry = SCHEDULED.model_copy(update={"max_backlog_seconds": 0.5})  # 5 deliveries at 10/s
+    finished = FakeOwner()
+    async with running_lane(channel, ScriptedTransport(200), retry) as h:
+        started = time.time()
+        for offset in range(20):
+            h.lane.submit(make_delivery(channel, finished, offset))
+        returned = make_delivery(channel, finished, offset=99)
+        returned.parks = 1
+        h.lane.submit(returned)
+        await wait_until(lambda: len(finished) == 21, what="sent or parked")
+    [again] = [r for r in h.records if r.parks == 2]
+    expected = (5 + 15) / 10 - 0.25  # behind 5 queued and 15 parked, less half a backlog
+    assert expected - 0.05 <= again.due_ms / 1000 - started <= expected + 0.3
+
+
 async def test_a_delivery_parked_too_often_is_queued_whatever_the_backlog(
     channel_cfg: ChannelFactory, build_catalog: CatalogFactory, wait_until: WaitUntil
 ) -> None:
