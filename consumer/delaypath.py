@@ -59,12 +59,18 @@ def topic_pattern(prefix: str) -> str:
 def delay_levels(retry: RetryConfig) -> tuple[float, ...]:
     """The schedule's delays, plus a ladder of waits from the shortest delay up: x4 each step,
     skipping steps that land near a schedule delay. [5, 300, 1800, ...] gives 5, 20, 80, 300,
-    1800, ...: an open circuit's 30 s wait rides the 80 s topic, not the 300 s one."""
+    1800, ...: an open circuit's 30 s wait rides the 80 s topic, not the 300 s one.
+
+    The longest wait for a probe (the breaker's largest cool-down) gets a level too: with a
+    short schedule, a long outage would otherwise rewrite every held delivery at the
+    schedule's longest delay instead of once per probe."""
     schedule = sorted(set(retry.schedule_seconds)) or [5.0]
-    levels = set(schedule)
-    step = schedule[0] * _LADDER_RATIO
-    while step < schedule[-1]:
-        if all(max(step, d) / min(step, d) >= _NEAR for d in schedule):
+    longest_probe = retry.circuit_breaker.max_cooldown_seconds
+    fixed = sorted({*schedule, longest_probe})
+    levels = set(fixed)
+    step = fixed[0] * _LADDER_RATIO
+    while step < fixed[-1]:
+        if all(max(step, d) / min(step, d) >= _NEAR for d in fixed):
             levels.add(step)
         step *= _LADDER_RATIO
     return tuple(sorted(levels))

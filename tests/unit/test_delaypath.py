@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from consumer.catalog import Catalog
-from consumer.config import RetryConfig
+from consumer.config import CircuitBreakerConfig, RetryConfig
 from consumer.delaypath import (
     DUE_HEADER,
     DelayedDelivery,
@@ -103,12 +103,23 @@ def test_default_topic_names_derive_from_the_group(
     assert (named.kafka.dead_letter_topic, named.kafka.retry_topic_prefix) == ("dl", "r")
 
 
+def _retry(schedule: list[float], max_cooldown: float = 16) -> RetryConfig:
+    breaker = CircuitBreakerConfig(cooldown_seconds=2, max_cooldown_seconds=max_cooldown)
+    return RetryConfig(schedule_seconds=schedule, circuit_breaker=breaker)
+
+
 def test_levels_are_the_schedule_plus_a_ladder_of_waits() -> None:
-    svix = RetryConfig()  # 5, 300, 1800, 7200, 18000, 36000, 36000
+    svix = RetryConfig()  # 5, 300, 1800, 7200, 18000, 36000, 36000; probes at most every 300
     assert delay_levels(svix) == (5, 20, 80, 300, 1800, 7200, 18000, 36000)
-    assert delay_levels(RetryConfig(schedule_seconds=[2, 4, 8, 16, 32])) == (2, 4, 8, 16, 32)
-    assert delay_levels(RetryConfig(schedule_seconds=[1, 2.5, 2.5, 60])) == (1, 2.5, 4, 16, 60)
-    assert delay_levels(RetryConfig(schedule_seconds=[])) == (5.0,)  # still one for waiting
+    assert delay_levels(_retry([2, 4, 8, 16, 32])) == (2, 4, 8, 16, 32)
+    assert delay_levels(_retry([1, 2.5, 2.5, 60])) == (1, 2.5, 4, 16, 60)
+    assert delay_levels(_retry([], max_cooldown=5)) == (5.0,)  # still one for waiting
+
+
+def test_the_longest_wait_for_a_probe_has_a_level_of_its_own() -> None:
+    """A short schedule with the default 300 s cool-down cap: a delivery held through a long
+    outage waits up to 300 s per probe, not the schedule's 2 s over and over."""
+    assert delay_levels(_retry([1, 2], max_cooldown=300)) == (1, 2, 4, 16, 64, 300)
 
 
 @pytest.mark.parametrize(
