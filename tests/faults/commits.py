@@ -67,15 +67,14 @@ class CommitWatch:
     """Samples the group's commits every 0.1 s until stopped."""
 
     def __init__(self, bootstrap: str, group: str) -> None:
-        self._bootstrap = bootstrap
         self._group = group
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         self.samples: list[tuple[float, dict[Partition, Commit]]] = []  # (monotonic, commits)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> CommitWatch:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
-        await admin.start()
-        self._task = asyncio.create_task(self._sample(admin))
+        await self._admin.start()
+        self._task = asyncio.create_task(self._sample())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -83,15 +82,27 @@ class CommitWatch:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        await self._admin.close()
 
-    async def _sample(self, admin: AIOKafkaAdminClient) -> None:
-        try:
-            while True:
-                read = await _read(admin, self._group)
-                self.samples.append((time.monotonic(), read))
-                await asyncio.sleep(SAMPLE_SECONDS)  # a sampling period, not a condition
-        finally:
-            await admin.close()
+    async def _sample(self) -> None:
+        while True:
+            read = await _read(self._admin, self._group)
+            self.samples.append((time.monotonic(), read))
+            await asyncio.sleep(SAMPLE_SECONDS)  # a sampling period, not a condition
+
+    async def recommitted(
+        self, partitions: set[Partition], than: dict[Partition, Commit], within: float
+    ) -> dict[Partition, Commit] | None:
+        """The first commit that changes one of these partitions from `than` (a new owner
+        committed it), asked for as fast as the broker answers; None on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            now = await _read(self._admin, self._group)
+            if any(now.get(p) not in (None, than.get(p)) for p in partitions):
+                return now
+            await asyncio.sleep(0.01)  # polling the broker for a condition, with a deadline
+        return None
 
     def finished_per_second(self, partitions: set[Partition], before: float) -> float:
         """Records of `partitions` finished per second over the last second before `before`
