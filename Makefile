@@ -10,8 +10,8 @@ BENCH_INSTALLED := $(VENV)/.installed-bench
 KUSTOMIZE_VERSION ?= v5.7.1
 KUSTOMIZE := .cache/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 
-.PHONY: setup kafka-fetch kustomize demo test unit integration deploy-check lint bench schemas \
-    clean metrics-doc status-page-screenshot
+.PHONY: setup kafka-fetch kustomize demo test faults unit integration deploy-check lint bench \
+    schemas clean metrics-doc status-page-screenshot
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: setup
 test: setup kustomize
 	KUSTOMIZE=$(if $(wildcard $(KUSTOMIZE)),$(CURDIR)/$(KUSTOMIZE)) \
 	  deploy/local/with-services $(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Replicas killed, receivers that stall or cut connections, a broker stopped for 20 s: real
+# processes, real Kafka, bounds asserted and figures printed (tests/faults, a few minutes).
+faults: setup
+	deploy/local/with-services $(BIN)/python -m pytest -q -p no:cacheprovider tests/faults
 
 unit: $(INSTALLED)
 	$(BIN)/python -m pytest -q tests/unit

@@ -90,7 +90,10 @@ class PartitionState:
             offset == self.committed and self._version == self._committed_version
         ):
             return None
-        metadata, truncated = offsetmap.encode(offset, self._finished, metadata_limit)
+        # What an earlier owner finished and this one has not read yet stays named: a crash
+        # before reading it must not make the next owner redo it.
+        finished = self._finished | self.skip if self.skip else self._finished
+        metadata, truncated = offsetmap.encode(offset, finished, metadata_limit)
         return Commit(offset, metadata, truncated, self._version)
 
     def was_committed(self, commit: Commit) -> None:

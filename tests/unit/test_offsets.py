@@ -188,6 +188,26 @@ def test_a_new_owner_skips_what_the_last_one_finished() -> None:
     assert after_restart.committable() == 110
 
 
+def test_a_commit_before_reading_what_the_last_owner_finished_still_names_it() -> None:
+    last = PartitionState()
+    for offset in range(100, 110):
+        last.started(offset)
+    for offset in (101, 102, 105, 109):
+        last.finished(offset)
+    commit = last.to_commit()
+    assert commit is not None
+    after_restart = PartitionState()
+    after_restart.resume_from(commit.offset, commit.metadata)
+    for offset in (100, 101):  # read so far: 101 skipped, 100 redone
+        if not after_restart.take_skipped(offset):
+            after_restart.started(offset)
+    # Crashes after this commit: the next owner must still skip 102, 105 and 109.
+    again = after_restart.to_commit()
+    assert again is not None
+    assert again.offset == 100
+    assert offsetmap.decode(again.metadata, again.offset) == {101, 102, 105, 109}
+
+
 def test_metadata_of_another_tool_is_ignored() -> None:
     state = PartitionState()
     state.resume_from(42, "written by kafka-consumer-groups")
