@@ -271,6 +271,9 @@ def make_consumer(
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
         rebalance_timeout_ms=kafka.effective_rebalance_timeout_ms,
+        # The delay topics are matched by pattern on each metadata refresh: one created by
+        # another replica (a new schedule level) is read within a minute.
+        metadata_max_age_ms=60_000,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import structlog
@@ -55,10 +56,26 @@ async def ensure_topics(
             try:
                 response = await admin.create_topics(missing)
             except TopicAlreadyExistsError:
-                return  # another replica created it first
-            for name, code, message, *_ in getattr(response, "topic_errors", []):
-                if code not in (0, TopicAlreadyExistsError.errno):
-                    raise RuntimeError(f"cannot create topic {name!r}: error {code} {message}")
-            log.info("topics.created", topics=[t.name for t in missing])
+                pass  # another replica was first; the wait below sees whether all exist
+            else:
+                for name, code, message, *_ in getattr(response, "topic_errors", []):
+                    if code not in (0, TopicAlreadyExistsError.errno):
+                        raise RuntimeError(f"cannot create topic {name!r}: error {code} {message}")
+                log.info("topics.created", topics=[t.name for t in missing])
+            await _visible(admin, [t.name for t in missing])
     finally:
         await admin.close()
+
+
+async def _visible(admin: AIOKafkaAdminClient, names: list[str], within: float = 30.0) -> None:
+    """Until the brokers' metadata shows the new topics. The consumer subscribes by pattern
+    right after this, and a delay topic missing from the metadata it matches then would not
+    be read until its next metadata refresh."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while unseen := set(names) - set(await admin.list_topics()):
+        if loop.time() > deadline:
+            raise RuntimeError(
+                f"topics not visible {within:.0f} s after creation: {sorted(unseen)}"
+            )
+        await asyncio.sleep(0.1)  # metadata propagates in milliseconds; a short poll suffices
