@@ -187,6 +187,31 @@ class AttributesConfig(_Model):
         return value
 
 
+class RateLimiterConfig(_Model):
+    """Where channel limits live: `local` holds them per process; `redis` holds each channel's
+    rate, concurrency cap and circuit across every replica of the consumer group."""
+
+    backend: Literal["local", "redis"] = "local"
+    # redis only (and then required), the forms of attributes.url: redis://, rediss:// (TLS)
+    # or unix://; like password_env, password_file and ca_bundle, refused with backend local.
+    url: str | None = None
+    key_prefix: str = "webhook-consumer:limits:"  # then the group id and channel name
+    # Each round trip gives up after this, and the limits fall back to a per-replica share:
+    # a delivery never waits long on a Redis that does not answer.
+    timeout_seconds: Annotated[float, Field(gt=0, le=1)] = 0.5
+    password_env: str | None = None
+    password_file: Path | None = None
+    ca_bundle: Path | None = None  # rediss://: PEM CAs to trust instead of the system's
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            remember_password(value)  # whatever else goes wrong, it never reaches a log
+            check_url("redis", value)
+        return value
+
+
 class CircuitBreakerConfig(_Model):
     failures: PositiveInt = 5  # consecutive failures (5xx, timeouts, connection errors) to open
     cooldown_seconds: PositiveFloat = 30.0  # open this long, then one probe (half-open)
@@ -315,6 +340,7 @@ class LoggingConfig(_Model):
 class ServiceConfig(_Model):
     kafka: KafkaConfig = KafkaConfig()
     attributes: AttributesConfig = AttributesConfig()
+    rate_limiter: RateLimiterConfig = RateLimiterConfig()
     allowed_networks: list[Network] = []
     tls: TlsConfig = TlsConfig()
     retry: RetryConfig = RetryConfig()
