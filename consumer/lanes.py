@@ -18,6 +18,7 @@ from typing import Protocol
 
 from .breaker import Breaker, CircuitBreaker, State
 from .catalog import Channel
+from .concurrency import UNLIMITED, ConcurrencyGate
 from .config import RetryConfig
 from .deadletter import DeadLetterWriter, for_delivery
 from .delaypath import DelayPath
@@ -122,6 +123,7 @@ class ChannelLane:
         observer: Observer = NO_OBSERVER,
         limiter: RateLimiter | None = None,
         breaker: Breaker | None = None,
+        gate: ConcurrencyGate = UNLIMITED,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -134,6 +136,7 @@ class ChannelLane:
         self._rng = rng or random.Random()
         self._clock = clock
         self._limiter = limiter or limiter_for(channel)
+        self._gate = gate  # a cap beyond this lane's workers (the fleet's), else a no-op
         rate = channel.rate_limit.per_second if channel.rate_limit is not None else None
         self.throughput = Throughput(rate)
         self.breaker = breaker or CircuitBreaker(
@@ -226,6 +229,7 @@ class ChannelLane:
             self._wait_for_probe(delivery, self.breaker.blocked_for() or cooldown)
             return
         waited = await self._limiter.acquire()
+        lease = await self._gate.acquire()
         now = time.time()
         delivery.attempts += 1
         if delivery.first_attempt_at is None:
@@ -238,6 +242,7 @@ class ChannelLane:
         except Exception as exc:  # a bug must cost a retry, never a stranded record
             outcome = Outcome(Kind.INTERNAL_ERROR, retryable=True, message=repr(exc)[:500])
         finally:
+            lease.release()
             self.in_flight -= 1
         self.throughput.completed()
         self._learn(outcome)
