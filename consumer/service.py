@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from .attributes import open_store
+from .breaker import State
 from .catalog import Catalog
 from .config import ServiceConfig
 from .deadletter import DeadLetterWriter, KafkaDeadLetterSink, for_delivery
@@ -23,8 +24,9 @@ from .hooks.logs import RetrySummary, TransitionLog
 from .kafkaprobe import probe
 from .kafkatools import client_options
 from .lanes import ChannelLane
+from .limits import open_limits
 from .listener import Listener
-from .observer import GaveUp, Observer
+from .observer import CircuitChanged, GaveUp, Observer
 from .outcome import Outcome
 from .redelivery import Redelivery
 from .sender import Sender, make_session
@@ -97,12 +99,22 @@ async def run_service(
         )
         stack.push_async_callback(delays.close)
         sender = Sender(session)
-        lanes = {
-            name: ChannelLane(
-                channel, sender, dead_letters, delays, config.retry, observer=observer
+        limits = open_limits(config, environ)
+        stack.push_async_callback(limits.close)
+        lanes = {}
+        for name, channel in catalog.channels.items():
+            parts = limits.for_channel(channel, _circuit_log(name, observer))
+            lanes[name] = ChannelLane(
+                channel,
+                sender,
+                dead_letters,
+                delays,
+                config.retry,
+                observer=observer,
+                limiter=parts.limiter,
+                gate=parts.gate,
+                breaker=parts.breaker,
             )
-            for name, channel in catalog.channels.items()
-        }
         for lane in lanes.values():
             lane.start()
             stack.push_async_callback(lane.close)
@@ -131,6 +143,13 @@ async def run_service(
     if fatal:
         raise RuntimeError(f"stopped after an internal error: {fatal[0]!r}")
     log.info("service.stopped")
+
+
+def _circuit_log(channel: str, observer: Observer) -> Callable[[State, int, float], None]:
+    def changed(state: State, failures: int, cooldown: float) -> None:
+        observer.emit(CircuitChanged(channel, state.value, failures, cooldown))
+
+    return changed
 
 
 def make_consumer(
