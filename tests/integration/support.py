@@ -64,6 +64,7 @@ class Setup:
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     tmp: str = "/tmp"
     redis_url: str | None = None  # attributes in Redis (under a prefix of this test's own)
+    rate_limiter: dict[str, Any] = field(default_factory=dict)  # the config section, if any
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -106,6 +107,7 @@ class Setup:
                 **self.kafka,
             },
             "attributes": self.attributes,
+            **({"rate_limiter": self.rate_limiter} if self.rate_limiter else {}),
             "allowed_networks": ["127.0.0.0/8"],
             "retry": {
                 "quick_attempts": 3,
