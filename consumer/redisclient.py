@@ -27,12 +27,14 @@ def open_redis(
     password: Secret | None = None,
     ca_bundle: str | Path | None = None,
     retry_once: bool = True,
+    reply_timeout_seconds: float | None = None,
 ) -> Redis:
     """A client whose connecting, waiting for a pooled connection and every reply each give
     up after `timeout_seconds`. Nothing connects yet.
 
     `retry_once` heals a pooled connection that a Redis restart closed with one quick retry;
-    callers that must answer within their own bound switch it off.
+    callers that must answer within their own bound switch it off. `reply_timeout_seconds`
+    (default `timeout_seconds`) is for clients of blocking commands, whose replies take longer.
     """
     remember_password(url)  # the client's own messages are scrubbed too
     options: dict[str, Any] = {}
@@ -53,7 +55,7 @@ def open_redis(
         max_connections=max_connections,
         timeout=timeout_seconds,  # waiting for a free connection
         socket_connect_timeout=timeout_seconds,
-        socket_timeout=timeout_seconds,
+        socket_timeout=reply_timeout_seconds or timeout_seconds,
         retry=retry,
         **options,
     )

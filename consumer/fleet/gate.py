@@ -3,8 +3,9 @@
 Round trips are kept low by holding on to a lease: a request that ends within `HOLD` of the
 lease being taken leaves it with this replica for `LINGER`, and the next request takes it
 without asking Redis. After `HOLD` a lease always goes back, so the other replicas get their
-turn. One waiter per channel and replica asks Redis, with jittered backoff (a returned local
-lease wakes it at once); the others queue behind it in order.
+turn. When the cap is reached, one waiter per channel and replica blocks in Redis until a
+lease is given back anywhere (each give-back wakes one waiter of the fleet; `WAIT` bounds it,
+so an expired lease of a crashed replica is noticed too); the others queue behind it in order.
 
 While the shared store does not answer, a local gate at this replica's share of the cap
 (`max(1, cap // replicas)`) stands in.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +28,7 @@ from .shared import Availability, FleetUnavailable
 
 HOLD: Final = 1.0  # seconds a lease may serve consecutive requests of one replica
 LINGER: Final = 0.2  # seconds an unused lease waits for this replica's next request
-_POLL_FIRST: Final = 0.01
-_POLL_MAX: Final = 0.25
+WAIT: Final = 1.0  # seconds a waiter blocks for a give-back before trying again anyway
 
 
 @dataclass(slots=True)
@@ -68,8 +67,8 @@ class FleetGate:
         self._holders = (f"{holder}:{n}" for n in itertools.count())
         self._clock = clock
         self._idle: list[_Held] = []  # leases this replica holds with no request on them
-        self._returned = asyncio.Event()  # an idle lease appeared
         self._turn = asyncio.Lock()  # the one waiter that asks Redis
+        self._blocked = False  # that waiter is waiting for a give-back
         self._fallback: LocalGate | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -85,20 +84,20 @@ class FleetGate:
 
     async def _from_store(self) -> Lease | None:
         """A lease, or None when the store stopped answering (the caller falls back)."""
-        delay = _POLL_FIRST
         while self._availability.shared:
-            self._returned.clear()
             if (lease := self._reuse()) is not None:
                 return lease
             holder = next(self._holders)
             try:
                 if await self._store.take(holder):
                     return _FleetLease(self, _Held(holder, self._clock()))
+                self._blocked = True
+                try:
+                    await self._store.freed(WAIT)
+                finally:
+                    self._blocked = False
             except FleetUnavailable:
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._returned.wait(), delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, _POLL_MAX)
         return None
 
     def _reuse(self) -> Lease | None:
@@ -114,13 +113,14 @@ class FleetGate:
 
     def _returned_lease(self, held: _Held) -> None:
         left = HOLD - (self._clock() - held.taken_at)
-        if left <= 0 or not self._availability.shared:
+        if left <= 0 or self._blocked or not self._availability.shared:
+            # Its hold is over, or the cap is reached: the fleet's waiters get their turn
+            # (this replica's own waiter among them).
             self._give_back(held)
             return
         loop = asyncio.get_running_loop()
         held.timer = loop.call_later(min(LINGER, left), self._unused, held)
         self._idle.append(held)
-        self._returned.set()
 
     def _unused(self, held: _Held) -> None:
         with contextlib.suppress(ValueError):  # taken again meanwhile

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import uuid
@@ -23,7 +24,7 @@ from .circuit import RedisCircuit
 from .gate import HOLD, FleetGate
 from .leases import RedisLeases
 from .limiter import FleetLimiter
-from .link import RedisLink
+from .link import WAIT_MAX, RedisLink
 from .permits import RedisPermits
 from .replicas import GroupMembers
 from .shared import ChannelKeys
@@ -32,6 +33,8 @@ log = structlog.get_logger(__name__)
 
 # Round trips at once: a grant and a lease request per channel, plus background writes.
 _MAX_CONNECTIONS: Final = 64
+# Blocking waits at once: at most one per channel whose concurrency cap is reached.
+_MAX_BLOCKING: Final = 128
 # A crashed holder's lease outlives the channel's timeout by this much besides its hold.
 _LEASE_MARGIN_SECONDS: Final = 2.0
 
@@ -54,13 +57,19 @@ class FleetLimits:
         settings = config.rate_limiter
         assert settings.url is not None  # check-config requires it with backend redis
         env = os.environ if environ is None else environ
-        client = open_redis(
+        password = read_secret(settings.password_env, settings.password_file, env) or None
+        options = functools.partial(
+            open_redis,
             settings.url,
             timeout_seconds=settings.timeout_seconds,
-            max_connections=_MAX_CONNECTIONS,
-            password=read_secret(settings.password_env, settings.password_file, env) or None,
+            password=password,
             ca_bundle=settings.ca_bundle,
             retry_once=False,  # a retry would double the bound a delivery may wait
+        )
+        client = options(max_connections=_MAX_CONNECTIONS)
+        blocking = options(
+            max_connections=_MAX_BLOCKING,
+            reply_timeout_seconds=WAIT_MAX + settings.timeout_seconds,
         )
         members = GroupMembers(config.kafka, environ)
         members.start()
@@ -69,6 +78,7 @@ class FleetLimits:
             timeout_seconds=settings.timeout_seconds,
             replicas=members.count,
             shown_url=shown_url(settings.url),
+            blocking=blocking,
         )
         return cls(config, link, members)
 

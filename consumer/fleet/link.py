@@ -28,6 +28,7 @@ from .shared import FleetUnavailable
 
 log = structlog.get_logger(__name__)
 
+WAIT_MAX: Final = 1.0  # seconds a blocking wait lasts at most (the blocking client allows it)
 _PROBE_FIRST: Final = 0.25  # seconds before the first probe of a Redis that stopped answering
 _PROBE_MAX: Final = 5.0  # the probe backs off to this
 
@@ -52,9 +53,13 @@ class RedisLink:
         timeout_seconds: float,
         replicas: Callable[[], int],
         shown_url: str,
+        blocking: Redis | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
+        # Blocking waits hold a connection for up to WAIT_MAX: a pool of their own, whose
+        # replies may take that long, so they neither starve nor time out the scripts.
+        self._blocking = blocking
         # Waiting for a pooled connection, connecting and the reply are each bounded by the
         # client; this bounds all of them together (a cancelled command drops its connection).
         self._guard = timeout_seconds
@@ -92,6 +97,22 @@ class RedisLink:
             self.lost(exc)
             raise FleetUnavailable(str(exc)) from exc
 
+    async def wait_pop(self, key: str, seconds: float) -> bool:
+        """Take one token from the list `key`, waiting up to `seconds` (at most WAIT_MAX) for
+        one to be pushed; False when none came. FleetUnavailable as `run`."""
+        if self._blocking is None:
+            raise RuntimeError("this link has no client for blocking waits")
+        if not self.shared:
+            raise FleetUnavailable("redis is not answering; limits are per replica meanwhile")
+        seconds = min(seconds, WAIT_MAX)
+        self.round_trips["wait"] += 1
+        try:
+            async with asyncio.timeout(seconds + self._guard):
+                return await self._blocking.blpop([key], timeout=seconds) is not None
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.lost(exc)
+            raise FleetUnavailable(str(exc)) from exc
+
     async def _call(self, name: str, command: Callable[..., Any], *args: Any) -> Any:
         self.round_trips[name] += 1
         async with asyncio.timeout(self._guard):
@@ -122,7 +143,9 @@ class RedisLink:
                 delay = min(delay * 2, _PROBE_MAX)
                 continue
             # Connections opened before a restart would each fail once more: start afresh.
-            await self._client.connection_pool.disconnect()
+            for client in (self._client, self._blocking):
+                if client is not None:
+                    await client.connection_pool.disconnect()
             down = self._clock() - (self._down_since or self._clock())
             self._down_since = None
             log.warning("rate_limiter.recovered", redis=self._shown, down_seconds=round(down, 3))
@@ -135,3 +158,5 @@ class RedisLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prober
         await self._client.aclose()
+        if self._blocking is not None:
+            await self._blocking.aclose()

@@ -62,6 +62,10 @@ class ChannelKeys:
         return self._key("leases")  # sorted set: holder -> expiry
 
     @property
+    def freed(self) -> str:
+        return self._key("freed")  # list: a token per lease given back, wakes one waiter
+
+    @property
     def circuit(self) -> str:
         return self._key("circuit")  # hash: state, failures, cooldown, open_until, version
 

@@ -43,7 +43,12 @@ async def links(redis_url: str) -> AsyncIterator[Links]:
 
 def link_to(url: str, replicas: int = 1) -> RedisLink:
     client = open_redis(url, timeout_seconds=0.5, max_connections=16, retry_once=False)
-    return RedisLink(client, timeout_seconds=0.5, replicas=lambda: replicas, shown_url=url)
+    blocking = open_redis(
+        url, timeout_seconds=0.5, max_connections=4, retry_once=False, reply_timeout_seconds=2
+    )
+    return RedisLink(
+        client, timeout_seconds=0.5, replicas=lambda: replicas, shown_url=url, blocking=blocking
+    )
 
 
 def keys(channel: str = "c", group: str | None = None) -> ChannelKeys:

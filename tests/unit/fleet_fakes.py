@@ -122,6 +122,7 @@ class MemoryLeases(_Shared):
         self.held: dict[str, float] = {}  # holder -> expiry
         self.most = 0
         self.taken = 0
+        self._tokens: asyncio.Queue[None] = asyncio.Queue(maxsize=limit)
 
     async def take(self, holder: str) -> bool:
         self._call()
@@ -136,7 +137,16 @@ class MemoryLeases(_Shared):
 
     async def give_back(self, holder: str) -> None:
         self._call()
-        self.held.pop(holder, None)
+        if self.held.pop(holder, None) is not None and not self._tokens.full():
+            self._tokens.put_nowait(None)  # wakes one waiter, as RPUSH does one BLPOP
+
+    async def freed(self, within: float) -> bool:
+        self._call()
+        try:
+            await asyncio.wait_for(self._tokens.get(), within)
+        except TimeoutError:
+            return False
+        return True
 
 
 @dataclass
