@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from structlog.testing import capture_logs
 
 from consumer.breaker import CircuitBreaker, State
 from consumer.catalog import Catalog
@@ -106,3 +107,21 @@ def test_replicas_are_the_members_that_hold_partitions() -> None:
         ],
     )
     assert members_with_partitions(described) == 2
+
+
+async def test_a_redis_that_refuses_means_the_fallback_said_once_without_the_password() -> None:
+    secret = "hunter2-limits"
+    cfg = config(backend="redis", url=f"redis://:{secret}@127.0.0.1:1/0")
+    limits = open_limits(cfg)
+    parts = limits.for_channel(Catalog.from_config(cfg, {}).channels["limited"], ignore)
+    with capture_logs() as logs:
+        waited = [await parts.limiter.acquire() for _ in range(3)]
+        lease = await parts.gate.acquire()
+        lease.release()
+        assert await parts.breaker.admit()
+    await limits.close()
+    assert max(waited) < 1  # refused at once, then the replica's share (5/s, burst 5)
+    [line] = [entry for entry in logs if entry["event"] == "rate_limiter.fallback"]
+    assert line["divisor"] == 1
+    assert "//***@127.0.0.1:1" in line["redis"]
+    assert secret not in repr(logs)
