@@ -2,10 +2,13 @@
 
 Round trips are kept low by holding on to a lease: a request that ends within `HOLD` of the
 lease being taken leaves it with this replica for `LINGER`, and the next request takes it
-without asking Redis. After `HOLD` a lease always goes back, so the other replicas get their
-turn. When the cap is reached, one waiter per channel and replica blocks in Redis until a
-lease is given back anywhere (each give-back wakes one waiter of the fleet; `WAIT` bounds it,
-so an expired lease of a crashed replica is noticed too); the others queue behind it in order.
+without asking Redis. Idle, it goes back at once when Redis said other replicas wait for
+leases; passed from a finished request to a waiting one, it serves until `HOLD`, after which
+a lease always goes back, so the other replicas get their turn. When the cap is reached, one
+waiter per channel and replica waits: for a lease of its own replica that comes back within
+its hold, or else in Redis until a lease is given back anywhere (each give-back wakes one
+waiter of the fleet; `WAIT` bounds it, so an expired lease of a crashed replica is noticed
+too); the others queue behind it in order.
 
 While the shared store does not answer, a local gate at this replica's share of the cap
 (`max(1, cap // replicas)`) stands in.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +32,7 @@ from .shared import Availability, FleetUnavailable
 
 HOLD: Final = 1.0  # seconds a lease may serve consecutive requests of one replica
 LINGER: Final = 0.2  # seconds an unused lease waits for this replica's next request
+_WANTED_FOR: Final = 1.0  # after hearing others wait, this long no lease is kept idle
 WAIT: Final = 1.0  # seconds a waiter blocks for a give-back before trying again anyway
 
 
@@ -67,15 +72,18 @@ class FleetGate:
         self._holders = (f"{holder}:{n}" for n in itertools.count())
         self._clock = clock
         self._idle: list[_Held] = []  # leases this replica holds with no request on them
+        self._out: list[_Held] = []  # leases this replica's requests hold
+        self._returned = asyncio.Event()  # a lease became idle
         self._turn = asyncio.Lock()  # the one waiter that asks Redis
         self._blocked = False  # that waiter is waiting for a give-back
+        self._wanted_until = -math.inf  # other replicas wait for leases until then
         self._fallback: LocalGate | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> Lease:
         if self._availability.shared:
-            if (lease := self._reuse()) is not None:
-                return lease
+            if not self._turn.locked() and (lease := self._reuse()) is not None:
+                return lease  # nobody here waits longer for one: no overtaking
             async with self._turn:
                 lease = await self._from_store()
             if lease is not None:
@@ -89,8 +97,18 @@ class FleetGate:
                 return lease
             holder = next(self._holders)
             try:
-                if await self._store.take(holder):
-                    return _FleetLease(self, _Held(holder, self._clock()))
+                granted, wanted = await self._store.take(holder)
+                self._heard(wanted)
+                if granted:
+                    return self._lent(_Held(holder, self._clock()))
+                self._returned.clear()
+                if self._idle:
+                    continue  # one came back during the round trip
+                if self._coming_back():
+                    # A lease of ours is out and comes back to us within its hold.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._returned.wait(), WAIT)
+                    continue
                 self._blocked = True
                 try:
                     await self._store.freed(WAIT)
@@ -100,6 +118,14 @@ class FleetGate:
                 return None
         return None
 
+    def _coming_back(self) -> bool:
+        now = self._clock()
+        return any(now - held.taken_at < HOLD for held in self._out)
+
+    def _lent(self, held: _Held) -> Lease:
+        self._out.append(held)
+        return _FleetLease(self, held)
+
     def _reuse(self) -> Lease | None:
         while self._idle:
             held = self._idle.pop()  # the newest: it has the most of its hold left
@@ -107,20 +133,31 @@ class FleetGate:
                 held.timer.cancel()
                 held.timer = None
             if self._clock() - held.taken_at < HOLD:
-                return _FleetLease(self, held)
+                return self._lent(held)
             self._give_back(held)
         return None
 
     def _returned_lease(self, held: _Held) -> None:
+        self._out.remove(held)
         left = HOLD - (self._clock() - held.taken_at)
+        waiting_here = self._turn.locked() and not self._blocked
+        wanted = self._clock() < self._wanted_until
         if left <= 0 or self._blocked or not self._availability.shared:
-            # Its hold is over, or the cap is reached: the fleet's waiters get their turn
-            # (this replica's own waiter among them).
+            # Its hold is over, or this replica's waiter waits in Redis: the fleet's turn.
             self._give_back(held)
             return
+        if wanted and not waiting_here:
+            self._give_back(held)  # kept idle, it would keep another replica waiting
+            return
+        # Kept for this replica's next request: the one waiting now, or one within LINGER.
         loop = asyncio.get_running_loop()
         held.timer = loop.call_later(min(LINGER, left), self._unused, held)
         self._idle.append(held)
+        self._returned.set()
+
+    def _heard(self, wanted: bool) -> None:
+        if wanted:
+            self._wanted_until = self._clock() + _WANTED_FOR
 
     def _unused(self, held: _Held) -> None:
         with contextlib.suppress(ValueError):  # taken again meanwhile
@@ -134,7 +171,7 @@ class FleetGate:
 
     async def _send_back(self, holder: str) -> None:
         with contextlib.suppress(FleetUnavailable):  # it expires in Redis by itself
-            await self._store.give_back(holder)
+            self._heard(await self._store.give_back(holder))
 
     def _local(self) -> LocalGate:
         share = max(1, self._limit // self._availability.replicas())

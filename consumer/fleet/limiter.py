@@ -3,8 +3,9 @@
 Permits come from a shared `PermitSource` in small batches, each permit a reserved slot in
 time; the lane's workers take them in order and sleep until their slot, as with the local
 limiter. The batch follows the replica's own demand (what is waiting now plus what the last
-second suggests for the next fifth of one), up to a fifth of a second of the channel's rate:
-1 permit per round trip for a 5/s channel, up to 100 for a 500/s one. A permit whose slot
+second suggests for the next fifth of one, at most its share of the rate for that long), up to
+a fifth of a second of the channel's rate: 1 permit per round trip for a 5/s channel, up to
+100 for a 500/s one. A permit whose slot
 passed unused is dropped, never spent late in a bunch.
 
 `free_in()` and `paused_for()` answer from what the last grant said, without a round trip.
@@ -115,7 +116,11 @@ class FleetLimiter:
             async with self._fetching:
                 if self._slots or not self._availability.shared:
                     return  # the round trip this caller queued behind brought enough
-                wanted = min(self._most, self._waiting + self._demand.expected(LOOKAHEAD))
+                # What this replica will ask for soon, but no more than its share of the
+                # rate: a replica that was granted much must not get ever bigger batches.
+                fair = share(self._per_second, self._availability.replicas()) * LOOKAHEAD
+                soon = min(self._demand.expected(LOOKAHEAD), int(fair))
+                wanted = min(self._most, self._waiting + soon)
                 try:
                     grant = await self._permits.grant(wanted)
                 except FleetUnavailable:

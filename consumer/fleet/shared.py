@@ -37,8 +37,9 @@ class ChannelKeys:
 
     The group id is part of every key, so two deployments on one Redis never share a limit.
     Group and channel are percent-encoded (":" and braces too), so no two pairs meet in one
-    key, and the braces make them a hash tag: every key of a channel sits in one cluster slot,
-    as a script that touches several of them requires.
+    key, and the braces make them a hash tag: every key of a channel would sit in one slot of
+    a Redis Cluster, as a script that touches several of them requires (the client here
+    speaks to one Redis; the tag keeps that door open).
     """
 
     prefix: str
@@ -64,6 +65,10 @@ class ChannelKeys:
     @property
     def freed(self) -> str:
         return self._key("freed")  # list: a token per lease given back, wakes one waiter
+
+    @property
+    def wanted(self) -> str:
+        return self._key("wanted")  # set for a second by a take the cap refused
 
     @property
     def circuit(self) -> str:

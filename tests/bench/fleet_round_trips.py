@@ -1,9 +1,9 @@
 """Redis round trips of the fleet-wide limits per 1,000 deliveries (`rate_limiter: redis`).
 
-Three replicas (each its own client, as three processes would have) drive one channel's
-limiter, gate and breaker in the order a lane does (admit, acquire a permit, acquire a lease,
-the request, release, record) against a real Redis ($REDIS_URL, default the local one), with
-16 workers each. Prints one JSON line per scenario; nothing here asserts a target.
+Three replica processes drive one channel's limiter, gate and breaker in the order a lane
+does (admit, acquire a permit, acquire a lease, the request, release, record) against a real
+Redis ($REDIS_URL, default the local one), with 16 workers each. Prints one JSON line per
+scenario; nothing here asserts a target.
 
     python -m tests.bench.fleet_round_trips [--seconds 20]
 """
@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -110,11 +111,24 @@ async def replica(
 
 
 async def measure(url: str, scenario: Scenario, seconds: float) -> dict[str, object]:
-    keys = ChannelKeys(f"bench-{uuid.uuid4().hex[:8]}:", "bench", "channel")
-    until = time.monotonic() + seconds
-    results = await asyncio.gather(*(replica(url, scenario, keys, until) for _ in range(REPLICAS)))
-    delivered = sum(count for count, _ in results)
-    trips: Counter[str] = sum((t for _, t in results), Counter())
+    prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+    start = time.time() + 3  # every replica process has started by then
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.bench.fleet_round_trips",
+            f"--replica={SCENARIOS.index(scenario)}",
+            f"--prefix={prefix}",
+            f"--start={start}",
+            f"--seconds={seconds}",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(REPLICAS)
+    ]
+    outputs = [json.loads((await p.communicate())[0]) for p in processes]
+    delivered = sum(out["delivered"] for out in outputs)
+    trips: Counter[str] = sum((Counter(out["round_trips"]) for out in outputs), Counter())
     total = sum(trips.values())
     return {
         "scenario": scenario.name,
@@ -129,11 +143,27 @@ async def measure(url: str, scenario: Scenario, seconds: float) -> dict[str, obj
     }
 
 
+async def one_replica(
+    url: str, scenario: Scenario, prefix: str, start: float, seconds: float
+) -> None:
+    await asyncio.sleep(max(0.0, start - time.time()))  # the replicas begin together
+    keys = ChannelKeys(prefix, "bench", "channel")
+    delivered, trips = await replica(url, scenario, keys, time.monotonic() + seconds)
+    print(json.dumps({"delivered": delivered, "round_trips": trips}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--replica", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--start", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if args.replica is not None:  # one of the replica processes
+        scenario = SCENARIOS[args.replica]
+        asyncio.run(one_replica(url, scenario, args.prefix, args.start, args.seconds))
+        return
     for scenario in SCENARIOS:
         print(json.dumps(asyncio.run(measure(url, scenario, args.seconds))), flush=True)
 

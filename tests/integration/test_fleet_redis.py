@@ -110,14 +110,15 @@ async def test_leases_cap_the_fleet_and_a_crashed_holder_gives_them_back(links: 
     channel = keys()
     crashed = RedisLeases(a, channel, 2, ttl_seconds=0.5)
     alive = RedisLeases(b, channel, 2, ttl_seconds=0.5)
-    assert await crashed.take("a:1")
-    assert await alive.take("b:1")
-    assert not await alive.take("b:2")  # two out, across replicas
-    await alive.give_back("b:1")
-    assert await alive.take("b:2")
-    assert not await alive.take("b:3")
+    assert await crashed.take("a:1") == (True, False)
+    assert await alive.take("b:1") == (True, False)
+    assert await alive.take("b:2") == (False, True)  # two out, across replicas
+    assert await alive.give_back("b:1")  # b:2 waits
+    assert await alive.freed(0.1)  # and is woken
+    assert await alive.take("b:2") == (True, True)
+    assert not (await alive.take("b:3"))[0]
     await asyncio.sleep(0.6)  # a:1 was never given back: it lapses after its expiry
-    assert await alive.take("b:3")
+    assert (await alive.take("b:3"))[0]
 
 
 async def test_gates_of_three_replicas_keep_one_cap(links: Links) -> None:

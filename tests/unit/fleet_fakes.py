@@ -123,22 +123,25 @@ class MemoryLeases(_Shared):
         self.most = 0
         self.taken = 0
         self._tokens: asyncio.Queue[None] = asyncio.Queue(maxsize=limit)
+        self.wanted_until = -math.inf
 
-    async def take(self, holder: str) -> bool:
+    async def take(self, holder: str) -> tuple[bool, bool]:
         self._call()
         now = self._clock()
         self.held = {h: expiry for h, expiry in self.held.items() if expiry > now}
         if len(self.held) >= self._limit:
-            return False
+            self.wanted_until = now + 1
+            return False, True
         self.held[holder] = now + self._ttl
         self.taken += 1
         self.most = max(self.most, len(self.held))
-        return True
+        return True, now < self.wanted_until
 
-    async def give_back(self, holder: str) -> None:
+    async def give_back(self, holder: str) -> bool:
         self._call()
         if self.held.pop(holder, None) is not None and not self._tokens.full():
             self._tokens.put_nowait(None)  # wakes one waiter, as RPUSH does one BLPOP
+        return self._clock() < self.wanted_until
 
     async def freed(self, within: float) -> bool:
         self._call()

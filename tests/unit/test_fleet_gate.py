@@ -117,3 +117,30 @@ async def test_a_store_that_stops_answering_never_blocks_a_request() -> None:
     lease = await asyncio.wait_for(gate.acquire(), 1)
     lease.release()
     await gate.close()
+
+
+async def test_a_lease_passes_to_the_next_waiting_request_of_its_replica() -> None:
+    switch, clock = Switch(), Clock()
+    leases, [gate] = gates(1, limit=1, switch=switch, clock=clock)
+    first = await gate.acquire()
+    second = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0.01)
+    assert not second.done()  # the cap: it waits for the lease out here to come back
+    first.release()
+    (await asyncio.wait_for(second, 1)).release()
+    assert leases.taken == 1  # handed over, not given back and taken again
+    await gate.close()
+
+
+async def test_once_others_wait_a_replica_keeps_no_lease_idle() -> None:
+    switch, clock = Switch(count=2), Clock()
+    leases, (a, b) = gates(2, limit=2, switch=switch, clock=clock)
+    held = [await a.acquire(), await a.acquire()]
+    waiting = asyncio.create_task(b.acquire())  # refused: the channel is wanted
+    await asyncio.sleep(0.01)
+    held[0].release()  # a has not heard yet: kept idle a moment, then given back
+    (await asyncio.wait_for(waiting, 2)).release()  # b got it after that moment
+    held[1].release()  # a has heard now (its give-back's answer): back at once
+    assert await eventually(lambda: not any(h.startswith("r0") for h in leases.held), 0.1)
+    await a.close()
+    await b.close()
