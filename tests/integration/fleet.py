@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -179,3 +180,39 @@ def wall_to_monotonic(timestamp: str) -> float:
     """A log line's ISO timestamp on this process's monotonic clock."""
     offset = time.time() - time.monotonic()
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() - offset
+
+
+class ReplicaProcesses:
+    """`count` processes of `webhook-consumer run` on one config, each logging to its file."""
+
+    def __init__(self, config: Path, environ: dict[str, str], folder: Path, count: int) -> None:
+        self._config = config
+        self._environ = environ
+        self.logs = [ProcessLog(folder / f"replica-{n}.log") for n in range(count)]
+        self._processes: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        for log in self.logs:
+            with log.path.open("wb") as sink:
+                self._processes.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "consumer",
+                        "run",
+                        "--config",
+                        str(self._config),
+                        env={**os.environ, **self._environ},
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=sink,
+                    )
+                )
+
+    async def stop(self) -> list[int | None]:
+        """SIGTERM each (they drain and commit); their exit statuses."""
+        for process in self._processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            await asyncio.wait_for(process.wait(), 60)
+        return [process.returncode for process in self._processes]

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import signal
-import sys
 import time
 from pathlib import Path
 
 from consumer.receiver import Receiver
 
-from .fleet import ProcessLog, busiest_second, private_redis, wall_to_monotonic
+from .fleet import ReplicaProcesses, busiest_second, private_redis, wall_to_monotonic
 from .support import Setup, channel, create_topic, encoded, event, produce, write_config
 
 REPLICAS = 3
@@ -50,23 +47,9 @@ async def test_deliveries_go_on_at_the_replica_share_while_redis_is_down(
         config = write_config(setup, tmp_path)
         await create_topic(bootstrap, setup.topic, REPLICAS)
         await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(total)))
-        logs = [ProcessLog(tmp_path / f"replica-{n}.log") for n in range(REPLICAS)]
-        processes = []
-        for log in logs:
-            with log.path.open("wb") as sink:
-                processes.append(
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "consumer",
-                        "run",
-                        "--config",
-                        str(config),
-                        env={**os.environ, **setup.environ},
-                        stdout=asyncio.subprocess.DEVNULL,
-                        stderr=sink,
-                    )
-                )
+        replicas = ReplicaProcesses(config, setup.environ, tmp_path, REPLICAS)
+        logs = replicas.logs
+        await replicas.start()
         try:
             # The group has settled, and every replica counted its members.
             assert await _wait(
@@ -92,12 +75,8 @@ async def test_deliveries_go_on_at_the_replica_share_while_redis_is_down(
                 lambda r: len({x.delivery_id for x in r.delivered()}) >= total, within=120
             )
         finally:
-            for process in processes:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in processes:
-                await asyncio.wait_for(process.wait(), 60)
-    assert [process.returncode for process in processes] == [0] * REPLICAS
+            statuses = await replicas.stop()
+    assert statuses == [0] * REPLICAS
 
     fallbacks = [e for log in logs for e in log.events("rate_limiter.fallback")]
     recoveries = [e for log in logs for e in log.events("rate_limiter.recovered")]

@@ -1,5 +1,6 @@
 """Limits across replicas: several services of one consumer group on one real broker, one
-real Redis, one receiver. Each replica is a `run_service` of its own in this process."""
+real Redis, one receiver. The rate test runs `webhook-consumer run` processes; the others run
+each replica as a `run_service` of its own in this process."""
 
 from __future__ import annotations
 
@@ -12,8 +13,17 @@ import pytest
 
 from consumer.receiver import Receiver
 
-from .fleet import SlowReceiver, busiest_second, steady_rate
-from .support import RunningService, Setup, channel, create_topic, encoded, event, produce
+from .fleet import ReplicaProcesses, SlowReceiver, busiest_second, steady_rate
+from .support import (
+    RunningService,
+    Setup,
+    channel,
+    create_topic,
+    encoded,
+    event,
+    produce,
+    write_config,
+)
 
 REPLICAS = 3
 
@@ -28,8 +38,10 @@ async def start_replicas(setup: Setup, count: int = REPLICAS) -> list[RunningSer
 
 
 async def test_three_replicas_hold_one_rate_together(
-    bootstrap: str, receiver: Receiver, redis_url: str, tmp: str
+    bootstrap: str, receiver: Receiver, redis_url: str, tmp_path: Path
 ) -> None:
+    """Three `webhook-consumer run` processes: the receiver, alone in this process, times
+    arrivals without the services' work in its event loop."""
     rate, burst, total = 100, 100, 3300  # a 30 s backlog at the fleet's rate
     limited = channel(
         receiver, "shared", rate_limit={"per_second": rate, "burst": burst}, max_concurrency=16
@@ -42,24 +54,35 @@ async def test_three_replicas_hold_one_rate_together(
         [limited],
         {"c": ["shared"]},
         retry={"max_backlog_seconds": 60},
-        tmp=tmp,
+        tmp=str(tmp_path),
     )
     setup.rate_limiter = shared_limits(redis_url, setup.suffix)
     await create_topic(bootstrap, setup.topic, REPLICAS)
     await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(total)))
-    services = await start_replicas(setup)
+    replicas = ReplicaProcesses(write_config(setup, tmp_path), setup.environ, tmp_path, REPLICAS)
+    await replicas.start()
     try:
         assert await receiver.wait_for(
             lambda r: len({x.delivery_id for x in r.received if x.status == 200}) >= total,
-            within=120,
+            within=150,
         )
     finally:
-        for service in services:
-            await service.shutdown()
-    times = [r.at for r in receiver.received]
-    busiest, mean = busiest_second(times), steady_rate(times, burst)
-    print(f"\n3 replicas, {rate}/s burst {burst}: busiest second {busiest}, mean {mean:.1f}/s")
-    assert busiest <= rate + burst, f"{busiest} requests in one second"
+        statuses = await replicas.stop()
+    assert statuses == [0] * REPLICAS
+    arrived = [r.at for r in receiver.received]
+    sent = [int(r.body["timestamp"]) / 1000 for r in receiver.received]  # set as it goes out
+    busiest, mean = busiest_second(arrived), steady_rate(arrived, burst)
+    busiest_sent = busiest_second(sent)
+    print(
+        f"\n3 replicas, {rate}/s burst {burst}: busiest second {busiest} as received "
+        f"({busiest_sent} as sent), mean {mean:.1f}/s"
+    )
+    assert busiest_sent <= rate + burst, f"{busiest_sent} requests sent in one second"
+    # Arrival times add the network's and the receiver's jitter to the send times: the first
+    # requests open connections and arrive late, so a window that starts with one of them can
+    # take in a few requests more than were sent in any second (200 measured once; 201 once
+    # with the replicas in this process). 20 ms of jitter at this rate:
+    assert busiest <= rate + burst + rate * 0.02, f"{busiest} requests in one second"
     assert abs(mean - rate) <= rate * 0.1, f"mean rate {mean:.1f}/s"
 
 
