@@ -301,6 +301,47 @@ class AttributesConfig(_Model):
         return value
 
 
+class RateLimiterConfig(_Model):
+    """Where channel limits live: `local` holds them per process; `redis` holds each channel's
+    rate, concurrency cap and circuit across every replica of the consumer group."""
+
+    backend: Literal["local", "redis"] = Field(
+        "local",
+        description="local: limits per process; redis: each channel's rate, concurrency cap "
+        "and circuit held across every replica.",
+    )
+    # Refused with backend local, like password_env, password_file and ca_bundle: a URL there
+    # would look shared and be per replica.
+    url: str | None = Field(
+        None,
+        description="redis only, and then required: redis://host:port/db, rediss:// (TLS) or "
+        "unix://path.",
+    )
+    key_prefix: str = Field(
+        "webhook-consumer:limits:",
+        description="Prefix of the Redis keys; the group id and channel name follow.",
+    )
+    # A delivery never waits long on a Redis that does not answer.
+    timeout_seconds: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5,
+        description="Each Redis round trip gives up after this, and the limits fall back to "
+        "a per-replica share until Redis answers again.",
+    )
+    password_env: str | None = Field(None, description="Environment variable with the password.")
+    password_file: Path | None = Field(None, description="File with the password.")
+    ca_bundle: Path | None = Field(
+        None, description="rediss://: PEM CAs to trust instead of the system's."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            remember_password(value)  # whatever else goes wrong, it never reaches a log
+            check_url("redis", value)
+        return value
+
+
 class CircuitBreakerConfig(_Model):
     """Per channel: stop sending to a receiver that keeps failing, and probe it later."""
 
@@ -570,6 +611,10 @@ class ServiceConfig(_Model):
     kafka: KafkaConfig = Field(KafkaConfig(), description="The cluster, group and topics.")
     attributes: AttributesConfig = Field(
         AttributesConfig(), description="The user attribute store."
+    )
+    rate_limiter: RateLimiterConfig = Field(
+        RateLimiterConfig(),
+        description="Where channel limits live: per process, or shared by every replica.",
     )
     allowed_networks: list[Network] = Field(
         [],

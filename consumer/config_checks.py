@@ -44,7 +44,8 @@ def cross_check(
     never sign a request (`dlq`) run where those secrets are not given."""
     yield from _kafka_checks(_section(data, "kafka"), environ)
     yield from _ca_bundle_check("tls", _section(data, "tls"))
-    yield from _attributes_checks(_section(data, "attributes"), environ)
+    yield from _redis_checks("attributes", _section(data, "attributes"), environ)
+    yield from _rate_limiter_checks(_section(data, "rate_limiter"), environ)
     channels = {
         ch["name"]: (i, ch)
         for i, ch in _items(data.get("channels"))
@@ -168,16 +169,35 @@ def _tls_checks(i: int, channel: dict[str, Any], tls: dict[str, Any]) -> Iterato
         )
 
 
-def _attributes_checks(section: dict[str, Any], environ: Mapping[str, str]) -> Iterator[str]:
-    yield from _ca_bundle_check("attributes", section)
-    yield from _secret_checks("attributes", section, "password_env", "password_file", environ)
+def _redis_checks(
+    prefix: str, section: dict[str, Any], environ: Mapping[str, str]
+) -> Iterator[str]:
+    """The password and CA rules of every Redis connection (attributes, rate_limiter)."""
+    yield from _ca_bundle_check(prefix, section)
+    yield from _secret_checks(prefix, section, "password_env", "password_file", environ)
     url = section.get("url")
     given = any(section.get(key) is not None for key in ("password_env", "password_file"))
     if given and isinstance(url, str) and _has_password(url):
         yield (
-            "attributes.url: expected no password in the URL when password_env or "
+            f"{prefix}.url: expected no password in the URL when password_env or "
             f"password_file gives it, got {USERINFO.sub('//***@', url)!r}"
         )
+
+
+_REDIS_ONLY = ("url", "password_env", "password_file", "ca_bundle")
+
+
+def _rate_limiter_checks(section: dict[str, Any], environ: Mapping[str, str]) -> Iterator[str]:
+    backend = section.get("backend", "local")
+    if backend == "redis":
+        if section.get("url") is None:
+            yield "rate_limiter.url: required with backend redis (like redis://host:6379/0)"
+        yield from _redis_checks("rate_limiter", section, environ)
+    elif backend == "local":
+        # A URL with the default backend would look shared and be per replica: refused.
+        for key in _REDIS_ONLY:
+            if section.get(key) is not None:
+                yield f"rate_limiter.{key}: expected only with backend redis, got backend local"
 
 
 def _has_password(url: str) -> bool:

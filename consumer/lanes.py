@@ -19,6 +19,7 @@ from typing import Protocol
 
 from .breaker import Breaker, CircuitBreaker, State
 from .catalog import Channel
+from .concurrency import UNLIMITED, ConcurrencyGate
 from .config import RetryConfig
 from .deadletter import DeadLetterWriter, for_delivery
 from .delaypath import DelayPath
@@ -59,6 +60,15 @@ _PARK_GROWTH = 1.5  # the shortest park grows this much with each park of the sa
 
 class Transport(Protocol):
     async def send(self, delivery: Delivery) -> Outcome: ...
+
+
+class ChannelLimitParts(Protocol):
+    """What a reload hands a lane: the limiter and gate built for its new limits."""
+
+    @property
+    def limiter(self) -> RateLimiter: ...
+    @property
+    def gate(self) -> ConcurrencyGate: ...
 
 
 def limiter_for(channel: Channel) -> LocalLimiter:
@@ -127,6 +137,7 @@ class ChannelLane:
         observer: Observer = NO_OBSERVER,
         limiter: RateLimiter | None = None,
         breaker: Breaker | None = None,
+        gate: ConcurrencyGate = UNLIMITED,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -139,6 +150,7 @@ class ChannelLane:
         self._rng = rng or random.Random()
         self._clock = clock
         self._limiter = limiter or limiter_for(channel)
+        self._gate = gate  # a cap beyond this lane's workers (the fleet's), else a no-op
         rate = channel.rate_limit.per_second if channel.rate_limit is not None else None
         self.throughput = Throughput(rate)
         self.breaker = breaker or CircuitBreaker(
@@ -250,6 +262,7 @@ class ChannelLane:
             self._wait_for_probe(delivery, self.breaker.blocked_for() or cooldown)
             return
         waited = await self._limiter.acquire()
+        lease = await self._gate.acquire()
         now = time.time()
         delivery.attempts += 1
         if delivery.first_attempt_at is None:
@@ -263,6 +276,7 @@ class ChannelLane:
         except Exception as exc:  # a bug must cost a retry, never a stranded record
             outcome = Outcome(Kind.INTERNAL_ERROR, retryable=True, message=repr(exc)[:500])
         finally:
+            lease.release()
             self.in_flight -= 1
             if not self.in_flight:
                 self._no_requests.set()
@@ -367,13 +381,17 @@ class ChannelLane:
     def _circuit_changed(self, state: State, failures: int, cooldown: float) -> None:
         self._observer.emit(CircuitChanged(self.channel.name, state.value, failures, cooldown))
 
-    def reconfigure(self, channel: Channel, limiter: RateLimiter | None = None) -> None:
+    def reconfigure(self, channel: Channel, limits: ChannelLimitParts | None = None) -> None:
         """A reloaded config: deliveries queued, timer-held or coming back are sent to the
         channel as it is now configured (its URL, secret, timeout); a changed rate limit
-        applies from the next request; a different concurrency adds or lets go of workers."""
+        applies from the next request (`limits`: the new limiter and concurrency gate, from
+        the same factory as at start); a different concurrency adds or lets go of workers."""
         old, self.channel = self.channel, channel
-        if channel.rate_limit != old.rate_limit:
-            self._limiter = limiter or limiter_for(channel)
+        if channel.rate_limit != old.rate_limit or channel.max_concurrency != old.max_concurrency:
+            if limits is not None:
+                self._limiter, self._gate = limits.limiter, limits.gate
+            else:
+                self._limiter = limiter_for(channel)
             rate = channel.rate_limit.per_second if channel.rate_limit is not None else None
             self.throughput = Throughput(rate)
         more = channel.max_concurrency - old.max_concurrency

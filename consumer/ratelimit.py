@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 
@@ -36,23 +36,37 @@ class LocalLimiter:
         per_second: float | None = None,
         burst: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] | None = None,  # None: asyncio.sleep
     ) -> None:
         self._interval = 0.0 if per_second is None else 1.0 / per_second
         self._tolerance = self._interval * (max(1, burst) - 1)  # how far ahead a burst may go
         self._clock = clock
+        self._sleep = sleep
         self._tat = -math.inf  # theoretical arrival time of the next request at the full rate
         self._paused_until = -math.inf
+        self._last_slot = -math.inf
 
     def reserve(self) -> float:
         """Take the next slot and return how long to wait for it."""
         now = self._clock()
         slot = max(now, self._tat - self._tolerance, self._paused_until)
         self._tat = max(self._tat, slot) + self._interval
+        self._last_slot = slot
         wait = slot - now
         return wait if wait > 1e-9 else 0.0  # float residue of the sums is no reason to sleep
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    @property
+    def reserved_until(self) -> float:
+        """The time of the last slot given out so far (on its clock)."""
+        return self._last_slot
+
+    def taken_until(self, when: float) -> None:
+        """Count every slot up to `when` as given out already (by another limiter that stood
+        in for this one): the next slot follows it, with no burst on top."""
+        self._tat = max(self._tat, when + self._interval + self._tolerance)
 
     def free_in(self) -> float:
         return max(0.0, self._tat - self._tolerance - self._clock(), self.paused_for())
@@ -66,7 +80,7 @@ class LocalLimiter:
             wait = self.reserve()
             if wait <= 0:
                 return waited
-            await asyncio.sleep(wait)
+            await (self._sleep or asyncio.sleep)(wait)
             waited += wait
             if self.paused_for() <= 0:
                 return waited

@@ -22,7 +22,7 @@ import structlog
 
 from .catalog import Catalog, Channel
 from .config import ConfigError, ServiceConfig, load_config
-from .lanes import ChannelLane
+from .lanes import ChannelLane, ChannelLimitParts
 from .observer import NO_OBSERVER, ConfigReloaded, Observer
 from .outcome import Kind, Outcome
 
@@ -59,6 +59,7 @@ class Reloader:
         users: list[UsesCatalog],
         environ: Mapping[str, str] | None = None,
         observer: Observer = NO_OBSERVER,
+        limits_for: Callable[[Channel], ChannelLimitParts] | None = None,
     ) -> None:
         self._path = Path(path)
         self.config = config
@@ -68,6 +69,7 @@ class Reloader:
         self._users = users
         self._environ = environ
         self._observer = observer
+        self._limits_for = limits_for  # the start-up factory of limiters and gates
         self._lock = asyncio.Lock()  # one reload at a time; signals arriving meanwhile wait
         self._tasks: set[asyncio.Task[Reloaded | None]] = set()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -123,7 +125,13 @@ class Reloader:
         for name in removed:
             self._retire(self._lanes.pop(name), gone)
         for name in changed:
-            self._lanes[name].reconfigure(catalog.channels[name])
+            new, now = catalog.channels[name], old.channels[name]
+            limits = None
+            if self._limits_for is not None and (
+                new.rate_limit != now.rate_limit or new.max_concurrency != now.max_concurrency
+            ):
+                limits = self._limits_for(new)
+            self._lanes[name].reconfigure(new, limits)
         for name in added:
             lane = self._make_lane(catalog.channels[name])
             lane.start()

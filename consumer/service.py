@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from . import __version__
 from .admin import AdminServer
 from .attributes import open_store
+from .breaker import State
 from .catalog import Catalog, Channel
 from .config import ServiceConfig
 from .deadletter import DeadLetterWriter, KafkaDeadLetterSink, for_delivery
@@ -33,8 +34,9 @@ from .hooks.status import StatusBoard
 from .kafkaprobe import probe
 from .kafkatools import client_options
 from .lanes import ChannelLane
+from .limits import open_limits
 from .listener import Listener
-from .observer import GaveUp, Lifecycle, Observer, Stage
+from .observer import CircuitChanged, GaveUp, Lifecycle, Observer, Stage
 from .outcome import Outcome
 from .redelivery import Redelivery
 from .redis_health import RedisHealth
@@ -139,10 +141,21 @@ async def run_service(
             metrics.track_pending("delay", lambda: delays.pending)
             metrics.track_pending("dead_letter", lambda: dead_letters.pending)
         sender = Sender(session)
+        limits = open_limits(config, environ)
+        stack.push_async_callback(limits.close)
 
         def make_lane(channel: Channel) -> ChannelLane:
+            parts = limits.for_channel(channel, _circuit_log(channel.name, observer))
             return ChannelLane(
-                channel, sender, dead_letters, delays, config.retry, observer=observer
+                channel,
+                sender,
+                dead_letters,
+                delays,
+                config.retry,
+                observer=observer,
+                limiter=parts.limiter,
+                gate=parts.gate,
+                breaker=parts.breaker,
             )
 
         lanes = {name: make_lane(channel) for name, channel in catalog.channels.items()}
@@ -195,6 +208,7 @@ async def run_service(
                 [dispatcher, redelivery],
                 environ,
                 observer,
+                lambda channel: limits.for_channel(channel, _circuit_log(channel.name, observer)),
             )
             stack.push_async_callback(reloader.close)
             _on_signal(signal.SIGHUP, reloader.request)
@@ -250,6 +264,13 @@ async def _start_admin(
 
 
 INSTANCE_ID_ENV = "WEBHOOK_CONSUMER_INSTANCE_ID"
+
+
+def _circuit_log(channel: str, observer: Observer) -> Callable[[State, int, float], None]:
+    def changed(state: State, failures: int, cooldown: float) -> None:
+        observer.emit(CircuitChanged(channel, state.value, failures, cooldown))
+
+    return changed
 
 
 def make_consumer(

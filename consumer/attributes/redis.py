@@ -6,19 +6,15 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from consumer.attributes.store import AttributesUnavailable
-from consumer.attributes.urls import remember_password, shown_url
+from consumer.attributes.urls import shown_url
 from consumer.redis_health import RedisHealth
+from consumer.redisclient import open_redis
 from consumer.secrets import Secret, redact
 
 # Users per pipeline: one round trip each, small enough that one reply stays a few MB.
@@ -48,30 +44,16 @@ class RedisAttributeStore:
         ca_bundle: str | Path | None = None,
         health: RedisHealth | None = None,
     ) -> None:
-        remember_password(url)  # the client's own messages are scrubbed too
         self._shown = shown_url(url)
         self._prefix = key_prefix
         self._health = health or RedisHealth()  # told of every round trip's success or failure
-        options: dict[str, Any] = {}
-        if password is not None:  # the URL carries none (check-config makes sure)
-            options["password"] = password.reveal()
-        if urlsplit(url).scheme == "rediss":
-            # Certificate and host name always verified (redis-py 5 left the host name out).
-            options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
-            if ca_bundle is not None:
-                options["ssl_ca_certs"] = str(ca_bundle)
-        pool = BlockingConnectionPool.from_url(
+        self._client = open_redis(
             url,
+            timeout_seconds=timeout_seconds,
             max_connections=_MAX_CONNECTIONS,
-            timeout=timeout_seconds,  # waiting for a free connection
-            socket_connect_timeout=timeout_seconds,
-            socket_timeout=timeout_seconds,
-            # One quick retry heals a pooled connection that a Redis restart closed; a store
-            # that is really down is reported at once, and the caller decides about retrying.
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, (RedisConnectionError,)),
-            **options,
+            password=password,
+            ca_bundle=ca_bundle,
         )
-        self._client = Redis.from_pool(pool)
         self._closed = False
 
     async def get_many(self, user_ids: Collection[str]) -> dict[str, dict[str, Any]]:

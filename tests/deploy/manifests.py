@@ -16,7 +16,7 @@ import yaml
 
 from consumer.config import ServiceConfig
 
-from .support import SCHEMAS, config_of, config_text, secret_variables, with_future_keys
+from .support import SCHEMAS, config_of, config_text, secret_variables
 
 # The oldest Kubernetes these manifests claim to work with, and the newest one whose schemas
 # the installed kubernetes-validate bundles (1.37 with kubernetes-validate 1.37.0).
@@ -250,8 +250,8 @@ def wiring_problems(objects: Any) -> list[str]:
 
 
 def future_kafka(objects: Any) -> dict[str, Any]:
-    """The kafka section as it reads with the 1.1 keys (security_protocol and the like)."""
-    document = yaml.safe_load(with_future_keys(config_text(objects)))
+    """The kafka section of the rendered config (security_protocol and the like)."""
+    document = yaml.safe_load(config_text(objects))
     kafka: dict[str, Any] = document.get("kafka", {})
     return kafka
 

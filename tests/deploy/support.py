@@ -11,10 +11,9 @@ import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
 from consumer.config import ServiceConfig, parse_config
 
@@ -24,8 +23,6 @@ KUBERNETES = DEPLOY / "kubernetes"
 OVERLAYS = ("dev", "production")
 CATALOGUE = DEPLOY / "metrics.yaml"
 SCHEMAS = Path(__file__).parent / "schemas"
-# Lines of a config that hold a key arriving with the contract's 1.1 additions.
-FUTURE_MARK = "#1.1 "
 
 
 def kustomize_command() -> list[str]:
@@ -89,45 +86,8 @@ def secret_variables(text: str) -> set[str]:
             for item in value:
                 walk(item)
 
-    walk(yaml.safe_load(with_future_keys(text)))
+    walk(yaml.safe_load(text))
     return names
-
-
-def with_future_keys(text: str) -> str:
-    """The config as it reads once the 1.1 keys exist: their marked lines uncommented."""
-    return "\n".join(
-        line[len(FUTURE_MARK) :] if line.startswith(FUTURE_MARK) else line
-        for line in text.splitlines()
-    )
-
-
-def key_paths(value: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
-    if not isinstance(value, dict):
-        return set()
-    paths: set[tuple[str, ...]] = set()
-    for key, item in value.items():
-        paths.add((*prefix, str(key)))
-        paths |= key_paths(item, (*prefix, str(key)))
-    return paths
-
-
-def future_key_paths(text: str) -> set[tuple[str, ...]]:
-    """Key paths that only the marked (commented) lines add, outermost only."""
-    present = key_paths(yaml.safe_load(text))
-    added = key_paths(yaml.safe_load(with_future_keys(text))) - present
-    return {p for p in added if p[:-1] in present or len(p) == 1}
-
-
-def model_knows(path: tuple[str, ...], model: type[BaseModel] = ServiceConfig) -> bool:
-    """Whether the config model has a field at this key path."""
-    field = model.model_fields.get(path[0])
-    if field is None:
-        return False
-    if len(path) == 1:
-        return True
-    candidates = (field.annotation, *get_args(field.annotation))
-    nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-    return bool(nested) and model_knows(path[1:], nested[0])
 
 
 @cache

@@ -66,6 +66,7 @@ class Setup:
     redis_url: str | None = None  # attributes in Redis (under a prefix of this test's own)
     # Any free port on loopback: tests run side by side, and 9108 may be someone else's.
     admin: dict[str, Any] = field(default_factory=lambda: {"host": "127.0.0.1", "port": 0})
+    rate_limiter: dict[str, Any] = field(default_factory=dict)  # the config section, if any
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -108,6 +109,7 @@ class Setup:
                 **self.kafka,
             },
             "attributes": self.attributes,
+            **({"rate_limiter": self.rate_limiter} if self.rate_limiter else {}),
             "allowed_networks": ["127.0.0.0/8"],
             "retry": {
                 "quick_attempts": 3,

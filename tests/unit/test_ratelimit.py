@@ -148,3 +148,11 @@ async def test_a_pause_that_arrives_while_waiting_is_honoured(
     waited = await limiter.acquire()
     assert slept[0] == pytest.approx(1)
     assert waited >= 10  # it did not go out inside the pause
+
+
+def test_slots_given_out_elsewhere_are_followed_without_a_burst() -> None:
+    clock = FakeClock()
+    bucket = LocalLimiter(per_second=10, burst=5, clock=clock)
+    bucket.taken_until(clock.now + 0.5)  # another limiter stood in until then
+    assert [bucket.reserve() for _ in range(3)] == pytest.approx([0.6, 0.7, 0.8])
+    assert bucket.reserved_until == pytest.approx(clock.now + 0.8)

@@ -1,0 +1,215 @@
+"""A channel's circuit breaker for the whole fleet, as the lane's `Breaker`.
+
+The failures in a row, the open and half-open states and the probe live in a shared
+`CircuitStore`, so the circuit opens for every replica after `failures` failures in total,
+and after the cool-down exactly one replica probes. The lane's questions (`blocked_for`, and
+`admit` while closed) are answered from a local copy refreshed every half second while the
+lane is busy, and by the answer to every failure it reports: a healthy channel pays no round
+trip per request. `record` writes in the background; the probe's own result changes the local
+copy at once, so this replica's transition is never late.
+
+While the shared store does not answer, the plain local `CircuitBreaker` stands in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from consumer.breaker import CircuitBreaker, State
+
+from .circuit import Circuit, CircuitStore
+from .shared import Availability, FleetUnavailable
+
+REFRESH: Final = 0.5  # seconds between reads of the shared state while the lane is busy
+_IDLE_AFTER: Final = 5.0  # a closed circuit nobody asked about this long is not refreshed
+
+OnChange = Callable[[State, int, float], None]
+
+
+class FleetBreaker:
+    def __init__(
+        self,
+        store: CircuitStore,
+        availability: Availability,
+        fallback: CircuitBreaker,
+        *,
+        cooldown_seconds: float,
+        max_cooldown_seconds: float,
+        probe_timeout: float,
+        on_change: OnChange | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._availability = availability
+        self._fallback = fallback
+        self._base = cooldown_seconds
+        self._max = max(cooldown_seconds, max_cooldown_seconds)
+        self._probe_timeout = probe_timeout
+        self._on_change = on_change
+        self._clock = clock
+        self._circuit = Circuit(State.CLOSED, 0, cooldown_seconds, 0.0, False, -1)
+        self._open_until = -math.inf  # our clock
+        self._probing_until = -math.inf  # this replica holds the probe until then
+        self._changed = asyncio.Event()  # set at every change of state
+        self._claiming = asyncio.Lock()
+        self._last_asked = -math.inf
+        self._was_shared = True
+        self._refresher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reporting: set[asyncio.Task[None]] = set()  # failures on their way to Redis
+
+    @property
+    def state(self) -> State:
+        return self._circuit.state if self._shared() else self._fallback.state
+
+    def blocked_for(self) -> float | None:
+        if not self._shared():
+            return self._fallback.blocked_for()
+        self._asked()
+        if self._circuit.state is not State.OPEN:
+            return None
+        left = self._open_until - self._clock()
+        return left if left > 0 else None
+
+    async def admit(self) -> bool:
+        if not self._shared():
+            return await self._fallback.admit()
+        self._asked()
+        if self._reporting:
+            # After a failure here, learn the fleet's count before sending again (bounded by
+            # the round trip's timeout): the circuit opens after `failures` in total, not
+            # `failures` plus what each replica sent while its write was on its way.
+            await asyncio.wait(set(self._reporting))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._probe_timeout  # waiting is real time, like the local one
+        while self._shared():
+            circuit = self._circuit
+            if circuit.state is State.CLOSED:
+                return True
+            if circuit.state is State.OPEN and self.blocked_for() is not None:
+                return False
+            if not self._probing() and (circuit.state is State.OPEN or not circuit.probing):
+                claimed = await self._claim()
+                if claimed:
+                    return True
+                continue  # the claim's answer updated the copy (or the store is gone)
+            # A probe is out, here or elsewhere: wait for its result, as the local one does.
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, REFRESH))
+        return await self._fallback.admit()
+
+    async def _claim(self) -> bool:
+        async with self._claiming:
+            if self._probing() or self._circuit.state is State.CLOSED:
+                return False  # another caller of this replica claimed, or it closed meanwhile
+            try:
+                claimed, circuit = await self._store.claim_probe()
+            except FleetUnavailable:
+                return False
+            if claimed:
+                self._probing_until = self._clock() + self._probe_timeout
+            self._learn(circuit)
+            return claimed
+
+    def record(self, failure: bool) -> None:
+        if not self._shared():
+            self._fallback.record(failure)
+            return
+        circuit = self._circuit
+        if self._probing():
+            # The probe's answer: this replica knows the transition first and says it now.
+            self._probing_until = -math.inf
+            if failure:
+                cooldown = min(circuit.cooldown * 2, self._max)
+                guess = Circuit(State.OPEN, circuit.failures + 1, cooldown, cooldown, False, 0)
+            else:
+                guess = Circuit(State.CLOSED, 0, self._base, 0.0, False, 0)
+            self._adopt(guess, circuit.version + 1)
+            self._write(self._store.failed(probe=True) if failure else self._store.succeeded())
+        elif failure:
+            task = self._write(self._store.failed(probe=False))  # its answer refreshes the copy
+            self._reporting.add(task)
+            task.add_done_callback(self._reporting.discard)
+        elif circuit.failures or circuit.state is not State.CLOSED:
+            self._adopt(Circuit(State.CLOSED, 0, self._base, 0.0, False, 0), circuit.version + 1)
+            self._write(self._store.succeeded())
+
+    def _probing(self) -> bool:
+        return self._clock() < self._probing_until
+
+    def _write(self, change: Awaitable[Circuit]) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._written(change))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _written(self, change: Awaitable[Circuit]) -> None:
+        with contextlib.suppress(FleetUnavailable):  # the fallback takes over meanwhile
+            self._learn(await change)
+
+    def _learn(self, circuit: Circuit) -> None:
+        """The shared state as Redis answered it; an answer older than the copy is ignored."""
+        if circuit.version >= self._circuit.version:
+            self._adopt(circuit, circuit.version)
+
+    def _adopt(self, circuit: Circuit, version: int) -> None:
+        # A guess made here takes the version its write will have at least, so reads that
+        # were already on their way cannot undo it.
+        previous = self._circuit.state
+        self._circuit = Circuit(
+            circuit.state,
+            circuit.failures,
+            circuit.cooldown,
+            circuit.open_for,
+            circuit.probing,
+            version,
+        )
+        self._open_until = self._clock() + circuit.open_for
+        if circuit.state is not previous:
+            self._changed.set()
+            if self._on_change is not None:
+                self._on_change(circuit.state, circuit.failures, circuit.cooldown)
+
+    def _shared(self) -> bool:
+        shared = self._availability.shared
+        if shared and not self._was_shared:
+            # Back from the fallback: whatever Redis says now is newer than the copy.
+            self._circuit = Circuit(self._circuit.state, 0, self._base, 0.0, False, -1)
+            self._probing_until = -math.inf
+        self._was_shared = shared
+        return shared
+
+    def _asked(self) -> None:
+        self._last_asked = self._clock()
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH)
+            quiet = self._clock() - self._last_asked > _IDLE_AFTER
+            if quiet and self._circuit.state is State.CLOSED and not self._circuit.failures:
+                return  # an idle, healthy channel costs no round trips
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Read the shared state now (the background task does every `REFRESH` seconds)."""
+        if self._shared():
+            with contextlib.suppress(FleetUnavailable):
+                self._learn(await self._store.read())
+
+    async def close(self) -> None:
+        """Stop refreshing; let the writes on their way land (each bounded by a timeout)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,218 @@
+"""Helpers for the fleet-wide limit tests: a private redis-server that a test may kill, a
+receiver that answers slowly and counts concurrent requests, and the figures they check."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from consumer.signing import verify
+
+
+def busiest_second(times: Sequence[float]) -> int:
+    """The most requests in any window [t, t + 1) that starts at a request."""
+    ordered = sorted(times)
+    return max(
+        (bisect.bisect_left(ordered, t + 1 - 1e-9) - i for i, t in enumerate(ordered)), default=0
+    )
+
+
+def steady_rate(times: Sequence[float], burst: int) -> float:
+    """Requests per second after the first `burst`, over the time they took."""
+    ordered = sorted(times)
+    return (len(ordered) - burst) / (ordered[-1] - ordered[burst - 1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of the test's own (own port and folder, no persistence): stopping it
+    never disturbs the shared one."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        assert server, "redis-server is not installed (deploy/local/redis installs it)"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [
+                server,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2) as s,
+            ):
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)  # polling for the server to answer, with a deadline
+        raise RuntimeError(f"redis-server on port {self.port} did not answer within 20 s")
+
+    def freeze(self) -> None:
+        """Up, but never answers (SIGSTOP): what a hung or partitioned Redis looks like."""
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(10)
+            self._process = None
+
+
+@contextlib.contextmanager
+def private_redis(folder: Path) -> Iterator[PrivateRedis]:
+    redis = PrivateRedis(folder)
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.kill()
+
+
+class SlowReceiver:
+    """Answers every verified request after `delay` seconds and counts how many were being
+    answered at once. Its listen backlog holds every connection the test can open."""
+
+    def __init__(self, secrets: dict[str, str], delay: float) -> None:
+        self.secrets = secrets
+        self.delay = delay
+        self.current = 0
+        self.most = 0
+        self.answered: list[float] = []  # monotonic arrival times of verified requests
+        self.unverified = 0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def url(self, channel: str) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/{channel}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hooks/{channel}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        secret = self.secrets.get(request.match_info["channel"], "")
+        if not verify(raw, request.headers.get("X-gio-signature", ""), secret):
+            self.unverified += 1
+            return web.Response(status=401)
+        self.current += 1
+        self.most = max(self.most, self.current)
+        self.answered.append(time.monotonic())
+        try:
+            await asyncio.sleep(self.delay)  # the slowness under test
+        finally:
+            self.current -= 1
+        return web.Response(text="ok")
+
+
+class ProcessLog:
+    """The JSON lines a `webhook-consumer run` process writes to its stderr file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        parsed = [json.loads(line) for line in lines if line.startswith("{")]
+        return [line for line in parsed if line.get("event") == name]
+
+
+def wall_to_monotonic(timestamp: str) -> float:
+    """A log line's ISO timestamp on this process's monotonic clock."""
+    offset = time.time() - time.monotonic()
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() - offset
+
+
+class ReplicaProcesses:
+    """`count` processes of `webhook-consumer run` on one config, each logging to its file."""
+
+    def __init__(self, config: Path, environ: dict[str, str], folder: Path, count: int) -> None:
+        self._config = config
+        self._environ = environ
+        self.logs = [ProcessLog(folder / f"replica-{n}.log") for n in range(count)]
+        self._processes: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        for log in self.logs:
+            with log.path.open("wb") as sink:
+                self._processes.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "consumer",
+                        "run",
+                        "--config",
+                        str(self._config),
+                        env={**os.environ, **self._environ},
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=sink,
+                    )
+                )
+
+    async def stop(self) -> list[int | None]:
+        """SIGTERM each (they drain and commit); their exit statuses."""
+        for process in self._processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            await asyncio.wait_for(process.wait(), 60)
+        return [process.returncode for process in self._processes]
