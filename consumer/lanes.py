@@ -331,6 +331,7 @@ class ChannelLane:
         come back while half a backlog is still ahead of it, so the lane never runs dry and
         rarely has to park it twice."""
         rate = self.throughput.pacing(fallback=float(self.channel.max_concurrency))
+        rate = min(rate, self._limiter.share() or rate)  # a fleet-wide limit is shared
         now = self._clock()
         ready = now + max(len(self._queue) / rate, self._limiter.free_in())
         slot = max(self._booked_until, ready)

@@ -23,6 +23,10 @@ class RateLimiter(Protocol):
     def paused_for(self) -> float:
         """Seconds left of a pause the receiver asked for; 0 when none is running."""
 
+    def share(self) -> float | None:
+        """The rate this process can expect from the limit (a fleet-wide limit divided among
+        the replicas); None without a rate limit. What parked work is booked at."""
+
 
 class LocalLimiter:
     """GCRA with reservations: each caller is given its own slot in time and sleeps until it.
@@ -73,6 +77,9 @@ class LocalLimiter:
 
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - self._clock())
+
+    def share(self) -> float | None:
+        return 1.0 / self._interval if self._interval else None
 
     async def acquire(self) -> float:
         waited = 0.0

@@ -159,6 +159,9 @@ class FleetLimiter:
         ready = self._slots[0] if self._slots else self._next_free_at
         return max(0.0, ready - now, self.paused_for())
 
+    def share(self) -> float | None:
+        return share(self._per_second, self._availability.replicas())
+
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - self._clock())
 

@@ -249,7 +249,7 @@ def wiring_problems(objects: Any) -> list[str]:
     return problems
 
 
-def future_kafka(objects: Any) -> dict[str, Any]:
+def kafka_section(objects: Any) -> dict[str, Any]:
     """The kafka section of the rendered config (security_protocol and the like)."""
     document = yaml.safe_load(config_text(objects))
     kafka: dict[str, Any] = document.get("kafka", {})
@@ -293,7 +293,7 @@ def scaledobject_problems(objects: Any, config: ServiceConfig) -> list[str]:
         auths = {o["metadata"]["name"] for o in objects if o["kind"] == "TriggerAuthentication"}
         if ref is not None and ref not in auths:
             problems.append(f"{where}.authenticationRef: no TriggerAuthentication {ref}")
-    protocol = str(future_kafka(objects).get("security_protocol", "PLAINTEXT"))
+    protocol = str(kafka_section(objects).get("security_protocol", "PLAINTEXT"))
     for i, trigger in enumerate(spec["triggers"]):
         metadata = trigger.get("metadata", {})
         if protocol.startswith("SASL") and not (
