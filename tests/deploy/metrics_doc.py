@@ -23,7 +23,7 @@ def render(data: dict[str, Any]) -> str:
         "<!-- Generated from deploy/metrics.yaml by `make metrics-doc`; do not edit by hand. -->",
         "",
         "What `webhook-consumer run` exports at `/metrics` on the admin port "
-        "(see [Operating it](../README.md#operating-it)), as listed in "
+        "(see [Operating it](operating.md)), as listed in "
         "[`deploy/metrics.yaml`](../deploy/metrics.yaml). Every label holds a closed set of "
         "values or a bounded source below: never an id or a URL. The process also exports the "
         "standard `process_*` and `python_*` metrics of the Prometheus client.",
