@@ -32,6 +32,7 @@ from ..observer import (
     Held,
     InputLag,
     LaneLoad,
+    OffsetsTruncated,
     PartitionsOwned,
     Redelivered,
     RedisChanged,
@@ -101,6 +102,10 @@ HELP = {
     ),
     "commit_duration_seconds": "Time of one offset commit.",
     "commit_failures_total": "Offset commits that failed (they are retried; the work is not lost).",
+    "offset_metadata_truncated_total": (
+        "Commits whose metadata could not name every offset finished above the commit point; "
+        "a crash would redo the ones left out."
+    ),
     "handoff_pending": (
         "Hand-offs (delay-topic or dead-letter writes) not yet acknowledged by Kafka."
     ),
@@ -218,6 +223,7 @@ class PrometheusHook:
         self._reloads = dict.fromkeys(RELOAD_RESULTS, 0)
         self._commits = Histogram(COMMIT_BUCKETS)
         self._commit_failures = 0
+        self._truncated_commits = 0
         self._lag: dict[int, int] = {}
         self._pending: dict[str, Callable[[], int]] = {}
         self._redis: bool | None = None  # no sample until Redis was first asked
@@ -232,6 +238,7 @@ class PrometheusHook:
             Consumed: self._consumed_batch,
             Committed: self._committed,
             CommitFailed: self._commit_failed,
+            OffsetsTruncated: self._offsets_truncated,
             InputLag: self._input_lag,
             PartitionsOwned: self._partitions_owned,
             LaneLoad: self._lane_load,
@@ -313,6 +320,9 @@ class PrometheusHook:
     def _commit_failed(self, details: CommitFailed) -> None:
         self._commits.observe(details.seconds)
         self._commit_failures += 1
+
+    def _offsets_truncated(self, details: OffsetsTruncated) -> None:
+        self._truncated_commits += 1
 
     def _input_lag(self, details: InputLag) -> None:
         self._lag.update(details.partitions)
@@ -412,6 +422,11 @@ class PrometheusHook:
         yield commits
         yield CounterMetricFamily(
             P + "commit_failures_total", HELP["commit_failures_total"], self._commit_failures
+        )
+        yield CounterMetricFamily(
+            P + "offset_metadata_truncated_total",
+            HELP["offset_metadata_truncated_total"],
+            self._truncated_commits,
         )
         pending = gauge("handoff_pending", ["kind"])
         for kind, read in self._pending.items():
