@@ -6,8 +6,11 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
@@ -30,8 +33,22 @@ from .support import (
 CHANNELS = ["alpha", "beta"]
 
 
+_STARTED: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _no_service_left_running() -> AsyncIterator[None]:
+    """A failed assertion between start and stop must not leave a service consuming on."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 async def _start(config_path: Path, setup: Setup, log: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "consumer",
@@ -42,6 +59,8 @@ async def _start(config_path: Path, setup: Setup, log: Path) -> asyncio.subproce
         stdout=asyncio.subprocess.DEVNULL,
         stderr=log.open("ab"),
     )
+    _STARTED.append(process)
+    return process
 
 
 async def _stop(process: asyncio.subprocess.Process) -> int:
