@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
         help="remove the progress of finished replays (their commands then start over)",
     )
     replay.add_argument("--limit", type=int)
+    replay.add_argument(
+        "--rate", type=_positive_int, help="send at most this many letters a second"
+    )
     replay.add_argument("--dry-run", action="store_true", help="list, send nothing")
     attributes = commands.add_parser("attributes", help="manage the user attribute store")
     attr_commands = attributes.add_subparsers(dest="attr_command", required=True, metavar="ACTION")

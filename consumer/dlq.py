@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import re
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -313,8 +313,10 @@ async def replay(
     stop: asyncio.Event | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     on_match: Callable[[DeadLetter], None] | None = None,
+    per_second: int | None = None,
 ) -> ReplayReport:
-    """Re-deliver matching dead letters through the first delay topic, due now, ids kept.
+    """Re-deliver matching dead letters through the first delay topic, due now, ids kept,
+    at most `per_second` of them a second when given.
 
     Progress is saved after each batch's produces are acknowledged: an interrupted replay
     resumes where it stopped, and repeating a finished one sends nothing again.
@@ -349,6 +351,7 @@ async def replay(
         ends_by_tp = {tp: progress.ends.get(tp.partition, 0) for tp in tps}
         total = sum(max(0, e - progress.next.get(tp.partition, e)) for tp, e in ends_by_tp.items())
         sent: list[asyncio.Future[Any]] = []
+        pace = Pace(per_second)
         async for item in _read(consumer, ends_by_tp):
             if (stop is not None and stop.is_set()) or (
                 limit is not None and report.matched >= limit
@@ -365,6 +368,7 @@ async def replay(
                 if refusal is not None:
                     report.refused[refusal] += 1
                 elif not dry_run:
+                    await pace.wait()
                     sent.append(await _send(letter, config, target, producer))
             progress.next[item.tp.partition] = item.offset + 1
             if on_progress is not None:
@@ -377,6 +381,34 @@ async def replay(
         await producer.stop()
         await stop_consumer(consumer)
     return report
+
+
+class Pace:
+    """Spaces sends `1/per_second` apart, in short bursts rather than one sleep each. A long
+    outage's letters then reach the delay path (and the lanes) over minutes, not all at once,
+    where a lane would have to park most of them."""
+
+    _BURST_SECONDS = 0.02
+
+    def __init__(
+        self,
+        per_second: int | None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._interval = 0.0 if per_second is None else 1 / per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._next: float | None = None
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = self._clock() if self._clock else asyncio.get_running_loop().time()
+        due = now if self._next is None else max(self._next, now - self._BURST_SECONDS)
+        self._next = due + self._interval
+        if due - now > self._BURST_SECONDS:
+            await self._sleep(due - now)
 
 
 async def _settle(

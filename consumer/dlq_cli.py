@@ -92,6 +92,7 @@ async def dlq_replay(config: ServiceConfig, args: argparse.Namespace) -> int:
             config,
             request,
             limit=args.limit,
+            per_second=args.rate,
             dry_run=args.dry_run,
             reset=args.reset,
             stop=stop,

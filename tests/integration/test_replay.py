@@ -216,7 +216,7 @@ async def test_replay_since_resumes_sends_nothing_twice_and_reset_starts_over(
     await create_topic(bootstrap, setup.dead_letter_topic, 3)
     delay_topic = setup.delay_topic(5)
     await create_topic(bootstrap, delay_topic, 3)
-    recent, old = 8000, 400  # enough recent ones that the interrupt lands mid-way
+    recent, old = 8000, 400
     now = datetime.now(UTC)
     letters = [
         # Every 21st letter is three hours old: `--since 2h` must leave it alone.
@@ -240,6 +240,10 @@ async def test_replay_since_resumes_sends_nothing_twice_and_reset_starts_over(
             "replay",
             "--since",
             "2h",
+            # Paced so the interrupt lands mid-way on any machine: unpaced, 8,000 letters can
+            # all be sent before a poll of the broker sees the first 300.
+            "--rate",
+            "1000",
             "--config",
             str(config_file),
             env={**os.environ, **setup.environ},
