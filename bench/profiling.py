@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import sys
@@ -109,8 +110,21 @@ def summarize(path: Path, top: int = 25) -> dict[str, Any]:
 
 
 def main() -> None:
-    """`python -m bench.profiling FILE`: the summary of a raw py-spy file, as a table."""
-    result = summarize(Path(sys.argv[1]))
+    """`python -m bench.profiling FILE`: where the CPU went, as a table. FILE is a raw py-spy
+    file (`.cache/bench/runs/<time>/*.pyspy.txt`) or a results JSON holding saved profiles."""
+    path = Path(sys.argv[1])
+    if path.suffix == ".json":
+        document = json.loads(path.read_text(encoding="utf-8"))
+        for result in document.get("results", []):
+            profile = result.get("figures", {}).get("profile")
+            if profile:
+                print(f"== {result['scenario']}")
+                _print(profile)
+        return
+    _print(summarize(path))
+
+
+def _print(result: dict[str, Any]) -> None:
     print(f"{result['samples']} samples")
     for title in ("self_percent", "inclusive_percent", "by_file_self_percent"):
         print(f"\n{title}:")
