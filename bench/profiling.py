@@ -67,9 +67,10 @@ def _frame(frame: str) -> tuple[str, str]:
     match = _FRAME.match(frame)
     if match is None:
         return frame, ""
-    file = _SITE.sub("", match["file"])  # aiohttp/client.py, asyncio/events.py, uuid.py
-    file = _OURS.sub("consumer/", file)
-    return match["function"], file
+    file = match["file"]
+    if _SITE.match(file):  # aiohttp/client.py, aiokafka/consumer/fetcher.py, uuid.py
+        return match["function"], _SITE.sub("", file)
+    return match["function"], _OURS.sub("consumer/", file)
 
 
 def _package(file: str) -> str:
