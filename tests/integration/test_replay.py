@@ -28,6 +28,7 @@ from .support import (
     produce,
     read_all,
     record_count,
+    wait_record_count,
     write_config,
 )
 
@@ -48,16 +49,6 @@ async def _cli(config: Path, env: dict[str, str], *args: str) -> tuple[int, str]
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode()
-
-
-async def _wait_count(bootstrap: str, topic: str, at_least: int, within: float = 60) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while await record_count(bootstrap, topic) < at_least:
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
-    return True
 
 
 async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
@@ -84,7 +75,7 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
 
     service = RunningService(setup.config(), setup.environ)
     try:
-        assert await _wait_count(bootstrap, setup.dead_letter_topic, 20)
+        assert await wait_record_count(bootstrap, setup.dead_letter_topic, 20, within=60)
         # Two quick attempts, then one after the 1 s delay: three requests per delivery.
         assert len(receiver.received) == 60
         assert {r.attempt for r in receiver.received} == {1, 2, 3}
@@ -128,7 +119,7 @@ async def test_an_interrupted_replay_resumes_without_replaying_twice(
     await create_topic(bootstrap, setup.dead_letter_topic, 3)
     delay_topic = setup.delay_topic(5)
     await create_topic(bootstrap, delay_topic, 3)
-    total = 20_000  # enough that the interrupt lands mid-way, however fast the replay is
+    total = 8000
     now = datetime.now(UTC)
     letters = [
         DeadLetter(
@@ -154,17 +145,16 @@ async def test_an_interrupted_replay_resumes_without_replaying_twice(
         "consumer",
         "dlq",
         "replay",
+        "--rate",  # paced, so the interrupt lands mid-way however fast the machine is
+        "1000",
         "--config",
         str(config_file),
         env={**os.environ, **setup.environ},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while await record_count(bootstrap, delay_topic) < 300:
-        assert loop.time() < deadline, "the replay never started"
-        await asyncio.sleep(0.05)  # polling the broker for a condition, with a deadline
+    started = await wait_record_count(bootstrap, delay_topic, 300, within=60)
+    assert started, "the replay never started"
     process.send_signal(signal.SIGINT)
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 130  # what a shell reports for Ctrl-C
@@ -250,7 +240,8 @@ async def test_replay_since_resumes_sends_nothing_twice_and_reset_starts_over(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        assert await _wait_count(bootstrap, delay_topic, 300), "the replay never started"
+        started = await wait_record_count(bootstrap, delay_topic, 300, within=60)
+        assert started, "the replay never started"
         process.send_signal(signal.SIGINT)
         out, _ = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 130, out.decode()
