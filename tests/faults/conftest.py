@@ -7,10 +7,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from tests.integration.kafka import kafka_broker
+from tests.integration.kafka import REPO, PrivateBroker, free_port, kafka_broker
 from tests.integration.redis_server import redis_server
-
-from .broker import PrivateBroker, free_port
 
 _FIGURES: list[str] = []
 
@@ -31,7 +29,7 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 async def private_broker() -> AsyncIterator[PrivateBroker]:
     """A broker this suite may stop and start; wiped at the start, stopped at the end."""
-    broker = PrivateBroker(free_port(), free_port())
+    broker = PrivateBroker(REPO / ".cache" / "kafka-faults", free_port(), free_port())
     await broker.start(fresh=True)
     try:
         yield broker

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.integration.kafka import PrivateBroker
 from tests.integration.support import committed_to_end
 
 from .bound import DuplicateBound
-from .broker import PrivateBroker
 from .commits import CommitWatch, uncommitted
 from .fleet import Fleet
 from .receiver import FaultReceiver

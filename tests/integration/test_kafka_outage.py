@@ -10,10 +10,8 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import pytest
 
 from consumer.receiver import Receiver
 
-from .kafka import LOCAL_KAFKA, REPO
+from .kafka import REPO, PrivateBroker, free_port
 from .support import (
     Setup,
     channel,
@@ -39,48 +37,14 @@ OUTAGE_SECONDS = 12.0
 BROKER_HOME = REPO / ".cache" / "kafka-outage-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class PrivateBroker:
-    port: int
-    controller_port: int
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def run(self, action: str, fresh: bool = False) -> None:
-        env = {
-            **os.environ,
-            "KAFKA_LOCAL_HOME": str(BROKER_HOME),
-            "KAFKA_PORT": str(self.port),
-            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
-            "KAFKA_LOCAL_FRESH": "1" if fresh else "0",
-        }
-        process = await asyncio.create_subprocess_exec(
-            str(LOCAL_KAFKA),
-            action,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 600)
-        assert process.returncode == 0, f"deploy/local/kafka {action}: {out!r} {err!r}"
-
-
 @pytest.fixture
 async def broker() -> AsyncIterator[PrivateBroker]:
-    private = PrivateBroker(_free_port(), _free_port())
-    await private.run("start", fresh=True)
+    private = PrivateBroker(BROKER_HOME, free_port(), free_port())
+    await private.start(fresh=True)
     try:
         yield private
     finally:
-        await private.run("stop")
+        await private.stop()
 
 
 class Stderr:
@@ -141,13 +105,13 @@ async def test_a_broker_restart_is_two_log_lines_and_no_event_is_lost(
         assert await committed_to_end(setup, within=30)
 
         loop = asyncio.get_running_loop()
-        await broker.run("stop")
+        await broker.stop()
         stopped_at, lines_before = loop.time(), len(stderr.text().splitlines())
         assert await stderr.wait_for("kafka.unreachable", within=30), stderr.text()[-3000:]
         # The outage itself lasts this long; nothing is being waited for.
         await asyncio.sleep(OUTAGE_SECONDS - (loop.time() - stopped_at))
         lines_during = len(stderr.text().splitlines()) - lines_before
-        await broker.run("start")  # same folder: same data, same ports
+        await broker.start()  # same folder: same data, same ports
 
         after = [event("c", f"v-{i}") for i in range(20)]
         await produce(broker.bootstrap, setup.topic, encoded(after))
