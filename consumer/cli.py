@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -238,8 +239,24 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
     raise AssertionError(args.command)
 
 
+# Collect the young generation every 50,000 net allocations instead of 700, and a full
+# collection every 100 middle ones instead of 10: the service allocates a few objects per
+# delivery that die young, and its start-up objects (modules, config, pools) never die.
+# Measured with `make bench`: S1 6,770 -> 7,740-8,300 deliveries/s, S4 (two broken channels)
+# 3,600-3,700 -> 4,600-4,700 healthy deliveries/s, for about 19 MiB more peak RSS.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Freeze what start-up built (no collection walks it again) and collect less often."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _run_fast(main: Coroutine[Any, Any, None]) -> None:
-    """Run the service on uvloop where it is installed (asyncio's own loop otherwise)."""
+    """Run the service on uvloop where it is installed (asyncio's own loop otherwise), with the
+    collector tuned for it."""
+    tune_gc()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - a platform without it
