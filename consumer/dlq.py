@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -393,7 +394,7 @@ class Pace:
     def __init__(
         self,
         per_second: int | None,
-        clock: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._interval = 0.0 if per_second is None else 1 / per_second
@@ -404,7 +405,7 @@ class Pace:
     async def wait(self) -> None:
         if not self._interval:
             return
-        now = self._clock() if self._clock else asyncio.get_running_loop().time()
+        now = self._clock()
         due = now if self._next is None else max(self._next, now - self._BURST_SECONDS)
         self._next = due + self._interval
         if due - now > self._BURST_SECONDS:
