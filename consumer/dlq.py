@@ -13,9 +13,8 @@ import asyncio
 import contextlib
 import hashlib
 import re
-import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +31,7 @@ from .delaypath import DelayedDelivery as Delayed
 from .delaypath import delay_levels, delay_topic, headers_for
 from .kafkaprobe import probe
 from .kafkatools import client_options, stop_consumer, topic_partitions
+from .ratelimit import LocalLimiter
 from .topics import DEAD_LETTER_MAX_BYTES
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
@@ -352,7 +352,8 @@ async def replay(
         ends_by_tp = {tp: progress.ends.get(tp.partition, 0) for tp in tps}
         total = sum(max(0, e - progress.next.get(tp.partition, e)) for tp, e in ends_by_tp.items())
         sent: list[asyncio.Future[Any]] = []
-        pace = Pace(per_second)
+        # A burst of one so a paced replay starts at its rate, not with a backlog's worth.
+        pace = LocalLimiter(per_second)
         async for item in _read(consumer, ends_by_tp):
             if (stop is not None and stop.is_set()) or (
                 limit is not None and report.matched >= limit
@@ -369,7 +370,7 @@ async def replay(
                 if refusal is not None:
                     report.refused[refusal] += 1
                 elif not dry_run:
-                    await pace.wait()
+                    await pace.acquire()
                     sent.append(await _send(letter, config, target, producer))
             progress.next[item.tp.partition] = item.offset + 1
             if on_progress is not None:
@@ -382,34 +383,6 @@ async def replay(
         await producer.stop()
         await stop_consumer(consumer)
     return report
-
-
-class Pace:
-    """Spaces sends `1/per_second` apart, in short bursts rather than one sleep each. A long
-    outage's letters then reach the delay path (and the lanes) over minutes, not all at once,
-    where a lane would have to park most of them."""
-
-    _BURST_SECONDS = 0.02
-
-    def __init__(
-        self,
-        per_second: int | None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._interval = 0.0 if per_second is None else 1 / per_second
-        self._clock = clock
-        self._sleep = sleep
-        self._next: float | None = None
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        now = self._clock()
-        due = now if self._next is None else max(self._next, now - self._BURST_SECONDS)
-        self._next = due + self._interval
-        if due - now > self._BURST_SECONDS:
-            await self._sleep(due - now)
 
 
 async def _settle(
