@@ -17,13 +17,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from .breaker import Breaker, CircuitBreaker, State
+from .breaker import Breaker, State
 from .catalog import Channel
 from .concurrency import UNLIMITED, ConcurrencyGate
 from .config import RetryConfig
 from .deadletter import DeadLetterWriter, for_delivery
 from .delaypath import DelayPath
 from .delivery import Delivery
+from .limits import ChannelPacing, local_breaker
 from .observer import (
     NO_OBSERVER,
     Attempted,
@@ -48,7 +49,7 @@ from .outcome import (
     decide,
     wait_or_expire,
 )
-from .ratelimit import LocalLimiter, RateLimiter
+from .ratelimit import RateLimiter, limiter_for
 
 _TICK_SECONDS = 0.25
 # A tick this much late means the event loop itself is the bottleneck: then a queue that waits
@@ -60,21 +61,6 @@ _PARK_GROWTH = 1.5  # the shortest park grows this much with each park of the sa
 
 class Transport(Protocol):
     async def send(self, delivery: Delivery) -> Outcome: ...
-
-
-class ChannelLimitParts(Protocol):
-    """What a reload hands a lane: the limiter and gate built for its new limits."""
-
-    @property
-    def limiter(self) -> RateLimiter: ...
-    @property
-    def gate(self) -> ConcurrencyGate: ...
-
-
-def limiter_for(channel: Channel) -> LocalLimiter:
-    if channel.rate_limit is None:
-        return LocalLimiter()
-    return LocalLimiter(channel.rate_limit.per_second, channel.rate_limit.capacity)
 
 
 class Throughput:
@@ -153,12 +139,8 @@ class ChannelLane:
         self._gate = gate  # a cap beyond this lane's workers (the fleet's), else a no-op
         rate = channel.rate_limit.per_second if channel.rate_limit is not None else None
         self.throughput = Throughput(rate)
-        self.breaker = breaker or CircuitBreaker(
-            retry.circuit_breaker.failures,
-            retry.circuit_breaker.cooldown_seconds,
-            retry.circuit_breaker.max_cooldown_seconds,
-            probe_timeout=channel.timeout_seconds + 1,
-            on_change=self._circuit_changed,
+        self.breaker = breaker or local_breaker(
+            channel, retry.circuit_breaker, self._circuit_changed
         )
         self._queue: deque[tuple[float, Delivery]] = deque()  # (enqueued at, delivery)
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
@@ -382,7 +364,7 @@ class ChannelLane:
     def _circuit_changed(self, state: State, failures: int, cooldown: float) -> None:
         self._observer.emit(CircuitChanged(self.channel.name, state.value, failures, cooldown))
 
-    def reconfigure(self, channel: Channel, limits: ChannelLimitParts | None = None) -> None:
+    def reconfigure(self, channel: Channel, limits: ChannelPacing | None = None) -> None:
         """A reloaded config: deliveries queued, timer-held or coming back are sent to the
         channel as it is now configured (its URL, secret, timeout); a changed rate limit
         applies from the next request (`limits`: the new limiter and concurrency gate, from

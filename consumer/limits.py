@@ -15,10 +15,17 @@ from .breaker import Breaker, CircuitBreaker, State
 from .catalog import Channel
 from .concurrency import UNLIMITED, ConcurrencyGate
 from .config import CircuitBreakerConfig, ServiceConfig
-from .lanes import limiter_for
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, limiter_for
 
 OnChange = Callable[[State, int, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPacing:
+    """What paces a channel's requests; a reload that changes its limits builds new ones."""
+
+    limiter: RateLimiter
+    gate: ConcurrencyGate
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +39,15 @@ class Limits(Protocol):
     def for_channel(self, channel: Channel, on_change: OnChange) -> ChannelLimits:
         """The channel's parts; `on_change` hears every circuit transition."""
 
+    def pacing(self, channel: Channel) -> ChannelPacing:
+        """Only the limiter and the gate: what a reload replaces (the circuit stays)."""
+
     async def close(self) -> None: ...
+
+
+def probe_timeout(channel: Channel) -> float:
+    """How long a half-open probe may take: its own request, answered or not."""
+    return channel.timeout_seconds + 1
 
 
 def local_breaker(
@@ -42,7 +57,7 @@ def local_breaker(
         settings.failures,
         settings.cooldown_seconds,
         settings.max_cooldown_seconds,
-        probe_timeout=channel.timeout_seconds + 1,  # the probe's own request, answered or not
+        probe_timeout=probe_timeout(channel),
         on_change=on_change,
     )
 
@@ -52,9 +67,12 @@ class LocalLimits:
         self._circuit = circuit
 
     def for_channel(self, channel: Channel, on_change: OnChange) -> ChannelLimits:
-        return ChannelLimits(
-            limiter_for(channel), UNLIMITED, local_breaker(channel, self._circuit, on_change)
-        )
+        pacing = self.pacing(channel)
+        breaker = local_breaker(channel, self._circuit, on_change)
+        return ChannelLimits(pacing.limiter, pacing.gate, breaker)
+
+    def pacing(self, channel: Channel) -> ChannelPacing:
+        return ChannelPacing(limiter_for(channel), UNLIMITED)
 
     async def close(self) -> None:
         return None

@@ -7,7 +7,10 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .catalog import Channel
 
 
 class RateLimiter(Protocol):
@@ -92,3 +95,10 @@ class LocalLimiter:
             if self.paused_for() <= 0:
                 return waited
             # A pause arrived while this caller slept on a slot reserved before it.
+
+
+def limiter_for(channel: Channel) -> LocalLimiter:
+    """The channel's own limiter in this process: its rate limit, or only the pauses."""
+    if channel.rate_limit is None:
+        return LocalLimiter()
+    return LocalLimiter(channel.rate_limit.per_second, channel.rate_limit.capacity)

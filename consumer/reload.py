@@ -22,7 +22,8 @@ import structlog
 
 from .catalog import Catalog, Channel
 from .config import ConfigError, ServiceConfig, load_config
-from .lanes import ChannelLane, ChannelLimitParts
+from .lanes import ChannelLane
+from .limits import ChannelPacing
 from .observer import NO_OBSERVER, ConfigReloaded, Observer
 from .outcome import Kind, Outcome
 
@@ -59,7 +60,7 @@ class Reloader:
         users: list[UsesCatalog],
         environ: Mapping[str, str] | None = None,
         observer: Observer = NO_OBSERVER,
-        limits_for: Callable[[Channel], ChannelLimitParts] | None = None,
+        limits_for: Callable[[Channel], ChannelPacing] | None = None,
     ) -> None:
         self._path = Path(path)
         self.config = config

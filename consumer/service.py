@@ -208,7 +208,7 @@ async def run_service(
                 [dispatcher, redelivery],
                 environ,
                 observer,
-                lambda channel: limits.for_channel(channel, _circuit_log(channel.name, observer)),
+                limits.pacing,
             )
             stack.push_async_callback(reloader.close)
             _on_signal(signal.SIGHUP, reloader.request)

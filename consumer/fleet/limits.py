@@ -14,7 +14,13 @@ import structlog
 from consumer.attributes.urls import shown_url
 from consumer.catalog import Channel
 from consumer.config import ServiceConfig
-from consumer.limits import ChannelLimits, OnChange, local_breaker
+from consumer.limits import (
+    ChannelLimits,
+    ChannelPacing,
+    OnChange,
+    local_breaker,
+    probe_timeout,
+)
 from consumer.ratelimit import LocalLimiter, RateLimiter
 from consumer.redisclient import open_redis
 from consumer.secrets import read_secret
@@ -82,15 +88,37 @@ class FleetLimits:
         )
         return cls(config, link, members)
 
-    @property
-    def link(self) -> RedisLink:
-        return self._link
-
-    def for_channel(self, channel: Channel, on_change: OnChange) -> ChannelLimits:
-        keys = ChannelKeys(
+    def _keys(self, channel: Channel) -> ChannelKeys:
+        return ChannelKeys(
             self._config.rate_limiter.key_prefix, self._config.kafka.group_id, channel.name
         )
-        link = self._link
+
+    def for_channel(self, channel: Channel, on_change: OnChange) -> ChannelLimits:
+        pacing = self.pacing(channel)
+        settings = self._config.retry.circuit_breaker
+        timeout = probe_timeout(channel)
+        breaker = FleetBreaker(
+            RedisCircuit(
+                self._link,
+                self._keys(channel),
+                failures=settings.failures,
+                cooldown_seconds=settings.cooldown_seconds,
+                max_cooldown_seconds=settings.max_cooldown_seconds,
+                probe_timeout=timeout,
+                holder=self._replica,
+            ),
+            self._link,
+            local_breaker(channel, settings, on_change),
+            cooldown_seconds=settings.cooldown_seconds,
+            max_cooldown_seconds=settings.max_cooldown_seconds,
+            probe_timeout=timeout,
+            on_change=on_change,
+        )
+        self._parts.append(breaker)
+        return ChannelLimits(pacing.limiter, pacing.gate, breaker)
+
+    def pacing(self, channel: Channel) -> ChannelPacing:
+        link, keys = self._link, self._keys(channel)
         limiter: RateLimiter
         if channel.rate_limit is None:
             limiter = LocalLimiter()  # no rate to share; a receiver's pause holds per replica
@@ -103,27 +131,8 @@ class FleetLimits:
         cap = channel.max_concurrency
         lease_ttl = channel.timeout_seconds + HOLD + _LEASE_MARGIN_SECONDS
         gate = FleetGate(RedisLeases(link, keys, cap, lease_ttl), link, cap, holder=self._replica)
-        settings = self._config.retry.circuit_breaker
-        probe_timeout = channel.timeout_seconds + 1
-        breaker = FleetBreaker(
-            RedisCircuit(
-                link,
-                keys,
-                failures=settings.failures,
-                cooldown_seconds=settings.cooldown_seconds,
-                max_cooldown_seconds=settings.max_cooldown_seconds,
-                probe_timeout=probe_timeout,
-                holder=self._replica,
-            ),
-            link,
-            local_breaker(channel, settings, on_change),
-            cooldown_seconds=settings.cooldown_seconds,
-            max_cooldown_seconds=settings.max_cooldown_seconds,
-            probe_timeout=probe_timeout,
-            on_change=on_change,
-        )
-        self._parts += [gate, breaker]
-        return ChannelLimits(limiter, gate, breaker)
+        self._parts.append(gate)
+        return ChannelPacing(limiter, gate)
 
     async def close(self) -> None:
         for part in self._parts:
