@@ -16,6 +16,7 @@ from .catalog import Channel
 from .concurrency import UNLIMITED, ConcurrencyGate
 from .config import CircuitBreakerConfig, ServiceConfig
 from .ratelimit import RateLimiter, limiter_for
+from .redis_health import RedisHealth
 
 OnChange = Callable[[State, int, float], None]
 
@@ -78,10 +79,15 @@ class LocalLimits:
         return None
 
 
-def open_limits(config: ServiceConfig, environ: Mapping[str, str] | None = None) -> Limits:
-    """Nothing connects yet: a Redis that is down shows as the fallback, not as a failed start."""
+def open_limits(
+    config: ServiceConfig,
+    environ: Mapping[str, str] | None = None,
+    health: RedisHealth | None = None,
+) -> Limits:
+    """Nothing connects yet: a Redis that is down shows as the fallback, not as a failed start.
+    `health` hears when the fleet falls back and recovers."""
     if config.rate_limiter.backend == "redis":
         from .fleet.limits import FleetLimits  # a local deployment never loads the client
 
-        return FleetLimits.open(config, environ)
+        return FleetLimits.open(config, environ, health)
     return LocalLimits(config.retry.circuit_breaker)

@@ -1,9 +1,9 @@
 """Whether Redis answers, told to the observer only when that changes.
 
 One per process, shared by everything that talks to Redis: the attribute store reports each
-round trip now; the fleet-wide rate limiter and circuit state are meant to report to the same
-instance (`answered()` / `failed(error)`), so the one `redis_available` gauge means "every
-user of Redis got answers".
+round trip, the fleet-wide limits each fallback and recovery. Redis counts as available only
+while every user's latest report was an answer, so the one `redis_available` gauge means
+"every user of Redis gets answers" and does not flap between two users that disagree.
 """
 
 from __future__ import annotations
@@ -12,22 +12,33 @@ from .observer import NO_OBSERVER, Observer, RedisChanged
 
 
 class RedisHealth:
-    __slots__ = ("_available", "_observer")
+    __slots__ = ("_failing", "_known", "_observer")
 
     def __init__(self, observer: Observer = NO_OBSERVER) -> None:
         self._observer = observer
-        self._available: bool | None = None  # unknown until Redis was first asked
+        self._failing: dict[str, str] = {}  # user -> its latest error
+        self._known = False  # unknown until Redis was first asked
 
     @property
     def available(self) -> bool | None:
-        return self._available
+        return not self._failing if self._known else None
 
-    def answered(self) -> None:
-        if self._available is not True:
-            self._available = True
-            self._observer.emit(RedisChanged(True, ""))
+    def answered(self, user: str = "attributes") -> None:
+        if self._known and user not in self._failing:
+            return  # the hot path: nothing changes
+        before = self.available
+        self._known = True
+        self._failing.pop(user, None)
+        self._tell(before)
 
-    def failed(self, error: str) -> None:
-        if self._available is not False:
-            self._available = False
-            self._observer.emit(RedisChanged(False, error[:300]))
+    def failed(self, error: str, user: str = "attributes") -> None:
+        before = self.available
+        self._known = True
+        self._failing[user] = error[:300]
+        self._tell(before)
+
+    def _tell(self, before: bool | None) -> None:
+        now = self.available
+        if now != before:
+            error = "" if now else next(iter(self._failing.values()))
+            self._observer.emit(RedisChanged(bool(now), error))

@@ -110,7 +110,8 @@ async def run_service(
         await probe(config.kafka, environ)  # a wrong password or CA: one clear error, not retries
         if config.kafka.create_topics:
             await ensure_topics(config.kafka, delay_topics_of(config), environ)
-        store = open_store(config.attributes, environ, RedisHealth(observer))
+        redis_health = RedisHealth(observer)  # one gauge for every user of Redis
+        store = open_store(config.attributes, environ, redis_health)
         stack.push_async_callback(store.close)
         session = make_session(config.allowed_networks)
         stack.push_async_callback(session.close)
@@ -141,7 +142,7 @@ async def run_service(
             metrics.track_pending("delay", lambda: delays.pending)
             metrics.track_pending("dead_letter", lambda: dead_letters.pending)
         sender = Sender(session)
-        limits = open_limits(config, environ)
+        limits = open_limits(config, environ, redis_health)
         stack.push_async_callback(limits.close)
 
         def make_lane(channel: Channel) -> ChannelLane:

@@ -22,6 +22,7 @@ from consumer.limits import (
     probe_timeout,
 )
 from consumer.ratelimit import LocalLimiter, RateLimiter
+from consumer.redis_health import RedisHealth
 from consumer.redisclient import open_redis
 from consumer.secrets import read_secret
 
@@ -59,7 +60,12 @@ class FleetLimits:
         self._parts: list[_Closable] = []
 
     @classmethod
-    def open(cls, config: ServiceConfig, environ: Mapping[str, str] | None = None) -> FleetLimits:
+    def open(
+        cls,
+        config: ServiceConfig,
+        environ: Mapping[str, str] | None = None,
+        health: RedisHealth | None = None,
+    ) -> FleetLimits:
         settings = config.rate_limiter
         assert settings.url is not None  # check-config requires it with backend redis
         env = os.environ if environ is None else environ
@@ -85,6 +91,7 @@ class FleetLimits:
             replicas=members.count,
             shown_url=shown_url(settings.url),
             blocking=blocking,
+            health=health,
         )
         return cls(config, link, members)
 

@@ -22,11 +22,13 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
+from consumer.redis_health import RedisHealth
 from consumer.secrets import redact
 
 from .shared import FleetUnavailable
 
 log = structlog.get_logger(__name__)
+_USER: Final = "rate_limiter"  # how this link reports to the process's RedisHealth
 
 WAIT_MAX: Final = 1.0  # seconds a blocking wait lasts at most (the blocking client allows it)
 _PROBE_FIRST: Final = 0.25  # seconds before the first probe of a Redis that stopped answering
@@ -55,8 +57,11 @@ class RedisLink:
         shown_url: str,
         blocking: Redis | None = None,
         clock: Callable[[], float] = time.monotonic,
+        health: RedisHealth | None = None,
     ) -> None:
         self._client = client
+        self._health = health or RedisHealth()  # the process's redis_available, if shared
+        self._answered = False  # told the health an answer came, since start or recovery
         # Blocking waits hold a connection for up to WAIT_MAX: a pool of their own, whose
         # replies may take that long, so they neither starve nor time out the scripts.
         self._blocking = blocking
@@ -116,7 +121,11 @@ class RedisLink:
     async def _call(self, name: str, command: Callable[..., Any], *args: Any) -> Any:
         self.round_trips[name] += 1
         async with asyncio.timeout(self._guard):
-            return await command(*args)
+            answer = await command(*args)
+        if not self._answered:
+            self._answered = True
+            self._health.answered(_USER)
+        return answer
 
     def lost(self, error: BaseException) -> None:
         """Fall back now; the first loss of an outage is logged, and starts the probe."""
@@ -124,6 +133,8 @@ class RedisLink:
             return
         self._down_since = self._clock()
         reason = redact(str(error)) or type(error).__name__
+        self._health.failed(f"{type(error).__name__}: {reason}", _USER)
+        self._answered = False
         log.warning(
             "rate_limiter.fallback",
             redis=self._shown,
