@@ -49,66 +49,17 @@ from .outcome import (
     decide,
     wait_or_expire,
 )
+from .parking import Parking
 from .ratelimit import RateLimiter, limiter_for
 
 _TICK_SECONDS = 0.25
 # A tick this much late means the event loop itself is the bottleneck: then a queue that waits
 # says nothing about the receiver, and parking would only add work to a busy process.
 _CONGESTED_SECONDS = _TICK_SECONDS * 1.2
-_MIN_PARK_SECONDS = 1.0
-_PARK_GROWTH = 1.5  # the shortest park grows this much with each park of the same delivery
 
 
 class Transport(Protocol):
     async def send(self, delivery: Delivery) -> Outcome: ...
-
-
-class Throughput:
-    """Deliveries per second the lane sustains, learned only while it was saturated (work
-    waiting the whole tick), so an idle lane never looks slow. None until first measured:
-    a lane parks nothing before it has evidence, except that a rate limit is known up front.
-
-    `best` remembers the best recent tick, fading slowly: a lane slowed by a passing stall of
-    the whole process (not by its receiver) is paced by what it showed it can do."""
-
-    _FADE = 0.98  # per tick: the best rate of a minute ago counts for little
-
-    def __init__(self, ceiling: float | None) -> None:
-        self._ceiling = ceiling
-        self.per_second: float | None = ceiling
-        self.best = ceiling or 0.0
-        self._completed = 0
-
-    def completed(self) -> None:
-        self._completed += 1
-
-    def tick(self, seconds: float, saturated: bool) -> None:
-        observed, self._completed = self._completed / seconds, 0
-        self.best = self._capped(max(observed, self.best * self._FADE))
-        previous = self.per_second
-        if not saturated:
-            # Work ran out before the lane did: it can do at least this much. This is what lets
-            # a recovered receiver earn its capacity back.
-            if previous is not None and observed > previous:
-                self.per_second = self._capped(observed)
-            return
-        self.per_second = self._capped(
-            observed if previous is None else 0.7 * previous + 0.3 * observed
-        )
-
-    def skip(self) -> None:
-        """A tick the receiver paused us for says nothing about what it sustains."""
-        self._completed = 0
-
-    def pacing(self, fallback: float) -> float:
-        """The rate to book parked work at: the limit when there is one, else the better of
-        what the lane does now and what it did lately."""
-        if self._ceiling is not None:
-            return self._ceiling
-        return max(self.per_second or 0.0, self.best) or fallback
-
-    def _capped(self, rate: float) -> float:
-        return rate if self._ceiling is None else min(rate, self._ceiling)
 
 
 class ChannelLane:
@@ -137,8 +88,7 @@ class ChannelLane:
         self._clock = clock
         self._limiter = limiter or limiter_for(channel)
         self._gate = gate  # a cap beyond this lane's workers (the fleet's), else a no-op
-        rate = channel.rate_limit.per_second if channel.rate_limit is not None else None
-        self.throughput = Throughput(rate)
+        self.parking = Parking(channel, self._limiter, retry, clock)
         self.breaker = breaker or local_breaker(
             channel, retry.circuit_breaker, self._circuit_changed
         )
@@ -149,9 +99,7 @@ class ChannelLane:
         self._surplus_workers = 0  # workers to let go after a smaller max_concurrency
         self._tasks: list[asyncio.Task[None]] = []
         self._work_arrived = asyncio.Event()  # wakes the watcher of an idle lane
-        self._booked_until = 0.0  # when the lane will have sent what is queued and parked
         self._throttled = 0  # 429s in a row
-        self._congested = False  # the process's event loop ran late at the last tick
         self._no_requests = asyncio.Event()  # set while no request is out
         self.in_flight = 0
 
@@ -166,29 +114,9 @@ class ChannelLane:
     def backlog(self) -> int:
         return len(self._queue)
 
-    def capacity(self) -> int:
-        """How many queued deliveries the lane can send within the backlog bound, at the
-        better of its current and its recent rate: a lane slowed by a busy process (not by
-        its receiver) should not shed work that the process would then have to read again."""
-        if self.throughput.per_second is None:
-            return sys.maxsize
-        rate = max(self.throughput.per_second, self.throughput.best)
-        return max(self.channel.max_concurrency, int(self._retry.max_backlog_seconds * rate))
-
-    def _behind(self) -> bool:
-        """The oldest queued delivery has waited longer than the backlog bound."""
-        bound = self._retry.max_backlog_seconds
-        return bool(self._queue) and self._clock() - self._queue[0][0] > bound
-
     def _overloaded(self) -> bool:
-        """More work than the lane can send within the bound. A receiver's pause or a rate
-        limit makes that known up front; otherwise only a lane already behind counts, so a
-        healthy lane absorbing a burst (or still warming up its connections) parks nothing."""
-        if self._limiter.free_in() > self._retry.max_backlog_seconds:
-            return True
-        if len(self._queue) < self.capacity():
-            return False
-        return self.channel.rate_limit is not None or (self._behind() and not self._congested)
+        oldest = self._queue[0][0] if self._queue else None
+        return self.parking.overloaded(len(self._queue), oldest)
 
     def submit(self, delivery: Delivery) -> None:
         if delivery.orphaned():
@@ -262,7 +190,7 @@ class ChannelLane:
             self.in_flight -= 1
             if not self.in_flight:
                 self._no_requests.set()
-        self.throughput.completed()
+        self.parking.throughput.completed()
         self._learn(outcome)
         if not outcome.ok:
             delivery.last_error = outcome
@@ -309,20 +237,8 @@ class ChannelLane:
         self._wait(delivery, self._probe_wait(blocked), Wait.CIRCUIT_OPEN)
 
     def _park(self, delivery: Delivery) -> None:
-        """Book the delivery a place behind what is queued and parked already, and have it
-        come back while half a backlog is still ahead of it, so the lane never runs dry and
-        rarely has to park it twice."""
-        rate = self.throughput.pacing(fallback=float(self.channel.max_concurrency))
-        rate = min(rate, self._limiter.share() or rate)  # a fleet-wide limit is shared
-        now = self._clock()
-        ready = now + max(len(self._queue) / rate, self._limiter.free_in())
-        slot = max(self._booked_until, ready)
-        self._booked_until = slot + 1 / rate
-        wait = slot - now - self._retry.max_backlog_seconds / 2
-        # Only the shortest park grows with each park: the booking already says when there is
-        # room, and stretching it would bring the delivery back long after the lane ran dry.
-        shortest = _MIN_PARK_SECONDS * _PARK_GROWTH**delivery.parks
-        self._wait(delivery, max(wait, shortest), Wait.PARKED)
+        seconds = self.parking.park_for(len(self._queue), delivery.parks)
+        self._wait(delivery, seconds, Wait.PARKED)
 
     def _wait(self, delivery: Delivery, seconds: float, why: Wait) -> None:
         age = time.time() - delivery.created_at
@@ -375,8 +291,7 @@ class ChannelLane:
                 self._limiter, self._gate = limits.limiter, limits.gate
             else:
                 self._limiter = limiter_for(channel)
-            rate = channel.rate_limit.per_second if channel.rate_limit is not None else None
-            self.throughput = Throughput(rate)
+            self.parking.retarget(channel, self._limiter)
         more = channel.max_concurrency - old.max_concurrency
         if more > 0:
             self._surplus_workers = max(0, self._surplus_workers - more)
@@ -423,17 +338,14 @@ class ChannelLane:
             started = loop.time()
             await asyncio.sleep(_TICK_SECONDS)
             elapsed = loop.time() - started
-            self._congested = elapsed > _CONGESTED_SECONDS
-            if self._congested or self._limiter.paused_for() > 0:
-                self.throughput.skip()  # says nothing about what the receiver sustains
-            else:
-                self.throughput.tick(elapsed, saturated_before and bool(self._queue))
+            saturated = saturated_before and bool(self._queue)
+            self.parking.tick(elapsed, saturated, congested=elapsed > _CONGESTED_SECONDS)
             self._shed()
             self._observer.emit(LaneLoad(name, len(self._queue), self.in_flight))
 
     def _shed(self) -> None:
         """Park the newest queued work while the lane holds more than it can send in time."""
-        while len(self._queue) > self.capacity() and self._overloaded():
+        while len(self._queue) > self.parking.capacity() and self._overloaded():
             delivery = self._queue[-1][1]
             if delivery.parks >= self._retry.max_parks:
                 return
