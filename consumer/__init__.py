@@ -10,10 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"  # before the imports: sender.py and cli.py read it
-
 from .signing import sign, verify
 from .standard_webhooks import verify_standard
+from .version import __version__
 
 if TYPE_CHECKING:
     from .config import ConfigError, ServiceConfig, load_config

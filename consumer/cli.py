@@ -15,10 +15,10 @@ from typing import Any
 
 from rich.console import Console
 
-from . import __version__
 from .config import ConfigError, ServiceConfig, load_config
 from .logs import FORMATS, LEVELS, configure_logging
 from .secrets import redact
+from .version import __version__
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 LOG_LEVEL_ENV = "WEBHOOK_CONSUMER_LOG_LEVEL"
@@ -229,7 +229,7 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
     if args.command == "send-test":
         return asyncio.run(_send_test(config, args.channel, args.campaign, args.user))
     if args.command == "dlq":
-        from .dlq_cli import dlq_replay, dlq_stats
+        from .dlq.commands import dlq_replay, dlq_stats
 
         if args.dlq_command == "stats":
             return asyncio.run(dlq_stats(config, args.forget_finished))

@@ -10,13 +10,13 @@ import aiohttp
 from aiohappyeyeballs import SocketFactoryType
 from aiohttp.abc import AbstractResolver
 
-from . import __version__
 from .delivery import Delivery
 from .guard import BlockedDestination, DestinationPolicy, GuardedConnector, Network
 from .outcome import Kind, Outcome, from_response
 from .payload import encode_body
 from .secrets import redact
 from .signing import sign
+from .version import __version__
 
 USER_AGENT: Final = f"webhook-consumer/{__version__}"
 EXCERPT_BYTES: Final = 2048  # kept for logs and dead letters; the rest of a body is never read

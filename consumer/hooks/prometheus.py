@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
 from ..observer import (
     Attempted,
     CircuitChanged,
@@ -38,6 +37,7 @@ from ..observer import (
     RedisChanged,
 )
 from ..outcome import Kind, Outcome, Wait
+from ..version import __version__
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
