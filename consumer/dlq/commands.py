@@ -11,9 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import ServiceConfig
-from .deadletter import DeadLetter
-from .dlq import Request, forget_finished, replay, stats
+from consumer.config import ServiceConfig
+from consumer.deadletter import DeadLetter
+
+from . import Request, forget_finished, replay, stats
 
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
 
