@@ -1,22 +1,21 @@
-"""The one place that picks where channel limits live, from `rate_limiter.backend`.
+"""What paces a channel: the `Limits` protocol, and its local implementation.
 
 `local`: each process holds its own rate limit and circuit; its lane's workers are its
-concurrency cap. `redis`: all three hold across the replicas of the consumer group
-(`consumer.fleet`). Either way a lane gets a `RateLimiter`, a `ConcurrencyGate` and a `Breaker`.
+concurrency cap. The fleet-wide implementation is `consumer.fleet`; `consumer.limit_backends`
+chooses. Either way a lane gets a `RateLimiter`, a `ConcurrencyGate` and a `Breaker`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .breaker import Breaker, CircuitBreaker, State
 from .catalog import Channel
 from .concurrency import UNLIMITED, ConcurrencyGate
-from .config import CircuitBreakerConfig, ServiceConfig
+from .config import CircuitBreakerConfig
 from .ratelimit import RateLimiter, limiter_for
-from .redis_health import RedisHealth
 
 OnChange = Callable[[State, int, float], None]
 
@@ -77,17 +76,3 @@ class LocalLimits:
 
     async def close(self) -> None:
         return None
-
-
-def open_limits(
-    config: ServiceConfig,
-    environ: Mapping[str, str] | None = None,
-    health: RedisHealth | None = None,
-) -> Limits:
-    """Nothing connects yet: a Redis that is down shows as the fallback, not as a failed start.
-    `health` hears when the fleet falls back and recovers."""
-    if config.rate_limiter.backend == "redis":
-        from .fleet.limits import FleetLimits  # a local deployment never loads the client
-
-        return FleetLimits.open(config, environ, health)
-    return LocalLimits(config.retry.circuit_breaker)

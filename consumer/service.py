@@ -14,7 +14,6 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from . import __version__
 from .admin import AdminServer
 from .attributes import open_store
 from .breaker import State
@@ -34,7 +33,7 @@ from .hooks.status import StatusBoard
 from .kafkaprobe import probe
 from .kafkatools import client_options
 from .lanes import ChannelLane
-from .limits import open_limits
+from .limit_backends import open_limits
 from .listener import Listener
 from .observer import CircuitChanged, GaveUp, Lifecycle, Observer, Stage
 from .outcome import Outcome
@@ -45,6 +44,7 @@ from .sender import Sender, make_session
 from .status_page import ServiceInfo, render
 from .supervisor import worker_identity
 from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
+from .version import __version__
 
 log = structlog.get_logger(__name__)
 

@@ -4,15 +4,12 @@ The Redis backend is `consumer.attributes.redis.RedisAttributeStore`, not import
 a SQLite deployment never loads the Redis client.
 """
 
+from consumer.attributes.backends import open_store
 from consumer.attributes.cache import CachedAttributeStore
 from consumer.attributes.importer import ImportReport, import_jsonl
+from consumer.attributes.memory import MemoryAttributeStore
 from consumer.attributes.sqlite import SqliteAttributeStore
-from consumer.attributes.store import (
-    AttributeStore,
-    AttributesUnavailable,
-    MemoryAttributeStore,
-    open_store,
-)
+from consumer.attributes.store import AttributeStore, AttributesUnavailable
 
 __all__ = [
     "AttributeStore",

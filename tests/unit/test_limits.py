@@ -18,7 +18,8 @@ from consumer.fleet.gate import FleetGate
 from consumer.fleet.limiter import FleetLimiter
 from consumer.fleet.replicas import members_with_partitions
 from consumer.fleet.shared import ChannelKeys
-from consumer.limits import LocalLimits, open_limits
+from consumer.limit_backends import open_limits
+from consumer.limits import LocalLimits
 from consumer.ratelimit import LocalLimiter
 
 

@@ -1,0 +1,56 @@
+"""The one place that picks the attribute store from `attributes.backend`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from consumer.attributes.store import AttributeStore
+from consumer.attributes.urls import sqlite_path
+
+if TYPE_CHECKING:
+    from consumer.config import AttributesConfig
+    from consumer.redis_health import RedisHealth
+
+
+def open_store(
+    config: AttributesConfig,
+    environ: Mapping[str, str] | None = None,
+    redis_health: RedisHealth | None = None,
+) -> AttributeStore:
+    """The configured backend, behind the cache unless `cache_ttl_seconds` is 0.
+
+    `environ` (default: the process's) holds `password_env`. Nothing connects yet: a store
+    that is down fails the first lookup, not the start. A Redis store tells `redis_health`
+    whether each round trip was answered.
+    """
+    store: AttributeStore
+    if config.backend == "sqlite":
+        from consumer.attributes.sqlite import SqliteAttributeStore  # imported when chosen
+
+        store = SqliteAttributeStore(
+            sqlite_path(config.url), timeout_seconds=config.timeout_seconds
+        )
+    elif config.backend == "redis":
+        from consumer.attributes.redis import RedisAttributeStore  # never loaded for SQLite
+        from consumer.secrets import read_secret
+
+        env = os.environ if environ is None else environ
+        store = RedisAttributeStore(
+            config.url,
+            key_prefix=config.key_prefix,
+            timeout_seconds=config.timeout_seconds,
+            password=read_secret(config.password_env, config.password_file, env) or None,
+            ca_bundle=config.ca_bundle,
+            health=redis_health,
+        )
+    else:
+        raise ValueError(f"unknown attribute store backend {config.backend!r}")
+    if config.cache_ttl_seconds == 0:
+        return store
+    from consumer.attributes.cache import CachedAttributeStore  # only when a cache is wanted
+
+    return CachedAttributeStore(
+        store, ttl_seconds=config.cache_ttl_seconds, max_users=config.cache_max_users
+    )
