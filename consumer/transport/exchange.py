@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 import httptools
 
@@ -86,8 +86,7 @@ class Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:
@@ -101,12 +100,13 @@ class Connection(asyncio.Protocol):
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._broken = True  # 101: what follows is not HTTP; the status is the answer
-        except httptools.HttpParserError as exc:
-            why = self._refusal or f"invalid HTTP response: {exc}"
-            self._fail(TransportError(why))
-            return
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not (self._final or (self._headers_done and self._status == 101)):
+                self._fail(TransportError(self._refusal or f"invalid HTTP response: {exc}"))
+                return
+            # Bytes after the answer (a second one, or another protocol after a 101) stop
+            # the parser; the answer stands, the connection is not used again.
+            self._broken = True
         if not self._headers_done:
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._fail(TransportError(f"response head too long: over {MAX_HEAD_BYTES} bytes"))
@@ -135,7 +135,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         if self._final:
-            self._broken = True  # a second answer to one request
+            self._refuse("a second answer to one request")
 
     def on_status(self, reason: bytes) -> None:
         self._reason_bytes += len(reason)
