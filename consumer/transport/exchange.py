@@ -79,7 +79,10 @@ class Connection(asyncio.Protocol):
         return waiter
 
     def close(self) -> None:
+        """Close now; an answer still awaited (its caller was cancelled) is dropped."""
         self.closed = True
+        self._waiter = None
+        self._stop_timer()
         if self._transport is not None:
             self._transport.close()
 

@@ -184,6 +184,8 @@ class LeanTransport:
     async def _connect(self, route: _Route, deadline: float) -> Connection:
         loop = self._loop
         assert loop is not None
+        if self._closed:
+            raise TransportError("the transport is closed")
         async with asyncio.timeout_at(deadline):
             infos = await self._approved(route.host, route.port, loop.time())
             failure: OSError | None = None
