@@ -609,7 +609,7 @@ class HttpConfig(_Model):
     """How webhooks are sent (a change takes a restart)."""
 
     client: Literal["lean", "aiohttp"] = Field(
-        "aiohttp",
+        "lean",
         description="lean: our HTTP/1.1 client (httptools on asyncio), several times cheaper "
         "per request; aiohttp: the stock client. Both pass the same conformance suite.",
     )
