@@ -3,9 +3,10 @@
 Per (host, port, TLS context) a stack of idle connections, the most recently used first; an
 idle one is closed after KEEPALIVE_SECONDS. A new connection goes only to an address the
 destination guard approved: a name is resolved once (cached DNS_TTL_SECONDS), the guard filters
-the answers, and the socket connects to an approved address itself, so no second look-up can
-be answered differently; the Host header and TLS SNI carry the name, and TLS verifies the
-certificate and host name with the channel's context.
+the answers, and the socket connects to an approved address itself (Happy Eyeballs across them,
+with aiohappyeyeballs as aiohttp does), so no second look-up can be answered differently; the
+Host header and TLS SNI carry the name, and TLS verifies the certificate and host name with the
+channel's context.
 
 One retry, and only this one: a reused connection that closes before a single byte of the
 answer (the receiver's keep-alive timeout racing our request) is retried once on a fresh
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any, Final
 
+import aiohappyeyeballs
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
@@ -52,10 +54,6 @@ class _Route:
     prefix: bytes  # request line and Host header
 
 
-def _plain_socket(info: AddrInfo) -> socket.socket:
-    return socket.socket(info[0], info[1], info[2])
-
-
 class LeanTransport:
     def __init__(
         self,
@@ -66,7 +64,7 @@ class LeanTransport:
     ) -> None:
         self._policy = DestinationPolicy.of(allowed_networks)
         self._resolver = resolver
-        self._socket_factory = socket_factory or _plain_socket
+        self._socket_factory = socket_factory  # None: plain sockets
         self._loop: asyncio.AbstractEventLoop | None = None
         self._routes: dict[int, _Route] = {}
         self._idle: dict[PoolKey, list[Connection]] = {}
@@ -188,27 +186,24 @@ class LeanTransport:
             raise TransportError("the transport is closed")
         async with asyncio.timeout_at(deadline):
             infos = await self._approved(route.host, route.port, loop.time())
-            failure: OSError | None = None
-            for info in infos:
-                try:
-                    sock = await self._dial(loop, info)
-                except OSError as exc:
-                    failure = exc  # the next approved address may answer
-                    continue
-                try:
-                    _, connection = await loop.create_connection(
-                        lambda: Connection(loop, self._open.discard),
-                        sock=sock,
-                        ssl=route.tls,
-                        server_hostname=route.host if route.tls is not None else None,
-                    )
-                except BaseException:
-                    sock.close()
-                    raise
-                self._open.add(connection)
-                return connection
-        assert failure is not None  # the guard never approves an empty list
-        raise failure
+            # Happy Eyeballs (RFC 8305) over the approved addresses, as aiohttp does: a second
+            # address is tried 250 ms into the first, so a dead IPv6 route costs no attempt.
+            sock = await aiohappyeyeballs.start_connection(
+                infos, happy_eyeballs_delay=0.25, socket_factory=self._socket_factory
+            )
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _, connection = await loop.create_connection(
+                    lambda: Connection(loop, self._open.discard),
+                    sock=sock,
+                    ssl=route.tls,
+                    server_hostname=route.host if route.tls is not None else None,
+                )
+            except BaseException:
+                sock.close()
+                raise
+        self._open.add(connection)
+        return connection
 
     async def _approved(self, host: str, port: int, now: float) -> list[AddrInfo]:
         """The addresses of `host` the guard allows; BlockedDestination when there are none."""
@@ -234,17 +229,6 @@ class LeanTransport:
         ]
         self._addresses[(host, port)] = (now + DNS_TTL_SECONDS, infos)
         return infos
-
-    async def _dial(self, loop: asyncio.AbstractEventLoop, info: AddrInfo) -> socket.socket:
-        sock = self._socket_factory(info)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, info[4])
-        except BaseException:
-            sock.close()
-            raise
-        return sock
 
 
 def _addr_info(family: int, host: str, port: int) -> AddrInfo:

@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from yarl import URL
 
 from consumer.transport import TransportError
+from tests.transports import open_client
 
 from .conftest import Post
-from .servers import Peer, RawServer
+from .servers import Peer, RawServer, StubResolver
 
 if TYPE_CHECKING:
     from tests.unit.conftest import WaitUntil
@@ -348,3 +350,38 @@ async def test_a_receiver_that_never_reads_hits_the_deadline(raw: RawServer, pos
         await post(raw.base, body=b"x" * 64_000_000, timeout=0.5)
     elapsed = time.monotonic() - started
     assert 0.45 <= elapsed < 2.5, f"{elapsed:.2f}s"
+
+
+async def test_a_dead_first_address_costs_no_attempt(client: str) -> None:
+    """A name with two approved addresses, the first of which never answers a connect: Happy
+    Eyeballs tries the second 250 ms in, well within the deadline."""
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.2", 0))
+        dead.listen(0)
+        port = dead.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.2", port))
+        served: list[bytes] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            served.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(OK)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", port)
+        resolver = StubResolver({"two.test": ["127.0.0.2", "127.0.0.1"]})
+        transport = open_client(client, resolver=resolver)
+        try:
+            started = time.monotonic()
+            answer = await transport.post(URL(f"http://two.test:{port}/"), {}, b"", 5, None)
+            assert answer.status == 200
+            assert time.monotonic() - started < 2.0
+            assert len(served) == 1
+        finally:
+            await transport.close()
+            server.close()
+            for filler in fillers:
+                filler.close()

@@ -3,7 +3,6 @@ and SNI carry the name; the certificate is verified against it, and a wrong one 
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -11,41 +10,15 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from consumer.transport import Transport, TransportError
 from tests.pki import Authority, write
 from tests.transports import open_client
 
+from .servers import StubResolver
+
 NAME = "hooks.test"
-
-
-class CountingResolver(AbstractResolver):
-    """`hooks.test` is 127.0.0.1; counts the look-ups."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        if host != NAME:
-            raise OSError(f"no such name {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host="127.0.0.1",
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -99,8 +72,8 @@ async def tls_server(authority: tuple[Authority, Path], tmp_path: Path) -> Async
 @pytest.fixture
 async def resolver_and_transport(
     client: str,
-) -> AsyncIterator[tuple[CountingResolver, Transport]]:
-    resolver = CountingResolver()
+) -> AsyncIterator[tuple[StubResolver, Transport]]:
+    resolver = StubResolver({NAME: ["127.0.0.1"]})
     transport = open_client(client, resolver=resolver)
     yield resolver, transport
     await transport.close()
@@ -111,7 +84,7 @@ def trusting(ca: Path) -> ssl.SSLContext:
 
 
 async def test_a_name_is_resolved_once_and_carried_by_host_and_sni(
-    tls_server: Tls, resolver_and_transport: tuple[CountingResolver, Transport]
+    tls_server: Tls, resolver_and_transport: tuple[StubResolver, Transport]
 ) -> None:
     resolver, transport = resolver_and_transport
     url = URL(f"https://{NAME}:{tls_server.port}/hooks")
@@ -126,7 +99,7 @@ async def test_a_name_is_resolved_once_and_carried_by_host_and_sni(
 
 
 async def test_a_certificate_for_another_name_is_refused(
-    tls_server: Tls, resolver_and_transport: tuple[CountingResolver, Transport]
+    tls_server: Tls, resolver_and_transport: tuple[StubResolver, Transport]
 ) -> None:
     _, transport = resolver_and_transport
     url = URL(f"https://127.0.0.1:{tls_server.port}/hooks")  # the certificate names hooks.test
@@ -137,7 +110,7 @@ async def test_a_certificate_for_another_name_is_refused(
 
 
 async def test_an_unknown_ca_is_refused(
-    tls_server: Tls, resolver_and_transport: tuple[CountingResolver, Transport]
+    tls_server: Tls, resolver_and_transport: tuple[StubResolver, Transport]
 ) -> None:
     _, transport = resolver_and_transport
     url = URL(f"https://{NAME}:{tls_server.port}/hooks")
