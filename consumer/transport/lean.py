@@ -17,6 +17,7 @@ get the delivery twice; the delivery id is the same on both (docs/delivery.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping
@@ -69,6 +70,7 @@ class LeanTransport:
         self._routes: dict[int, _Route] = {}
         self._idle: dict[PoolKey, list[Connection]] = {}
         self._open: set[Connection] = set()
+        self._all_gone = asyncio.Event()
         self._addresses: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._default_tls: ssl.SSLContext | None = None
@@ -98,14 +100,24 @@ class LeanTransport:
         return await self._exchange(route, connection, request, deadline, retry=True)
 
     async def close(self) -> None:
+        """Close every connection and wait (a second at most) until each is gone, so that TLS
+        says goodbye and no socket outlives the transport."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
         for connection in list(self._open):
             connection.close()
         self._idle.clear()
+        if self._open:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_gone.wait(), 1.0)
         if self._resolver is not None:
             await self._resolver.close()
+
+    def _lost(self, connection: Connection) -> None:
+        self._open.discard(connection)
+        if self._closed and not self._open:
+            self._all_gone.set()
 
     async def _exchange(
         self, route: _Route, connection: Connection, request: bytes, deadline: float, retry: bool
@@ -194,7 +206,7 @@ class LeanTransport:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 _, connection = await loop.create_connection(
-                    lambda: Connection(loop, self._open.discard),
+                    lambda: Connection(loop, self._lost),
                     sock=sock,
                     ssl=route.tls,
                     server_hostname=route.host if route.tls is not None else None,
