@@ -43,7 +43,8 @@ def _scenarios(profile: bool) -> dict[str, Scenario]:
         return PySpy(bench, name) if profile else nothing
 
     return {
-        "S0a": scenarios.s0a_firehose,
+        "S0a": lambda b: scenarios.s0_firehose(b, "aiohttp"),
+        "S0c": lambda b: scenarios.s0_firehose(b, "lean"),
         "S0b": scenarios.s0b_raw_kafka,
         "S1/1w": lambda b: scenarios.s1_throughput(b, 1, spy(b, "s1-w1")),
         "S1/2w": lambda b: scenarios.s1_throughput(b, 2),

@@ -1,7 +1,13 @@
-"""S0a: the HTTP ceiling. One Python process POSTs pre-signed bodies, the size the service sends,
-to the same receiver paths with the same concurrency. No Kafka, no work per request.
+"""S0a and S0c: the HTTP ceilings. One Python process POSTs pre-signed bodies, the size the
+service sends, to the same receiver paths with the same concurrency, each with a fresh delivery
+id. No Kafka, no work per request but the request.
 
-    python -m bench.firehose BASE_URL --requests N --concurrency C
+S0a is stock aiohttp (a `ClientSession`, the body read whole), S0c the lean transport
+(`consumer/transport/lean.py`); both on uvloop with the collector tuned as `run` tunes it, so
+each is the strongest figure of its client.
+
+    python -m bench.firehose BASE_URL --requests N --concurrency C [--client aiohttp|lean]
+        [--loop uvloop|asyncio]
 """
 
 from __future__ import annotations
@@ -10,16 +16,24 @@ import argparse
 import asyncio
 import itertools
 import signal
+from collections.abc import Awaitable, Callable
+from ipaddress import ip_network
 
 import aiohttp
+from yarl import URL
 
+from consumer.cli import tune_gc
 from consumer.payload import encode_body
 from consumer.signing import sign
+from consumer.transport.lean import LeanTransport
 
 from .workload import CHANNELS, TEMPLATE, USER_ATTRIBUTES, attributes, path, secret
 
+Request = tuple[URL, bytes, dict[str, str]]
+Post = Callable[[Request, int], Awaitable[bool]]  # (request, delivery number) -> answered 200
 
-def _requests(base: str) -> list[tuple[str, bytes, dict[str, str]]]:
+
+def _requests(base: str) -> list[Request]:
     """One pre-built, pre-signed request per channel, as the service would send them."""
     user = attributes(1)
     prepared = []
@@ -31,30 +45,47 @@ def _requests(base: str) -> list[tuple[str, bytes, dict[str, str]]]:
             "X-gio-attempt": "1",
             "User-Agent": "webhook-consumer/bench",
         }
-        prepared.append((base + path(channel), body, headers))
+        prepared.append((URL(base + path(channel)), body, headers))
     return prepared
 
 
-async def fire(base: str, requests: int, concurrency: int) -> int:
+async def fire(base: str, requests: int, concurrency: int, client: str) -> int:
     """Send, then wait for SIGTERM: the harness reads this process's CPU while it is alive."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     prepared = itertools.cycle(_requests(base))
     left = iter(range(requests))  # the request number is its delivery id
     failures = 0
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def worker() -> None:
-            nonlocal failures
-            for number in left:
-                url, body, headers = next(prepared)
+    async def worker(post: Post) -> None:
+        nonlocal failures
+        for number in left:
+            failures += not await post(next(prepared), number)
+
+    if client == "lean":
+        transport = LeanTransport([ip_network("127.0.0.0/8")])
+
+        async def lean(request: Request, number: int) -> bool:
+            url, body, headers = request
+            headers = {**headers, "X-gio-delivery-id": str(number)}
+            return (await transport.post(url, headers, body, 30.0, None)).status == 200
+
+        try:
+            await asyncio.gather(*(worker(lean) for _ in range(concurrency)))
+        finally:
+            await transport.close()
+    else:
+        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def stock(request: Request, number: int) -> bool:
+                url, body, headers = request
                 headers = {**headers, "X-gio-delivery-id": str(number)}
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
-                    failures += response.status != 200
+                    return response.status == 200
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+            await asyncio.gather(*(worker(stock) for _ in range(concurrency)))
     await stop.wait()
     return failures
 
@@ -64,8 +95,18 @@ def main() -> None:
     parser.add_argument("base")
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
+    parser.add_argument("--client", choices=("aiohttp", "lean"), default="aiohttp")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
-    raise SystemExit(1 if asyncio.run(fire(args.base, args.requests, args.concurrency)) else 0)
+    tune_gc()
+    sending = fire(args.base, args.requests, args.concurrency, args.client)
+    if args.loop == "uvloop":
+        import uvloop
+
+        failures = uvloop.run(sending)
+    else:
+        failures = asyncio.run(sending)
+    raise SystemExit(1 if failures else 0)
 
 
 if __name__ == "__main__":

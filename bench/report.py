@@ -50,13 +50,20 @@ def headline(figures: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
 
 def ratios(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     s1 = _find(results, "S1/1w")
-    s0a, s2, s4 = _find(results, "S0a"), _find(results, "S2"), _find(results, "S4")
+    s0a, s0c = _find(results, "S0a"), _find(results, "S0c")
+    s2, s4 = _find(results, "S2"), _find(results, "S4")
     out: dict[str, Any] = {
         "S1/S0a deliveries per second": _ratio(
             s1.get("deliveries_per_second"), s0a.get("deliveries_per_second")
         ),
         "S1/S0a deliveries per CPU-second": _ratio(
             s1.get("deliveries_per_cpu_second"), s0a.get("deliveries_per_cpu_second")
+        ),
+        "S1/S0c deliveries per CPU-second": _ratio(
+            s1.get("deliveries_per_cpu_second"), s0c.get("deliveries_per_cpu_second")
+        ),
+        "S0c/S0a requests per CPU-second (lean transport / stock aiohttp)": _ratio(
+            s0c.get("deliveries_per_cpu_second"), s0a.get("deliveries_per_cpu_second")
         ),
         "S4/S1 healthy deliveries per second (to last receipt)": _ratio(
             s4.get("healthy_deliveries_per_second"),
@@ -104,6 +111,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _stack(result: dict[str, Any]) -> str:
+    params = result.get("params", {})
+    return " / ".join(str(params.get(k) or "-") for k in ("http_client", "loop"))
+
+
 def print_table(document: dict[str, Any]) -> None:
     console = Console(highlight=False, width=160)
     table = Table(title=f"make bench ({document['mode']}, {document['wall_seconds']} s)")
@@ -116,6 +128,7 @@ def print_table(document: dict[str, Any]) -> None:
         "per CPU-second",
         "start-up s",
         "peak RSS MiB",
+        "client / loop",
         "notes",
     ):
         table.add_column(
@@ -125,7 +138,7 @@ def print_table(document: dict[str, Any]) -> None:
         f = result["figures"]
         if "error" in result:
             table.add_row(
-                result["scenario"], "failed", "", "", "", "", "", "", result["error"][:60]
+                result["scenario"], "failed", "", "", "", "", "", "", "", result["error"][:60]
             )
             continue
         if result["scenario"] == "S3":
@@ -148,6 +161,7 @@ def print_table(document: dict[str, Any]) -> None:
                     "",
                     "",
                     _cell(f.get("peak_rss_mib")),
+                    _stack(result),
                     f"CPU {values['cpu_seconds_per_second']:.3f} s/s; {note}",
                 )
             continue
@@ -175,6 +189,7 @@ def print_table(document: dict[str, Any]) -> None:
             _cell(per_cpu),
             _cell(f.get("startup_seconds")),
             _cell(f.get("peak_rss_mib")),
+            _stack(result),
             "; ".join(notes),
         )
     console.print(table)

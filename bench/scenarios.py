@@ -6,12 +6,14 @@ Each scenario returns {"scenario", "title", "params", "figures"}; the report rea
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import time
 from collections.abc import Callable, Collection
 from typing import Any
 
+from consumer.config import HttpConfig
 from consumer.delivery import delivery_id
 
 from .context import CONCURRENCY, FAIL, HANG, Bench, Topic, healthy_paths
@@ -27,11 +29,20 @@ def _result(scenario: str, title: str, params: dict[str, Any], figures: dict[str
     return {"scenario": scenario, "title": title, "params": params, "figures": figures}
 
 
-async def s0a_firehose(bench: Bench) -> Result:
+FIREHOSE_TITLES = {
+    "aiohttp": ("S0a", "stock aiohttp fire-hose (HTTP ceiling)"),
+    "lean": ("S0c", "lean-transport fire-hose (HTTP ceiling)"),
+}
+
+
+async def s0_firehose(bench: Bench, client: str) -> Result:
+    """S0a (stock aiohttp) or S0c (the lean transport), on uvloop with the collector tuned."""
     requests = bench.sizes.firehose_requests
     concurrency = CONCURRENCY * len(CHANNELS)
     argv = [bench.python, "-m", "bench.firehose", bench.receiver.base]
     argv += ["--requests", str(requests), "--concurrency", str(concurrency)]
+    argv += ["--client", client, "--loop", "uvloop"]
+    scenario, title = FIREHOSE_TITLES[client]
     run = await run_consumer(
         argv,
         receiver=bench.receiver,
@@ -42,10 +53,27 @@ async def s0a_firehose(bench: Bench) -> Result:
         paths=healthy_paths(),
         expected_ok=requests,
         within=bench.sizes.timeout,
-        log=bench.log("s0a"),
+        log=bench.log(scenario.lower()),
     )
-    params = {"requests": requests, "concurrency": concurrency, "paths": len(CHANNELS)}
-    return _result("S0a", "aiohttp fire-hose (HTTP ceiling)", params, run.figures())
+    params = {
+        "requests": requests,
+        "concurrency": concurrency,
+        "paths": len(CHANNELS),
+        "gc": "tuned as run tunes it",
+        **stack(client, "uvloop"),
+    }
+    return _result(scenario, title, params, run.figures())
+
+
+def stack(http_client: str | None, loop: str | None) -> dict[str, str | None]:
+    """What every scenario records: the HTTP client and the event loop it ran on."""
+    return {"http_client": http_client, "loop": loop}
+
+
+def _service_stack(setup: ServiceSetup) -> dict[str, str | None]:
+    """`run` picks uvloop where it is installed; the client is the config's."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    return stack(setup.http_client or HttpConfig().client, loop)
 
 
 async def s0b_raw_kafka(bench: Bench) -> Result:
@@ -68,7 +96,12 @@ async def s0b_raw_kafka(bench: Bench) -> Result:
         "cpu_seconds_per_1000": round(1000 * measured["cpu_seconds"] / measured["records"], 3),
         "window_seconds": round(measured["seconds"], 2),
     }
-    params = {"records": records, "partitions": bench.sizes.partitions, "max_records": 500}
+    params = {
+        "records": records,
+        "partitions": bench.sizes.partitions,
+        "max_records": 500,
+        **stack(None, "asyncio"),
+    }
     return _result("S0b", "raw aiokafka consumption (Kafka ceiling)", params, figures)
 
 
@@ -136,6 +169,7 @@ async def s1_throughput(
         "max_concurrency": CONCURRENCY,
         "batch_max_users": 1,
         "max_in_flight_per_partition": in_flight or 2000,
+        **_service_stack(setup),
     }
     if in_flight is None:
         return _result(f"S1/{workers}w", f"service, {workers} worker(s)", params, figures)
@@ -166,7 +200,13 @@ async def s2_batching(bench: Bench) -> Result:
         if figures["cpu_seconds_window"] > 0
         else None,
     )
-    params = {"events": events, "channels": len(CHANNELS), "batch": batch, "workers": 1}
+    params = {
+        "events": events,
+        "channels": len(CHANNELS),
+        "batch": batch,
+        "workers": 1,
+        **_service_stack(setup),
+    }
     return _result("S2", "service, batch.max_users 100", params, figures)
 
 
@@ -217,6 +257,7 @@ async def s3_latency(bench: Bench) -> Result:
         "channels": 1,
         "partitions": bench.sizes.partitions,
         "commit_interval_ms": 500,
+        **_service_stack(setup),
     }
     return _result("S3", "service, latency at a steady rate", params, figures)
 
@@ -333,6 +374,7 @@ async def s4_isolation(bench: Bench, in_flight: int | None = None) -> Result:
         "retry": "defaults: quick_attempts 3, backoff 200 ms..5 s, schedule 5 s, 300 s, ...; "
         "circuit breaker 5 failures / 30 s; max_backlog_seconds 5",
         "max_in_flight_per_partition": in_flight or 2000,
+        **_service_stack(setup),
     }
     title = "service, one hanging and one 503 channel"
     if in_flight is None:
@@ -367,5 +409,11 @@ async def s5_naive(bench: Bench) -> Result:
         within=bench.sizes.timeout,
         log=bench.log("s5"),
     )
-    params = {"events": events, "channels": len(CHANNELS), "concurrency": 1, "commit": "per record"}
+    params = {
+        "events": events,
+        "channels": len(CHANNELS),
+        "concurrency": 1,
+        "commit": "per record",
+        **stack("aiohttp", "asyncio"),
+    }
     return _result("S5", "naive sequential consumer", params, run.figures())

@@ -88,6 +88,7 @@ class ServiceSetup:
     channel_options: dict[str, Any] = field(default_factory=dict)
     retry: dict[str, Any] = field(default_factory=dict)
     kafka: dict[str, Any] = field(default_factory=dict)
+    http_client: str | None = None  # http.client; None: the config's default
 
     @property
     def group(self) -> str:
@@ -109,6 +110,7 @@ class ServiceSetup:
             },
             "attributes": {"backend": "sqlite", "url": f"sqlite:///{self.db}"},
             "allowed_networks": ["127.0.0.0/8"],
+            **({"http": {"client": self.http_client}} if self.http_client else {}),
             "retry": self.retry,
             "logging": {"level": "warning", "format": "json"},
             "channels": [

@@ -299,7 +299,8 @@ async def _send_test(
     from .catalog import Catalog
     from .delivery import Delivery, delivery_id
     from .outcome import Kind
-    from .sender import Sender, make_session
+    from .sender import Sender
+    from .transport.backends import open_transport
 
     catalog = Catalog.from_config(config)
     channel = catalog.channels.get(channel_name)
@@ -336,12 +337,15 @@ async def _send_test(
         sources=[],
         attempts=1,
     )
-    async with make_session(config.allowed_networks) as session:
-        sender = Sender(session)
+    transport = open_transport(config.http, config.allowed_networks)
+    try:
+        sender = Sender(transport)
         body, headers = sender.prepare(delivery)
         started = time.perf_counter()
         outcome = await sender.post(delivery, body, headers)
         latency_ms = (time.perf_counter() - started) * 1000
+    finally:
+        await transport.close()
     # Plain print, not rich: the body must come out on one line, byte for byte, whatever the
     # terminal (rich wraps at its width, 80 columns when piped).
     print(f"POST {channel.url}")

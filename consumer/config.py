@@ -605,6 +605,16 @@ class AdminConfig(_Model):
     )
 
 
+class HttpConfig(_Model):
+    """How webhooks are sent (a change takes a restart)."""
+
+    client: Literal["lean", "aiohttp"] = Field(
+        "lean",
+        description="lean: our HTTP/1.1 client (httptools on asyncio), several times cheaper "
+        "per request; aiohttp: the stock client. Both pass the same conformance suite.",
+    )
+
+
 class ServiceConfig(_Model):
     """The whole file."""
 
@@ -622,6 +632,7 @@ class ServiceConfig(_Model):
         "and other non-public addresses are refused otherwise).",
     )
     tls: TlsConfig = Field(TlsConfig(), description="TLS to the receivers.")
+    http: HttpConfig = Field(HttpConfig(), description="The HTTP client that sends webhooks.")
     retry: RetryConfig = Field(RetryConfig(), description="Retries, delays and dead letters.")
     logging: LoggingConfig = Field(LoggingConfig(), description="Log level and format.")
     reload: ReloadConfig = Field(ReloadConfig(), description="Live reload of the file.")

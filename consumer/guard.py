@@ -2,8 +2,9 @@
 
 Channel URLs are typed in by people outside this team; a URL naming `127.0.0.1:6379`, the cloud
 metadata address or an internal admin page would turn the service into a door into our network.
-The check runs on the addresses a host name resolved to, inside the connector, and aiohttp then
-connects to exactly the addresses that passed: there is no second lookup an attacker's DNS
+The check runs on the addresses a host name resolved to, inside the HTTP client, which then
+connects to exactly the addresses that passed (the lean transport dials them itself; the
+GuardedConnector below hands aiohttp only those): there is no second lookup an attacker's DNS
 server could answer differently (DNS rebinding).
 """
 

@@ -1,62 +1,26 @@
-"""One HTTP attempt: encode, sign, POST, classify. Nothing here retries or touches Kafka."""
+"""One HTTP attempt: encode, sign, POST through the transport, classify. Nothing here retries or
+touches Kafka; the transport (`consumer/transport/`) only moves the bytes."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Final
 
-import aiohttp
-from aiohappyeyeballs import SocketFactoryType
-from aiohttp.abc import AbstractResolver
-
 from .delivery import Delivery
-from .guard import BlockedDestination, DestinationPolicy, GuardedConnector, Network
+from .guard import BlockedDestination
 from .outcome import Kind, Outcome, from_response
 from .payload import encode_body
 from .secrets import redact
 from .signing import sign
+from .transport import Transport, TransportError, describe
 from .version import __version__
 
 USER_AGENT: Final = f"webhook-consumer/{__version__}"
-EXCERPT_BYTES: Final = 2048  # kept for logs and dead letters; the rest of a body is never read
-MAX_HEADER_BYTES: Final = 8190  # per response line and per header field; more is an error
-
-
-def make_session(
-    allowed_networks: Iterable[Network],
-    *,
-    max_connections: int = 1000,
-    resolver: AbstractResolver | None = None,
-    socket_factory: SocketFactoryType | None = None,
-) -> aiohttp.ClientSession:
-    """One session for the process: connections are pooled per host across all deliveries.
-
-    Every connection it makes passes the destination guard: public addresses, and those in
-    `allowed_networks`. `resolver` and `socket_factory` let tests stand in for DNS and sockets.
-    """
-    connector = GuardedConnector(
-        DestinationPolicy.of(allowed_networks),
-        resolver,
-        limit=max_connections,
-        limit_per_host=0,
-        ttl_dns_cache=60,
-        enable_cleanup_closed=True,
-        socket_factory=socket_factory,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,  # a small compressed body must not inflate into a large one
-        max_line_size=MAX_HEADER_BYTES,
-        max_field_size=MAX_HEADER_BYTES,
-        max_headers=128,
-        trust_env=False,  # an HTTP(S)_PROXY from the environment would bypass the guard
-    )
 
 
 class Sender:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
 
     async def send(self, delivery: Delivery) -> Outcome:
         body, headers = self.prepare(delivery)
@@ -83,35 +47,22 @@ class Sender:
 
     async def post(self, delivery: Delivery, body: bytes, headers: dict[str, str]) -> Outcome:
         channel = delivery.channel
-        # `total` bounds the whole attempt, however slowly a receiver drips its answer.
-        timeout = aiohttp.ClientTimeout(total=channel.timeout_seconds)
         started = time.monotonic()
         try:
-            async with self._session.post(
-                channel.url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=timeout,
-                ssl=channel.tls if channel.tls is not None else True,
-            ) as response:
-                # At most this much is read; leaving the block closes a connection whose body
-                # was not read to its end, so a huge answer costs us nothing more.
-                excerpt = await response.content.read(EXCERPT_BYTES)
-                return from_response(
-                    response.status,
-                    response.headers.get("Retry-After"),
-                    redact(excerpt.decode("utf-8", "replace"), channel.redactions),
-                )
+            answer = await self._transport.post(
+                channel.url, headers, body, channel.timeout_seconds, channel.tls
+            )
         except BlockedDestination as exc:
             return Outcome(Kind.BLOCKED_DESTINATION, retryable=False, message=str(exc))
         except TimeoutError:
             elapsed = time.monotonic() - started
             return Outcome(Kind.TIMEOUT, retryable=True, message=f"no answer in {elapsed:.1f}s")
-        except (aiohttp.ClientError, OSError) as exc:
-            return Outcome(Kind.CONNECTION, retryable=True, message=_describe(exc))
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return redact(f"{type(exc).__name__}: {text}")[:500]
+        except TransportError as exc:
+            return Outcome(Kind.CONNECTION, retryable=True, message=redact(str(exc))[:500])
+        except OSError as exc:
+            return Outcome(Kind.CONNECTION, retryable=True, message=redact(describe(exc))[:500])
+        return from_response(
+            answer.status,
+            answer.retry_after,
+            redact(answer.excerpt.decode("utf-8", "replace"), channel.redactions),
+        )

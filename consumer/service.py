@@ -40,10 +40,11 @@ from .outcome import Outcome
 from .redelivery import Redelivery
 from .redis_health import RedisHealth
 from .reload import Reloader
-from .sender import Sender, make_session
+from .sender import Sender
 from .status_page import ServiceInfo, render
 from .supervisor import worker_identity
 from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
+from .transport.backends import open_transport
 from .version import __version__
 
 log = structlog.get_logger(__name__)
@@ -113,8 +114,8 @@ async def run_service(
         redis_health = RedisHealth(observer)  # one gauge for every user of Redis
         store = open_store(config.attributes, environ, redis_health)
         stack.push_async_callback(store.close)
-        session = make_session(config.allowed_networks)
-        stack.push_async_callback(session.close)
+        transport = open_transport(config.http, config.allowed_networks)
+        stack.push_async_callback(transport.close)
         producer = make_producer(config, environ)
         await producer.start()
         stack.push_async_callback(producer.stop)
@@ -141,7 +142,7 @@ async def run_service(
         if metrics is not None:
             metrics.track_pending("delay", lambda: delays.pending)
             metrics.track_pending("dead_letter", lambda: dead_letters.pending)
-        sender = Sender(session)
+        sender = Sender(transport)
         limits = open_limits(config, environ, redis_health)
         stack.push_async_callback(limits.close)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..context import CONCURRENCY, Bench, healthy_paths
 from ..measure import run_consumer
 from ..paths import CACHE, HERE
-from ..scenarios import Result, _result
+from ..scenarios import Result, _result, stack
 from ..workload import CHANNELS, TEMPLATE, secret
 
 SOURCE = HERE / "peers" / "connect"
@@ -146,5 +146,6 @@ async def scenario(bench: Bench) -> Result:
         "offset_flush_interval_ms": 500,
         "jvm": " ".join(JVM_OPTIONS),
         "best_case": "our minimal sink: no retries, rate limits, dead letters or attribute look-up",
+        **stack("java.net.http.HttpClient", None),
     }
     return _result("S6a", "Kafka Connect + our minimal HTTP sink", params, run.figures())

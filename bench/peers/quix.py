@@ -10,7 +10,7 @@ from pathlib import Path
 from ..context import CONCURRENCY, Bench, healthy_paths
 from ..measure import run_consumer
 from ..paths import CACHE, HERE
-from ..scenarios import Result, _result
+from ..scenarios import Result, _result, stack
 from ..workload import CHANNELS, TEMPLATE, secret
 
 VENV = CACHE / "quix-venv"
@@ -87,5 +87,6 @@ async def scenario(bench: Bench) -> Result:
         "concurrency": CONCURRENCY * len(CHANNELS),
         "commit_interval_seconds": 0.5,
         "sink": "BatchingSink: one attribute query per batch, aiohttp POSTs, no retries",
+        **stack("aiohttp", "asyncio"),
     }
     return _result("S6b", "Quix Streams app + HTTP sink", params, run.figures())

@@ -67,6 +67,7 @@ class Setup:
     # Any free port on loopback: tests run side by side, and 9108 may be someone else's.
     admin: dict[str, Any] = field(default_factory=lambda: {"host": "127.0.0.1", "port": 0})
     rate_limiter: dict[str, Any] = field(default_factory=dict)  # the config section, if any
+    http: dict[str, Any] = field(default_factory=dict)  # the config section, if any
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -110,6 +111,7 @@ class Setup:
             },
             "attributes": self.attributes,
             **({"rate_limiter": self.rate_limiter} if self.rate_limiter else {}),
+            **({"http": self.http} if self.http else {}),
             "allowed_networks": ["127.0.0.0/8"],
             "retry": {
                 "quick_attempts": 3,

@@ -1,5 +1,6 @@
 """Hostile-world guarantees through the real service on a real broker: no secret in any log
-line, dead letter, retry record or send-test output; blocked destinations; Standard Webhooks."""
+line, dead letter, retry record or send-test output; blocked destinations; Standard Webhooks.
+Each runs once per HTTP transport (`http.client`)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    client: str,
 ) -> None:
     suffix_env = {
         "OK_PASSWORD": "ok-pässwörd-示例-1",
@@ -97,6 +99,7 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
         retry={"quick_attempts": 1, "schedule_seconds": [0.3]},
         log_level="debug",
         tmp=tmp,
+        http={"client": client},
     )
     whsec = _whsec("ok", setup.suffix)
     channels[0]["standard_webhooks"] = {"secret_env": "OK_WHSEC"}
@@ -178,11 +181,13 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
 
 
 async def test_a_blocked_destination_is_dead_lettered_without_a_request(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str, receiver: Receiver, tmp: str, client: str
 ) -> None:
     blocked = channel(receiver, "internal")
     blocked["url"] = f"http://[::ffff:0.0.0.0]:{receiver.port}/hooks/internal"
-    setup = Setup(bootstrap, receiver, [blocked], {"c": ["internal"]}, tmp=tmp)
+    setup = Setup(
+        bootstrap, receiver, [blocked], {"c": ["internal"]}, tmp=tmp, http={"client": client}
+    )
     e = event("c", "u-1")
     await create_topic(bootstrap, setup.topic, 1)
     await produce(bootstrap, setup.topic, encoded([e]))
@@ -199,7 +204,7 @@ async def test_a_blocked_destination_is_dead_lettered_without_a_request(
 
 
 async def test_standard_webhooks_through_the_service_during_a_rotation(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str, receiver: Receiver, tmp: str, client: str
 ) -> None:
     until = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     rotating = {
@@ -215,6 +220,7 @@ async def test_standard_webhooks_through_the_service_during_a_rotation(
     ]
     setup = Setup(bootstrap, receiver, channels, {"c": ["still-old", "already-new", "plain"]})
     setup.tmp = tmp
+    setup.http = {"client": client}
     environ = {**setup.environ, "SW_NEW": WHSEC_NEW, "SW_OLD": WHSEC_OLD}
     receiver.secrets.update(setup.secrets_by_channel())
     receiver.standard_secrets.update({"still-old": [WHSEC_OLD], "already-new": [WHSEC_NEW]})

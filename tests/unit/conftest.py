@@ -6,7 +6,6 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from ipaddress import ip_network
 from typing import Any
 
 import pytest
@@ -16,7 +15,8 @@ from consumer.catalog import Catalog, Channel
 from consumer.config import ServiceConfig, parse_config
 from consumer.delivery import Delivery
 from consumer.outcome import Outcome
-from consumer.sender import Sender, make_session
+from consumer.sender import Sender
+from tests.transports import open_client
 
 SECRET = "s3cr3t-示例"
 BASIC_PASSWORD = "pa55-w0rd"
@@ -89,12 +89,16 @@ def bare_delivery() -> DeliveryFactory:
 
 
 @pytest.fixture
-def send_once(bare_delivery: DeliveryFactory) -> SendOnce:
-    """Send a bare delivery to `channel` through a fresh session that allows only `allowed`."""
+def send_once(bare_delivery: DeliveryFactory, client: str) -> SendOnce:
+    """Send a bare delivery to `channel` through a fresh transport (each of them: the test runs
+    once per transport) that allows only `allowed`."""
 
     async def send(channel: Channel, allowed: Sequence[str] = ("127.0.0.0/8",)) -> Outcome:
-        async with make_session([ip_network(a) for a in allowed]) as session:
-            return await Sender(session).send(bare_delivery(channel))
+        transport = open_client(client, allowed)
+        try:
+            return await Sender(transport).send(bare_delivery(channel))
+        finally:
+            await transport.close()
 
     return send
 

@@ -90,6 +90,11 @@ def _set_quota(value: object) -> Mutation:
 
 
 CASES = {
+    "unknown HTTP client": (
+        lambda d: d.update(http={"client": "curl"}),
+        "http.client",
+        ["'lean' or 'aiohttp'", "'curl'"],
+    ),
     "unknown channel": (
         lambda d: _campaign(d).update(channels=["coupon-sytem"]),
         "campaigns[0].channels[0]",

@@ -20,7 +20,9 @@ from yarl import URL
 from consumer.catalog import Channel
 from consumer.guard import BlockedDestination, DestinationPolicy, special_use
 from consumer.outcome import Kind, Outcome
-from consumer.sender import Sender, make_session
+from consumer.sender import Sender
+from consumer.transport import Transport
+from tests.transports import open_client
 
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory, DeliveryFactory
@@ -106,24 +108,23 @@ Send = Callable[..., Any]
 
 
 @pytest.fixture
-async def send(channel_to: Any, bare_delivery: DeliveryFactory) -> AsyncIterator[Send]:
-    """Send one delivery to `url` with the given allowed networks; returns (outcome, sockets)."""
-    sessions = []
+async def send(channel_to: Any, bare_delivery: DeliveryFactory, client: str) -> AsyncIterator[Send]:
+    """Send one delivery to `url` with the given allowed networks, through each transport in
+    turn; returns (outcome, sockets)."""
+    transports: list[Transport] = []
 
     async def run(url: str, allowed: Sequence[str] = ()) -> tuple[Outcome, NoSockets]:
         sockets = NoSockets()
-        session = make_session(
-            [ip_network(a) for a in allowed],
-            resolver=StubResolver(NAMES),
-            socket_factory=sockets,
+        transport = open_client(
+            client, allowed, resolver=StubResolver(NAMES), socket_factory=sockets
         )
-        sessions.append(session)
+        transports.append(transport)
         delivery = bare_delivery(channel_to(url))
-        return await Sender(session).send(delivery), sockets
+        return await Sender(transport).send(delivery), sockets
 
     yield run
-    for session in sessions:
-        await session.close()
+    for transport in transports:
+        await transport.close()
 
 
 BLOCKED_URLS = [

@@ -10,7 +10,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,8 +21,9 @@ from consumer.catalog import Channel
 from consumer.delivery import Delivery, delivery_id
 from consumer.outcome import Kind
 from consumer.secrets import Secret
-from consumer.sender import Sender, make_session
+from consumer.sender import Sender
 from consumer.signing import verify
+from tests.transports import open_client
 
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory
@@ -74,9 +74,10 @@ async def server() -> AsyncIterator[Server]:
 
 
 @pytest.fixture
-async def sender() -> AsyncIterator[Sender]:
-    async with make_session([ip_network("127.0.0.0/8")]) as session:
-        yield Sender(session)
+async def sender(client: str) -> AsyncIterator[Sender]:
+    transport = open_client(client)
+    yield Sender(transport)
+    await transport.close()
 
 
 @pytest.fixture
@@ -193,15 +194,18 @@ async def test_odd_retry_after_still_yields_an_outcome(
 
 
 async def test_destination_outside_allowed_networks_is_refused(
-    server: Server, channel_cfg: ChannelFactory, build_catalog: CatalogFactory
+    server: Server, channel_cfg: ChannelFactory, build_catalog: CatalogFactory, client: str
 ) -> None:
     config, catalog = build_catalog(
         [channel_cfg("internal", url=f"{server.base}/hooks")],
         environ=ENV,
         allowed_networks=["10.0.0.0/8"],
     )
-    async with make_session(config.allowed_networks) as session:
-        outcome = await Sender(session).send(make_delivery(catalog.channels["internal"]))
+    transport = open_client(client, [str(n) for n in config.allowed_networks])
+    try:
+        outcome = await Sender(transport).send(make_delivery(catalog.channels["internal"]))
+    finally:
+        await transport.close()
     assert server.seen == []
     assert outcome.kind is Kind.BLOCKED_DESTINATION
     assert not outcome.retryable

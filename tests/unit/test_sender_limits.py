@@ -10,13 +10,14 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from consumer.outcome import Kind, Outcome
-from consumer.sender import EXCERPT_BYTES, Sender, make_session
+from consumer.sender import Sender
+from consumer.transport import EXCERPT_BYTES
+from tests.transports import open_client
 
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory, DeliveryFactory
@@ -72,6 +73,7 @@ def send(
     build_catalog: CatalogFactory,
     bare_delivery: DeliveryFactory,
     raw: RawServer,
+    client: str,
 ) -> Any:
     async def run(timeout_seconds: float) -> tuple[Outcome, float]:
         _, catalog = build_catalog(
@@ -82,10 +84,13 @@ def send(
             ]
         )
         delivery = bare_delivery(catalog.channels["edge"])
-        async with make_session([ip_network("127.0.0.0/8")]) as session:
+        transport = open_client(client)
+        try:
             started = time.monotonic()
-            outcome = await Sender(session).send(delivery)
+            outcome = await Sender(transport).send(delivery)
             return outcome, time.monotonic() - started
+        finally:
+            await transport.close()
 
     return run
 
