@@ -17,6 +17,7 @@ import structlog
 from ..delivery import Delivery
 from ..observer import (
     Attempted,
+    ChannelStateChanged,
     CircuitChanged,
     Delayed,
     Delivered,
@@ -54,6 +55,12 @@ class TransitionLog:
                 log.warning(
                     f"circuit.{state}", channel=channel, failures=failures, cooldown=cooldown
                 )
+            case ChannelStateChanged(channel, True, by, reason, _, status):
+                log.warning(
+                    "channel.disabled", channel=channel, by=by, reason=reason, status=status
+                )
+            case ChannelStateChanged(channel, False, by, reason, _, _):
+                log.info("channel.enabled", channel=channel, by=by, reason=reason)
             case HandoffChanged(what, True, _, error):
                 log.warning("handoff.failing", what=what, error=error)
             case HandoffChanged(what, False, failed, _):
