@@ -186,7 +186,7 @@ class DeadLetterWriter:
             self.submit(smaller, on_written, reducible=False)
 
         written = self._handoff.traced(
-            on_written, letter.traceparent, letter.delivery_id, letter.channel
+            on_written, letter.traceparent, letter.tracestate, letter.delivery_id, letter.channel
         )
         self._handoff.submit(
             lambda: self._sink.send(letter), written, reduced if reducible else None

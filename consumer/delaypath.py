@@ -294,7 +294,7 @@ class DelayPath:
         value = record.model_dump_json().encode()
         headers = headers_for(record, self._group)
         on_written = self._handoff.traced(
-            on_written, record.traceparent, delivery.id, delivery.channel.name
+            on_written, record.traceparent, record.tracestate, delivery.id, delivery.channel.name
         )
         fallback = None
         if self._on_unwritable is not None:

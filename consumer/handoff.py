@@ -99,6 +99,7 @@ class Handoff:
         self,
         on_written: Callable[[], None],
         traceparent: str | None,
+        tracestate: str | None,
         delivery_id: str | None,
         channel: str | None,
     ) -> Callable[[], None]:
@@ -111,7 +112,9 @@ class Handoff:
 
         def written() -> None:
             observer.emit(
-                HandedOff(what, traceparent, delivery_id, channel, started, time.time_ns())
+                HandedOff(
+                    what, traceparent, tracestate, delivery_id, channel, started, time.time_ns()
+                )
             )
             on_written()
 

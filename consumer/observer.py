@@ -213,6 +213,7 @@ class HandedOff:
 
     what: str  # "delay" | "dead letter"
     traceparent: str  # the record's span, as the delivery carries it
+    tracestate: str | None
     delivery_id: str | None
     channel: str | None
     started_ns: int  # Unix time in nanoseconds: when it was handed to the writer

@@ -135,7 +135,7 @@ class TracingHook:
         )
 
     def _handed_off(self, details: HandedOff) -> None:
-        trace = parse(details.traceparent)
+        trace = parse(details.traceparent, details.tracestate)
         if trace is None or not trace.sampled:
             return
         attributes: dict[str, str | int] = {"webhook.handoff": details.what}
