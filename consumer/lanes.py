@@ -84,6 +84,7 @@ class ChannelLane:
     ) -> None:
         self.channel = channel
         self._control = control or ChannelState()  # the deployment's: disabled channels
+        self._disabled = self._control.disabled  # asked before every request: bound once
         self._transport = transport
         self._dead_letters = dead_letters
         self._delays = delays
@@ -127,7 +128,8 @@ class ChannelLane:
         if delivery.orphaned():
             self._drop(delivery)
             return
-        if self._refused(delivery):
+        if self._disabled(self.channel.name) is not None:
+            self._refuse(delivery)
             return
         blocked = self.breaker.blocked_for()
         if blocked is not None:
@@ -174,7 +176,8 @@ class ChannelLane:
             self._drop(delivery)
             return
         delivery.channel = self.channel  # queued before a reload: sent as configured now
-        if self._refused(delivery):
+        if self._disabled(self.channel.name) is not None:
+            self._refuse(delivery)
             return
         if not await self.breaker.admit():
             cooldown = self._retry.circuit_breaker.cooldown_seconds
@@ -182,7 +185,9 @@ class ChannelLane:
             return
         waited = await self._limiter.acquire()
         lease = await self._gate.acquire()
-        if self._refused(delivery):  # disabled while it waited: only requests out are sent
+        if self._disabled(self.channel.name) is not None:
+            # Disabled while it waited: only requests already out reach the receiver.
+            self._refuse(delivery)
             lease.release()
             self.breaker.reset()  # a probe it may hold is released; the channel sends nothing
             return
@@ -240,18 +245,16 @@ class ChannelLane:
     def hold_for(self) -> float | None:
         """How long a delivery arriving now waits for the circuit's next probe; None when it
         may be sent (closed, or the probe is due: workers hold arrivals during a probe)."""
-        if self._control.disabled(self.channel.name) is not None:
+        if self._disabled(self.channel.name) is not None:
             return None  # sent on to the lane, which dead-letters it at once
         blocked = self.breaker.blocked_for()
         return None if blocked is None else self._probe_wait(blocked)
 
-    def _refused(self, delivery: Delivery) -> bool:
+    def _refuse(self, delivery: Delivery) -> None:
         """A disabled channel's delivery becomes a dead letter without a request."""
-        disabled = self._control.disabled(self.channel.name)
-        if disabled is None:
-            return False
-        self._apply(delivery, refused(disabled.describe()))
-        return True
+        disabled = self._disabled(self.channel.name)
+        why = "channel disabled" if disabled is None else disabled.describe()
+        self._apply(delivery, refused(why))
 
     def _probe_wait(self, blocked: float) -> float:
         # Come back just after the probe goes out, spread a little so a crowd does not land

@@ -9,11 +9,10 @@ of a bounded length: it goes into an HTTP header of ours.
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
@@ -26,13 +25,13 @@ _PARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})
 _STATE = re.compile(r"[\x20-\x7e]*")  # printable ASCII: no CR, LF or other control bytes
 
 
-@dataclass(frozen=True, slots=True)
-class TraceContext:
+class TraceContext(NamedTuple):
     """Where our work on a record hangs in its trace.
 
     `span_id` is our span for the record (the parent of every attempt's span); `parent_id` the
     upstream span it continues, when known (a delivery read back from a delay topic knows only
-    ours)."""
+    ours). Immutable, and a tuple rather than a frozen dataclass: one is made per traced
+    record, and a frozen dataclass costs several times as much to build."""
 
     trace_id: str  # 32 lowercase hex digits, not all zero
     span_id: str  # 16 lowercase hex digits, not all zero
@@ -55,14 +54,27 @@ class TraceContext:
 
 
 def new_span_id() -> str:
+    """64 random bits, as the OpenTelemetry SDK makes them (ids need to be unique, not secret)."""
     while True:
-        span = os.urandom(8).hex()
+        span = f"{_bits(64):016x}"
         if span != _ZERO_SPAN:
             return span
 
 
+_bits = random.getrandbits
+
+
 def parse(traceparent: str, tracestate: str | None = None) -> TraceContext | None:
     """The context a traceparent names (its span as ours), or None when it is not valid."""
+    fields = _fields(traceparent)
+    if fields is None:
+        return None
+    trace_id, span_id, flags = fields
+    return TraceContext(trace_id, span_id, flags, _valid_state(tracestate))
+
+
+def _fields(traceparent: str) -> tuple[str, str, str] | None:
+    """Trace id, parent id and flags of a valid traceparent."""
     match = _PARENT.fullmatch(traceparent.strip())
     if match is None:
         return None
@@ -71,7 +83,7 @@ def parse(traceparent: str, tracestate: str | None = None) -> TraceContext | Non
         return None
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    return TraceContext(trace_id, span_id, flags, _valid_state(tracestate))
+    return trace_id, span_id, flags
 
 
 def from_headers(headers: Iterable[tuple[str, bytes]] | None) -> TraceContext | None:
@@ -87,14 +99,16 @@ def from_headers(headers: Iterable[tuple[str, bytes]] | None) -> TraceContext | 
     if parent is None:
         return None
     try:
-        upstream = parse(parent.decode("ascii"), None if state is None else state.decode("ascii"))
+        fields = _fields(parent.decode("ascii"))
     except (UnicodeDecodeError, AttributeError):
         return None
-    if upstream is None:
+    if fields is None:
         return None
-    return TraceContext(
-        upstream.trace_id, new_span_id(), upstream.flags, upstream.state, upstream.span_id
-    )
+    trace_id, upstream, flags = fields
+    # A tracestate that is not ASCII is dropped (the replacement character is refused),
+    # without costing the trace.
+    text = None if state is None else _valid_state(state.decode("ascii", "replace"))
+    return TraceContext(trace_id, new_span_id(), flags, text, upstream)
 
 
 def _valid_state(value: str | None) -> str | None:

@@ -29,25 +29,29 @@ class CircuitReports:
         self._reported: set[str] = set()
 
     def __call__(self, details: Details) -> None:
-        match details:
-            case Attempted(delivery, outcome, _, _) if not outcome.ok:
-                self._last_error[delivery.channel.name] = outcome
-            case CircuitChanged(channel, state, failures, _):
-                error = self._last_error.get(channel)
-                last = None
-                if error is not None:
-                    last = Reason(kind=error.kind.value, status=error.status, message=error.message)
-                self._reported.add(channel)
-                self._state.write(
-                    ChannelRecord(
-                        kind=RecordKind.CIRCUIT,
-                        channel=channel,
-                        by=self._replica,
-                        circuit=state,
-                        failures=failures,
-                        last_error=last,
-                    )
-                )
+        # Two plain checks: this hook hears every transition, and nearly all are neither.
+        if isinstance(details, Attempted):
+            if not details.outcome.ok:
+                self._last_error[details.delivery.channel.name] = details.outcome
+        elif isinstance(details, CircuitChanged):
+            self._report(details)
+
+    def _report(self, changed: CircuitChanged) -> None:
+        error = self._last_error.get(changed.channel)
+        last = None
+        if error is not None:
+            last = Reason(kind=error.kind.value, status=error.status, message=error.message)
+        self._reported.add(changed.channel)
+        self._state.write(
+            ChannelRecord(
+                kind=RecordKind.CIRCUIT,
+                channel=changed.channel,
+                by=self._replica,
+                circuit=changed.state,
+                failures=changed.failures,
+                last_error=last,
+            )
+        )
 
     def keys(self) -> list[str]:
         """The keys this replica wrote, to remove when it stops."""

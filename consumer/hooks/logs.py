@@ -55,18 +55,22 @@ class TransitionLog:
                 log.warning(
                     f"circuit.{state}", channel=channel, failures=failures, cooldown=cooldown
                 )
-            case ChannelStateChanged(channel, True, by, reason, _, status):
-                log.warning(
-                    "channel.disabled", channel=channel, by=by, reason=reason, status=status
-                )
-            case ChannelStateChanged(channel, False, by, reason, _, _):
-                log.info("channel.enabled", channel=channel, by=by, reason=reason)
             case HandoffChanged(what, True, _, error):
                 log.warning("handoff.failing", what=what, error=error)
             case HandoffChanged(what, False, failed, _):
                 log.info("handoff.recovered", what=what, failed_tries=failed)
+            case ChannelStateChanged():
+                self._channel_state(details)
             case _ if self._debug:
                 self._debug_line(details)
+
+    @staticmethod
+    def _channel_state(changed: ChannelStateChanged) -> None:
+        fields = {"channel": changed.channel, "by": changed.by, "reason": changed.reason}
+        if changed.disabled:
+            log.warning("channel.disabled", **fields, status=changed.status)
+        else:
+            log.info("channel.enabled", **fields)
 
     def _debug_line(self, details: Details) -> None:
         match details:

@@ -93,3 +93,10 @@ def test_span_ids_are_fresh_and_never_zero() -> None:
     spans = {new_span_id() for _ in range(1000)}
     assert len(spans) == 1000
     assert "0" * 16 not in spans
+
+
+def test_a_tracestate_that_is_not_ascii_costs_only_itself() -> None:
+    trace = from_headers([("traceparent", PARENT.encode()), ("tracestate", "a=é".encode())])
+    assert trace is not None
+    assert trace.trace_id == TRACE
+    assert trace.state is None
