@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from structlog.testing import capture_logs
+
 from consumer.channels import RECEIVER, ChannelRecord, ChannelState, RecordKind
 from consumer.channels.records import decode
+from consumer.hooks.logs import TransitionLog
 from consumer.observer import ChannelStateChanged, Details, Observer
 from consumer.outcome import from_response
 
@@ -109,3 +112,19 @@ def test_the_description_says_who_when_and_why() -> None:
     assert "ops@host" in text
     assert "maintenance" in text
     assert str(record.at.year) in text
+
+
+def test_every_change_is_one_log_line_with_who_and_why() -> None:
+    published: list[ChannelRecord] = []
+    state = ChannelState(Observer([TransitionLog(debug=False)]), published.append)
+    with capture_logs() as logs:
+        state.gone("a", from_response(410, None, "decommissioned"))
+        state.apply(published[0].key(), published[0])  # read back: no second line
+        enabled = state_record("a", False)
+        state.apply(enabled.key(), enabled)
+    assert [(x["event"], x["log_level"], x["by"], x["channel"]) for x in logs] == [
+        ("channel.disabled", "warning", RECEIVER, "a"),
+        ("channel.enabled", "info", "ops@host", "a"),
+    ]
+    assert logs[0]["status"] == 410
+    assert "410 Gone: decommissioned" in logs[0]["reason"]
