@@ -640,6 +640,11 @@ class TracingConfig(_Model):
             url = None
         if url is None or url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"expected an http:// or https:// URL, got {shown_url!r}")
+        if url.raw_user is not None or url.raw_password is not None:
+            raise ValueError(
+                "expected no credentials in the URL (the exporter reads them from "
+                f"OTEL_EXPORTER_OTLP_HEADERS), got {shown_url!r}"
+            )
         from .hooks.tracing import missing_sdk
 
         missing = missing_sdk()

@@ -189,7 +189,8 @@ class ChannelLane:
             # Disabled while it waited: only requests already out reach the receiver.
             self._refuse(delivery)
             lease.release()
-            self.breaker.reset()  # a probe it may hold is released; the channel sends nothing
+            if self.breaker.state is not State.CLOSED:
+                self.breaker.reset()  # release a probe it may hold: the channel sends nothing
             return
         now = time.time()
         delivery.attempts += 1

@@ -28,7 +28,6 @@ from .state import ChannelState
 log = structlog.get_logger(__name__)
 
 CATCH_UP_SECONDS = 60.0  # reading a small compacted topic to its end takes far less
-PUBLISH_TRIES = 5  # the producer retries within each; a change is rare and worth insisting on
 CLOSE_SECONDS = 5.0  # at a stop, what is still being written gets this long
 
 
@@ -149,11 +148,15 @@ class Publisher:
         task.add_done_callback(self._writes.discard)
 
     async def _write(self, key: bytes, value: bytes | None) -> None:
-        for attempt in range(1, PUBLISH_TRIES + 1):
+        """Until written: a 410 that never reaches the topic would leave the other replicas
+        sending (the producer retries within each try; this outlasts a longer outage)."""
+        attempt = 0
+        while True:
             try:
                 await self._producer.send_and_wait(self._topic, value, key=key)
                 return
             except KafkaError as exc:
+                attempt += 1
                 log.warning(
                     "channel_state.write_failed",
                     key=key.decode(),
@@ -170,8 +173,12 @@ class Publisher:
             task.add_done_callback(self._writes.discard)
 
     async def close(self) -> None:
-        if self._writes:
-            await asyncio.wait(set(self._writes), timeout=CLOSE_SECONDS)
+        if not self._writes:
+            return
+        _, unwritten = await asyncio.wait(set(self._writes), timeout=CLOSE_SECONDS)
+        for task in unwritten:  # the broker is away: a 410 is found again after the restart
+            task.cancel()
+        await asyncio.gather(*unwritten, return_exceptions=True)
 
 
 async def open_channel_state(

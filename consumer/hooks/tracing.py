@@ -56,10 +56,18 @@ class TracingHook:
     """Subscribe it with `spans=True`; `close()` exports what is still queued."""
 
     def __init__(self, endpoint: str, service_name: str) -> None:
+        from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace.status import Status, StatusCode
+
+        self._api = trace
+        self._readable = ReadableSpan
+        self._status, self._failed = Status, StatusCode.ERROR
+        self._ok = Status(StatusCode.UNSET)
 
         self.processor: SpanProcessor = BatchSpanProcessor(
             OTLPSpanExporter(endpoint=traces_url(endpoint))
@@ -167,25 +175,22 @@ class TracingHook:
         client: bool = False,
         error: str | None = None,
     ) -> None:
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, TraceState
-        from opentelemetry.trace.status import Status, StatusCode
-
+        api = self._api
         trace_id = int(trace.trace_id, 16)
-        flags = TraceFlags(int(trace.flags, 16))
-        state = TraceState.from_header([trace.state]) if trace.state else None
+        flags = api.TraceFlags(int(trace.flags, 16))
+        state = api.TraceState.from_header([trace.state]) if trace.state else None
         parent = None
         if parent_id is not None:
-            parent = SpanContext(trace_id, int(parent_id, 16), remote_parent, flags, state)
+            parent = api.SpanContext(trace_id, int(parent_id, 16), remote_parent, flags, state)
         self.processor.on_end(
-            ReadableSpan(
+            self._readable(
                 name,
-                context=SpanContext(trace_id, int(span_id, 16), False, flags, state),
+                context=api.SpanContext(trace_id, int(span_id, 16), False, flags, state),
                 parent=parent,
                 resource=self._resource,
                 attributes=attributes,
-                kind=SpanKind.CLIENT if client else SpanKind.INTERNAL,
-                status=Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET),
+                kind=api.SpanKind.CLIENT if client else api.SpanKind.INTERNAL,
+                status=self._status(self._failed, error) if error else self._ok,
                 start_time=started_ns,
                 end_time=ended_ns,
                 instrumentation_scope=self._scope,

@@ -83,3 +83,13 @@ def test_without_the_sdk_a_config_without_tracing_is_fine(tmp_path: Path) -> Non
     done = _check_without_sdk(_config_file(tmp_path, None))
     assert done.returncode == 0, done.stderr
     assert ": ok (1 channels" in done.stdout
+
+
+def test_credentials_in_the_endpoint_are_refused_and_never_shown(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        build_catalog([channel_cfg()], tracing={"otlp_endpoint": "https://u:hunter2@c:4318"})
+    [problem] = raised.value.problems
+    assert "expected no credentials in the URL" in problem
+    assert "hunter2" not in problem

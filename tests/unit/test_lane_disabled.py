@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from consumer.breaker import CircuitBreaker, State
 from consumer.catalog import Channel
 from consumer.channels import RECEIVER, ChannelRecord, ChannelState, RecordKind
 from consumer.config import CircuitBreakerConfig, RetryConfig
@@ -75,7 +76,9 @@ class Harness:
 
 
 @asynccontextmanager
-async def lane_of(channel: Channel, transport: object) -> AsyncIterator[Harness]:
+async def lane_of(
+    channel: Channel, transport: object, breaker: CircuitBreaker | None = None
+) -> AsyncIterator[Harness]:
     letters = MemoryDeadLetterSink()
     dead_letters = DeadLetterWriter(letters)
     delays = DelayPath(MemoryDelaySink(), "retry", delay_levels(RETRY))
@@ -87,6 +90,7 @@ async def lane_of(channel: Channel, transport: object) -> AsyncIterator[Harness]
         dead_letters,
         delays,
         RETRY,
+        breaker=breaker,
         control=state,
         rng=random.Random(3),
     )
@@ -187,3 +191,28 @@ async def test_a_held_back_delay_record_is_not_kept_waiting_for_the_circuit(
         assert h.lane.hold_for() is not None
         disable(h.state, "gone")
         assert h.lane.hold_for() is None  # so the redelivery hands it on, to be dead-lettered
+
+
+async def test_a_probe_refused_while_it_waited_leaves_the_circuit_usable(
+    make_channel, wait_until: WaitUntil
+) -> None:  # type: ignore[no-untyped-def]
+    transport = GatedTransport(200)
+    transport.gate.set()
+    now = [1000.0]
+    breaker = CircuitBreaker(1, 30.0, probe_timeout=0.5, clock=lambda: now[0])
+    channel = make_channel(rate_limit={"per_second": 0.5, "burst": 1})
+    async with lane_of(channel, transport, breaker) as h:
+        h.submit(1)  # takes the limiter's burst
+        await wait_until(lambda: len(h.owner) == 1)
+        breaker.record(failure=True)  # open
+        now[0] += 30.0  # the cool-down is over: the next delivery is the probe
+        h.submit(1, first=1)
+        await wait_until(lambda: breaker.state is State.HALF_OPEN, what="the probe admitted")
+        disable(h.state, "gone")  # while the probe waits ~2 s for the rate limit
+        await wait_until(lambda: len(h.owner) == 2, within=5)
+        assert transport.calls == 1
+        assert breaker.state is State.CLOSED  # released, not left half-open for good
+        disable(h.state, "gone", disabled=False)
+        h.submit(1, first=2)
+        await wait_until(lambda: len(h.owner) == 3, within=5)
+        assert transport.calls == 2  # sent, not held for a probe that never comes back
