@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -13,6 +14,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from consumer.kafkatools import stop_consumer, topic_partitions
 
 Record = tuple[bytes | None, bytes]  # (key, value)
+# BENCH_TRACEPARENT=1: every pre-loaded record carries a W3C traceparent (a trace of its own,
+# sampled), to measure what passing trace context on costs.
+TRACED = os.environ.get("BENCH_TRACEPARENT") == "1"
 
 
 @contextlib.asynccontextmanager
@@ -51,7 +55,8 @@ async def preload(bootstrap: str, topic: str, records: Sequence[Record]) -> floa
     try:
         pending = []
         for key, value in records:
-            pending.append(await producer.send(topic, value, key=key))
+            headers = _traceparent() if TRACED else None
+            pending.append(await producer.send(topic, value, key=key, headers=headers))
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -59,6 +64,10 @@ async def preload(bootstrap: str, topic: str, records: Sequence[Record]) -> floa
     finally:
         await producer.stop()
     return time.monotonic() - started
+
+
+def _traceparent() -> list[tuple[str, bytes]]:
+    return [("traceparent", f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01".encode())]
 
 
 async def paced(

@@ -9,6 +9,7 @@ from typing import Any
 
 from .catalog import Route
 from .delivery import Delivery, Source, Ticket, delivery_id
+from .tracecontext import TraceContext
 
 
 @dataclass(slots=True)
@@ -18,6 +19,7 @@ class _Pending:
     user_attr: list[dict[str, Any]] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
     tickets: list[Ticket] = field(default_factory=list)
+    trace: TraceContext | None = None  # the first traced record's: one request, one parent
     timer: asyncio.TimerHandle | None = None
 
 
@@ -37,6 +39,7 @@ class Batcher:
         attributes: dict[str, Any] | None,
         source: Source,
         ticket: Ticket,
+        trace: TraceContext | None = None,
     ) -> None:
         key = (route.channel.name, campaign_id)
         entry = self._pending.get(key)
@@ -54,6 +57,8 @@ class Batcher:
             pending.user_attr.append(attributes)
         pending.sources.append(source)
         pending.tickets.append(ticket)
+        if pending.trace is None:
+            pending.trace = trace
         if len(pending.events) >= route.channel.batch_max_users or pending.timer is None:
             self._flush(key)
 
@@ -74,6 +79,7 @@ class Batcher:
                 events=pending.events,
                 sources=pending.sources,
                 tickets=pending.tickets,
+                trace=pending.trace,
             )
         )
 

@@ -36,6 +36,9 @@ class Breaker(Protocol):
     def record(self, failure: bool) -> None:
         """The result of a request that `admit` let through."""
 
+    def reset(self) -> None:
+        """Closed, no failures, the base cool-down: an operator says the receiver is back."""
+
 
 class CircuitBreaker:
     def __init__(
@@ -103,6 +106,12 @@ class CircuitBreaker:
             self._opened_at = self._clock()
             if self.state is not State.OPEN:
                 self._move(State.OPEN)
+
+    def reset(self) -> None:
+        self._failures = 0
+        self._cooldown = self._base_cooldown
+        if self.state is not State.CLOSED:
+            self._move(State.CLOSED)  # a probe under way is released too
 
     def _move(self, state: State) -> None:
         was_probing = self.state is State.HALF_OPEN

@@ -76,6 +76,24 @@ def _parser() -> argparse.ArgumentParser:
         "--rate", type=_positive_int, help="send at most this many letters a second"
     )
     replay.add_argument("--dry-run", action="store_true", help="list, send nothing")
+    channels = commands.add_parser(
+        "channels", help="list channels; disable, enable, or reset the circuit of one"
+    )
+    channel_commands = channels.add_subparsers(
+        dest="channels_command", required=True, metavar="ACTION"
+    )
+    for name, text in (
+        ("list", "every channel: state, circuit, limit, last error, who disabled it and why"),
+        ("disable", "stop sending to a channel on every replica; its deliveries are dead-lettered"),
+        ("enable", "send to a disabled channel again, on every replica"),
+        ("reset-circuit", "close a channel's circuit breaker on every replica"),
+    ):
+        sub = channel_commands.add_parser(name, help=text, description=text)
+        _config_options(sub)
+        if name != "list":
+            sub.add_argument("name", metavar="NAME", help="the channel")
+        if name in ("disable", "enable"):
+            sub.add_argument("--reason", help="why, shown by `channels list` and the status page")
     attributes = commands.add_parser("attributes", help="manage the user attribute store")
     attr_commands = attributes.add_subparsers(dest="attr_command", required=True, metavar="ACTION")
     importer = attr_commands.add_parser("import", help="load JSON lines of user attributes")
@@ -175,8 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _config(args: argparse.Namespace) -> ServiceConfig:
     if not args.config:
         raise ConfigError("(no file)", ["--config is required (or set WEBHOOK_CONSUMER_CONFIG)"])
-    # dlq commands never sign a request: they run where the webhook secrets are not given.
-    return load_config(args.config, webhook_secrets=args.command != "dlq")
+    # dlq and channels commands never sign a request: they run where the webhook secrets are
+    # not given.
+    return load_config(args.config, webhook_secrets=args.command not in ("dlq", "channels"))
 
 
 def _log_settings(args: argparse.Namespace, level: str, fmt: str) -> tuple[str, str]:
@@ -234,6 +253,8 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
         if args.dlq_command == "stats":
             return asyncio.run(dlq_stats(config, args.forget_finished))
         return asyncio.run(dlq_replay(config, args))
+    if args.command == "channels":
+        return asyncio.run(_channels(config, args))
     if args.command == "attributes":
         return asyncio.run(_import_attributes(config, args.file))
     raise AssertionError(args.command)
@@ -360,6 +381,20 @@ async def _send_test(
     print(f"status       {status}  ({latency_ms:.0f} ms)")
     print(f"response     {outcome.message[:300]}")
     return EXIT_OK if outcome.ok else EXIT_FAILURE
+
+
+async def _channels(config: ServiceConfig, args: argparse.Namespace) -> int:
+    from .channels import commands
+
+    match args.channels_command:
+        case "list":
+            return await commands.channels_list(config)
+        case "disable":
+            return await commands.channels_disable(config, args.name, args.reason)
+        case "enable":
+            return await commands.channels_enable(config, args.name, args.reason)
+        case _:
+            return await commands.channels_reset_circuit(config, args.name)
 
 
 async def _import_attributes(config: ServiceConfig, file: Path) -> int:

@@ -133,6 +133,12 @@ class KafkaConfig(_Model):
         description="Delay topics are `<prefix>.<delay>` (`.5s`, `.300s`, ...). "
         "Default: `<group_id>.retry`.",
     )
+    channels_topic: TopicName = Field(
+        f"{DEFAULT_GROUP}.channels",
+        description="Compacted topic of the channels' state (disabled by a 410 or by "
+        "`webhook-consumer channels`), followed by every replica; created when missing. "
+        "Default: `<group_id>.channels`.",
+    )
     client_id: KafkaName = Field(
         "webhook-consumer", description="Client id every Kafka client of the process sends."
     )
@@ -229,7 +235,11 @@ class KafkaConfig(_Model):
         group = data.get("group_id", DEFAULT_GROUP)
         if not isinstance(group, str):
             return data  # reported by the field's own validation
-        derived = {"dead_letter_topic": f"{group}.dlq", "retry_topic_prefix": f"{group}.retry"}
+        derived = {
+            "dead_letter_topic": f"{group}.dlq",
+            "retry_topic_prefix": f"{group}.retry",
+            "channels_topic": f"{group}.channels",
+        }
         return {**data, **{k: v for k, v in derived.items() if data.get(k) is None}}
 
     @model_validator(mode="after")
@@ -615,6 +625,47 @@ class HttpConfig(_Model):
     )
 
 
+class TracingConfig(_Model):
+    """W3C trace context is always passed on to the webhooks; with `otlp_endpoint`, spans of
+    our own work are exported too (needs `pip install webhook-consumer[tracing]`)."""
+
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector, e.g. http://otel-collector:4318 (`/v1/traces` is "
+        "added to a URL without a path). Default: no spans exported.",
+    )
+    service_name: Annotated[str, Field(min_length=1)] = Field(
+        "webhook-consumer", description="The `service.name` of the exported spans."
+    )
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _usable_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        shown_url = USERINFO.sub("//***@", value)
+        try:
+            url = URL(value)
+        except ValueError:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"expected an http:// or https:// URL, got {shown_url!r}")
+        if url.raw_user is not None or url.raw_password is not None:
+            raise ValueError(
+                "expected no credentials in the URL (the exporter reads them from "
+                f"OTEL_EXPORTER_OTLP_HEADERS), got {shown_url!r}"
+            )
+        from .otel import missing_sdk
+
+        missing = missing_sdk()
+        if missing is not None:
+            raise ValueError(
+                f"the OpenTelemetry SDK is not installed ({missing}): install "
+                "webhook-consumer[tracing], or remove tracing.otlp_endpoint"
+            )
+        return value
+
+
 class ServiceConfig(_Model):
     """The whole file."""
 
@@ -638,6 +689,9 @@ class ServiceConfig(_Model):
     reload: ReloadConfig = Field(ReloadConfig(), description="Live reload of the file.")
     admin: AdminConfig = Field(
         AdminConfig(), description="The admin port: metrics, health and the status page."
+    )
+    tracing: TracingConfig = Field(
+        TracingConfig(), description="Trace context and exported spans (OpenTelemetry)."
     )
     channels: Annotated[list[ChannelConfig], Field(min_length=1)] = Field(
         description="The receiver endpoints; at least one."

@@ -56,6 +56,9 @@ class DeadLetter(BaseModel):
     dead_lettered_at: datetime
     source: SourceRef
     sources: list[SourceRef]
+    # W3C trace context of the first record (our span for it), so a replay continues its trace.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def encode(self) -> bytes:
         return self.model_dump_json().encode("utf-8")
@@ -87,6 +90,8 @@ def for_delivery(delivery: Delivery, reason: Outcome, limit: str | None = None) 
         dead_lettered_at=datetime.now(UTC),
         source=refs[0],
         sources=refs,
+        traceparent=None if delivery.trace is None else delivery.trace.traceparent,
+        tracestate=None if delivery.trace is None else delivery.trace.state,
     )
 
 
@@ -180,8 +185,11 @@ class DeadLetterWriter:
             )
             self.submit(smaller, on_written, reducible=False)
 
+        written = self._handoff.traced(
+            on_written, letter.traceparent, letter.tracestate, letter.delivery_id, letter.channel
+        )
         self._handoff.submit(
-            lambda: self._sink.send(letter), on_written, reduced if reducible else None
+            lambda: self._sink.send(letter), written, reduced if reducible else None
         )
 
     async def close(self) -> None:

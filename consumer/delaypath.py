@@ -24,6 +24,7 @@ from .deadletter import Reason, SourceRef
 from .delivery import Delivery, Source
 from .handoff import ACKNOWLEDGED, Handoff
 from .outcome import Kind, Outcome
+from .tracecontext import parse as parse_trace
 
 DUE_HEADER = "due-ms"
 GROUP_HEADER = "group"
@@ -108,12 +109,16 @@ class DelayedDelivery(BaseModel):
     last_attempt_at: float | None
     last_error: Reason | None
     due_ms: int
+    # W3C trace context of the first record (our span for it): later attempts stay in its trace.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @classmethod
     def of(cls, delivery: Delivery, due_ms: int) -> DelayedDelivery:
         # Built from our own validated objects: skip re-validation, it is on the hot path when
         # a receiver fails and thousands of deliveries move to the delay path at once.
         error = delivery.last_error
+        trace = delivery.trace
         return cls.model_construct(
             schema_version=1,
             delivery_id=delivery.id,
@@ -138,6 +143,8 @@ class DelayedDelivery(BaseModel):
                 kind=error.kind.value, status=error.status, message=error.message
             ),
             due_ms=due_ms,
+            traceparent=None if trace is None else trace.traceparent,
+            tracestate=None if trace is None else trace.state,
         )
 
     def to_delivery(self, catalog: Catalog) -> Delivery | None:
@@ -168,6 +175,9 @@ class DelayedDelivery(BaseModel):
                 status=error.status,
                 message=error.message,
             ),
+            trace=None
+            if self.traceparent is None
+            else parse_trace(self.traceparent, self.tracestate),
         )
 
 
@@ -283,6 +293,9 @@ class DelayPath:
         record = DelayedDelivery.of(delivery, due_ms=due_ms)
         value = record.model_dump_json().encode()
         headers = headers_for(record, self._group)
+        on_written = self._handoff.traced(
+            on_written, record.traceparent, record.tracestate, delivery.id, delivery.channel.name
+        )
         fallback = None
         if self._on_unwritable is not None:
             give_up = self._on_unwritable

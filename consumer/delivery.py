@@ -13,6 +13,7 @@ import orjson
 
 from .catalog import Channel
 from .outcome import Outcome
+from .tracecontext import TraceContext
 
 # Fixed forever: changing it changes every delivery id receivers deduplicate on.
 DELIVERY_NAMESPACE: Final = uuid.UUID("6c1f3f2e-3f0e-5d8a-9a57-1d0f5b2c7e41")
@@ -85,6 +86,8 @@ class Delivery:
     first_attempt_at: float | None = None
     last_attempt_at: float | None = None
     last_error: Outcome | None = None
+    trace: TraceContext | None = None  # the trace of its (first) record, continued per request
+    span_id: str | None = None  # the span of the latest request, in its traceparent
 
     def finish(self) -> None:
         """Called once, when the delivery reached a terminal hand-off."""

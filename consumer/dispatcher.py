@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -14,8 +15,9 @@ from .catalog import Catalog, Route
 from .deadletter import DeadLetterWriter, for_record
 from .delivery import Delivery, Owner, Source, Ticket, delivery_id
 from .events import Event, Rejected, parse_event
-from .observer import NO_OBSERVER, GaveUp, Observer
+from .observer import NO_OBSERVER, GaveUp, Observer, RecordsTraced
 from .outcome import Kind, Outcome
+from .tracecontext import TraceContext, from_headers
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +87,8 @@ class Dispatcher:
     async def dispatch(self, records: Sequence[RecordLike], owner: Owner) -> None:
         """Hand every record on without waiting for its deliveries; `owner` hears of each
         record once all its deliveries reached a terminal hand-off."""
+        spans = self._observer.spans
+        started = time.time_ns() if spans else 0
         parsed = [(r, parse_event(r.value)) for r in records]
         users = {
             e.user_id
@@ -92,7 +96,13 @@ class Dispatcher:
             if isinstance(e, Event) and e.campaign_id in self._catalog.routes
         }
         # One lookup for the whole batch: many users per query.
-        found = await self._lookup(users) if users else {}
+        found: dict[str, dict[str, Any]] | None = {}
+        lookup_ns = None
+        if users:
+            asked = time.time_ns() if spans else 0
+            found = await self._lookup(users)
+            lookup_ns = (asked, time.time_ns()) if spans else None
+        traced: list[tuple[TraceContext, Source]] = []
         for record, event in parsed:
             source = Source(record.topic, record.partition, record.offset)
             if isinstance(event, Rejected):
@@ -118,8 +128,13 @@ class Dispatcher:
                 continue
             ticket = Ticket(source, len(routes), owner)
             attributes = found.get(event.user_id)
+            trace = from_headers(record.headers) if record.headers else None
+            if trace is not None and spans:
+                traced.append((trace, source))
             for route in routes:
-                self._route(route, event, attributes, source, ticket)
+                self._route(route, event, attributes, source, ticket, trace)
+        if traced:
+            self._observer.emit(RecordsTraced(tuple(traced), started, time.time_ns(), lookup_ns))
 
     async def _lookup(self, users: Iterable[str]) -> dict[str, dict[str, Any]] | None:
         """The users' attributes, or None when the store keeps failing. Any exception counts
@@ -150,6 +165,7 @@ class Dispatcher:
         attributes: dict[str, Any] | None,
         source: Source,
         ticket: Ticket,
+        trace: TraceContext | None,
     ) -> None:
         channel = route.channel
         selected = (
@@ -160,7 +176,14 @@ class Dispatcher:
         batcher = self._batchers.get(channel.name)
         if batcher is not None:
             batcher.add(
-                route, event.campaign_id, event.event_id, event.document, selected, source, ticket
+                route,
+                event.campaign_id,
+                event.event_id,
+                event.document,
+                selected,
+                source,
+                ticket,
+                trace,
             )
             return
         self._lanes[channel.name].submit(
@@ -173,6 +196,7 @@ class Dispatcher:
                 events=[event.document],
                 sources=[source],
                 tickets=[ticket],
+                trace=trace,
             )
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from aiokafka.errors import (
     RecordTooLargeError,
 )
 
-from .observer import NO_OBSERVER, HandoffChanged, Observer
+from .observer import NO_OBSERVER, HandedOff, HandoffChanged, Observer
 
 # Errors that no amount of waiting cures: the record itself cannot be written.
 UNWRITABLE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
@@ -93,6 +94,31 @@ class Handoff:
         self._work.set()
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_all())
+
+    def traced(
+        self,
+        on_written: Callable[[], None],
+        traceparent: str | None,
+        tracestate: str | None,
+        delivery_id: str | None,
+        channel: str | None,
+    ) -> Callable[[], None]:
+        """`on_written`, telling the observer how long the write took when the work is traced
+        and a hook records spans; else `on_written` itself, at no cost."""
+        if traceparent is None or not self._observer.spans:
+            return on_written
+        started = time.time_ns()
+        observer, what = self._observer, self._what
+
+        def written() -> None:
+            observer.emit(
+                HandedOff(
+                    what, traceparent, tracestate, delivery_id, channel, started, time.time_ns()
+                )
+            )
+            on_written()
+
+        return written
 
     async def _write_all(self) -> None:
         while True:

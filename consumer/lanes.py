@@ -19,6 +19,7 @@ from typing import Protocol
 
 from .breaker import Breaker, State
 from .catalog import Channel
+from .channels import ChannelControl, ChannelState
 from .concurrency import UNLIMITED, ConcurrencyGate
 from .config import RetryConfig
 from .deadletter import DeadLetterWriter, for_delivery
@@ -38,6 +39,7 @@ from .observer import (
     RetryingSoon,
 )
 from .outcome import (
+    GONE,
     Decision,
     Delay,
     Done,
@@ -47,6 +49,7 @@ from .outcome import (
     RetrySoon,
     Wait,
     decide,
+    refused,
     wait_or_expire,
 )
 from .parking import Parking
@@ -75,10 +78,13 @@ class ChannelLane:
         limiter: RateLimiter | None = None,
         breaker: Breaker | None = None,
         gate: ConcurrencyGate = UNLIMITED,
+        control: ChannelControl | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.channel = channel
+        self._control = control or ChannelState()  # the deployment's: disabled channels
+        self._disabled = self._control.disabled  # asked before every request: bound once
         self._transport = transport
         self._dead_letters = dead_letters
         self._delays = delays
@@ -121,6 +127,9 @@ class ChannelLane:
     def submit(self, delivery: Delivery) -> None:
         if delivery.orphaned():
             self._drop(delivery)
+            return
+        if self._disabled(self.channel.name) is not None:
+            self._refuse(delivery)
             return
         blocked = self.breaker.blocked_for()
         if blocked is not None:
@@ -167,12 +176,22 @@ class ChannelLane:
             self._drop(delivery)
             return
         delivery.channel = self.channel  # queued before a reload: sent as configured now
+        if self._disabled(self.channel.name) is not None:
+            self._refuse(delivery)
+            return
         if not await self.breaker.admit():
             cooldown = self._retry.circuit_breaker.cooldown_seconds
             self._wait_for_probe(delivery, self.breaker.blocked_for() or cooldown)
             return
         waited = await self._limiter.acquire()
         lease = await self._gate.acquire()
+        if self._disabled(self.channel.name) is not None:
+            # Disabled while it waited: only requests already out reach the receiver.
+            self._refuse(delivery)
+            lease.release()
+            if self.breaker.state is not State.CLOSED:
+                self.breaker.reset()  # release a probe it may hold: the channel sends nothing
+            return
         now = time.time()
         delivery.attempts += 1
         if delivery.first_attempt_at is None:
@@ -206,6 +225,8 @@ class ChannelLane:
         timeouts and connection errors count towards opening the circuit; 429 and Retry-After
         slow the whole lane down instead."""
         throttled = outcome.status == 429
+        if outcome.status == GONE:
+            self._control.gone(self.channel.name, outcome)
         self.breaker.record(failure=outcome.retryable and not throttled)
         if throttled or outcome.retry_after is not None:
             self._throttled += throttled
@@ -225,8 +246,16 @@ class ChannelLane:
     def hold_for(self) -> float | None:
         """How long a delivery arriving now waits for the circuit's next probe; None when it
         may be sent (closed, or the probe is due: workers hold arrivals during a probe)."""
+        if self._disabled(self.channel.name) is not None:
+            return None  # sent on to the lane, which dead-letters it at once
         blocked = self.breaker.blocked_for()
         return None if blocked is None else self._probe_wait(blocked)
+
+    def _refuse(self, delivery: Delivery) -> None:
+        """A disabled channel's delivery becomes a dead letter without a request."""
+        disabled = self._disabled(self.channel.name)
+        why = "channel disabled" if disabled is None else disabled.describe()
+        self._apply(delivery, refused(why))
 
     def _probe_wait(self, blocked: float) -> float:
         # Come back just after the probe goes out, spread a little so a crowd does not land

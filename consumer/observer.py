@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .delivery import Delivery
+from .delivery import Delivery, Source
 from .outcome import Limit, Outcome, Wait
+from .tracecontext import TraceContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +184,42 @@ class ConfigReloaded:
     channels: tuple[str, ...] = ()  # applied: the channels configured from now on
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelStateChanged:
+    """A channel was disabled (a 410 answer, an operator) or enabled, here or on any replica."""
+
+    channel: str
+    disabled: bool
+    by: str  # "receiver" for a 410 answer, else who ran `channels disable|enable`
+    reason: str
+    at: float  # Unix time of the change
+    status: int | None = None  # 410 when the receiver asked
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsTraced:
+    """Records carrying a trace were turned into deliveries (emitted once per fetched batch,
+    and only while a hook records spans): their consume and attribute look-up spans."""
+
+    records: tuple[tuple[TraceContext, Source], ...]
+    started_ns: int  # Unix time in nanoseconds
+    ended_ns: int
+    lookup_ns: tuple[int, int] | None  # the batch's attribute look-up, when there was one
+
+
+@dataclass(frozen=True, slots=True)
+class HandedOff:
+    """A traced delivery's hand-off became durable (only while a hook records spans)."""
+
+    what: str  # "delay" | "dead letter"
+    traceparent: str  # the record's span, as the delivery carries it
+    tracestate: str | None
+    delivery_id: str | None
+    channel: str | None
+    started_ns: int  # Unix time in nanoseconds: when it was handed to the writer
+    ended_ns: int  # when Kafka acknowledged it
+
+
 class Stage(StrEnum):
     CONFIG_LOADED = "config_loaded"  # the config validated and the catalog built
     PRODUCER_STARTED = "producer_started"  # hand-offs can be written
@@ -218,21 +255,29 @@ Details = (
     | LaneLoad
     | RedisChanged
     | ConfigReloaded
+    | ChannelStateChanged
+    | RecordsTraced
+    | HandedOff
     | Lifecycle
 )
 Hook = Callable[[Details], None]
 
 
 class Observer:
-    """Fans each transition out to its hooks, in order; with no hooks, emitting is a no-op."""
+    """Fans each transition out to its hooks, in order; with no hooks, emitting is a no-op.
 
-    __slots__ = ("_hooks",)
+    `spans` says whether a hook records spans: only then are the details that exist only for
+    spans (`RecordsTraced`, `HandedOff`) emitted at all, so tracing off costs nothing."""
+
+    __slots__ = ("_hooks", "spans")
 
     def __init__(self, hooks: Iterable[Hook] = ()) -> None:
         self._hooks: tuple[Hook, ...] = tuple(hooks)
+        self.spans = False
 
-    def add(self, hook: Hook) -> None:
+    def add(self, hook: Hook, *, spans: bool = False) -> None:
         self._hooks = (*self._hooks, hook)
+        self.spans = self.spans or spans
 
     def emit(self, details: Details) -> None:
         for hook in self._hooks:

@@ -25,9 +25,11 @@ class Kind(StrEnum):
     UNWRITABLE = "unwritable"  # too large to park on a delay topic: dead-lettered instead
     MAX_AGE = "max_age"  # retried or waited longer than retry.max_age_seconds
     ATTRIBUTES_UNAVAILABLE = "attributes_unavailable"  # the attribute store did not answer
+    CHANNEL_DISABLED = "channel_disabled"  # the channel is disabled (410 Gone, or an operator)
 
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
+GONE = 410  # the receiver says the endpoint is gone for good: the channel is disabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,10 @@ def decide(
     """
     if outcome.ok:
         return Done()
+    if outcome.status == GONE:
+        # Not sent again, and kept with the deliveries held back after it, so that one replay
+        # sends them all once the channel is enabled again.
+        return refused(f"the receiver answered 410 Gone: {outcome.message}", GONE)
     if not outcome.retryable:
         return GiveUp(outcome)
     if age >= retry.max_age:
@@ -167,6 +173,12 @@ def decide(
         # Retry-After may push the next try later, never earlier.
         return Delay(max(retry.schedule_seconds[rounds], asked))
     return GiveUp(outcome, Limit.SCHEDULE)
+
+
+def refused(why: str, status: int | None = None) -> GiveUp:
+    """A delivery to a disabled channel: a dead letter (`channel_disabled`), never a request;
+    `dlq replay --reason channel_disabled` sends it once the channel is enabled again."""
+    return GiveUp(Outcome(Kind.CHANNEL_DISABLED, retryable=False, status=status, message=why))
 
 
 def wait_or_expire(

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .channels.records import ChannelRecord
 from .config import ServiceConfig
 from .configdoc import render_configuration
 from .deadletter import DeadLetter
@@ -20,6 +21,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "webhook-payload.v1.json": WebhookPayload,
     "dead-letter.v1.json": DeadLetter,
     "config.v1.json": ServiceConfig,
+    "channel-state.v1.json": ChannelRecord,
 }
 
 

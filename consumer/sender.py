@@ -12,6 +12,7 @@ from .outcome import Kind, Outcome, from_response
 from .payload import encode_body
 from .secrets import redact
 from .signing import sign
+from .tracecontext import TRACEPARENT, TRACESTATE, new_span_id
 from .transport import Transport, TransportError, describe
 from .version import __version__
 
@@ -43,6 +44,12 @@ class Sender:
             headers.update(channel.standard_webhooks.headers(delivery.id, now_ms // 1000, body))
         if channel.authorization is not None:
             headers["Authorization"] = channel.authorization.reveal()
+        trace = delivery.trace
+        if trace is not None:  # the record's trace goes on, under a span of this request
+            delivery.span_id = new_span_id()
+            headers[TRACEPARENT] = trace.child(delivery.span_id)
+            if trace.state is not None:
+                headers[TRACESTATE] = trace.state
         return body, headers
 
     async def post(self, delivery: Delivery, body: bytes, headers: dict[str, str]) -> Outcome:

@@ -18,6 +18,7 @@ from .admin import AdminServer
 from .attributes import open_store
 from .breaker import State
 from .catalog import Catalog, Channel
+from .channels.topic import open_channel_state
 from .config import ServiceConfig
 from .deadletter import DeadLetterWriter, KafkaDeadLetterSink, for_delivery
 from .delaypath import DelayPath, KafkaDelaySink, delay_levels
@@ -99,7 +100,14 @@ async def run_service(
     _on_signal(signal.SIGINT, stop.set)
     summary = RetrySummary()
     observer = Observer([TransitionLog(debug=config.logging.level == "debug"), summary])
+    lanes: dict[str, ChannelLane] = {}
     async with AsyncExitStack() as stack:
+        if config.tracing.otlp_endpoint is not None:
+            from .hooks.tracing import TracingHook
+
+            tracing = TracingHook(config.tracing.otlp_endpoint, config.tracing.service_name)
+            observer.add(tracing, spans=True)
+            stack.push_async_callback(tracing.close)  # last out: the drain's spans go too
         # First in, last out: /metrics and the status page answer through the whole drain.
         admin: AdminServer | None = None
         metrics: PrometheusHook | None = None
@@ -120,6 +128,16 @@ async def run_service(
         await producer.start()
         stack.push_async_callback(producer.stop)
         observer.emit(Lifecycle(Stage.PRODUCER_STARTED))
+
+        def reset_circuit(name: str) -> None:  # `channels reset-circuit`, from any host
+            lane = lanes.get(name)
+            if lane is not None:
+                lane.breaker.reset()
+                log.info("circuit.reset", channel=name)
+
+        channel_state = await open_channel_state(
+            config, producer, observer, stack, reset_circuit, environ
+        )
         dead_letters = DeadLetterWriter(
             KafkaDeadLetterSink(producer, config.kafka.dead_letter_topic),
             Handoff("dead letter", observer, on_fatal=stop_on_bug),
@@ -158,9 +176,10 @@ async def run_service(
                 limiter=parts.limiter,
                 gate=parts.gate,
                 breaker=parts.breaker,
+                control=channel_state,
             )
 
-        lanes = {name: make_lane(channel) for name, channel in catalog.channels.items()}
+        lanes.update({name: make_lane(channel) for name, channel in catalog.channels.items()})
         for lane in lanes.values():
             lane.start()
 

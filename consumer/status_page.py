@@ -93,11 +93,16 @@ def _channel_row(c: ChannelStatus, now: float) -> str:
     success = "–" if c.success_rate is None else f"{c.success_rate:.1%}"
     low = c.success_rate is not None and c.success_rate < 0.99
     last = "never" if c.last_success is None else f"{_duration(now - c.last_success)} ago"
+    if c.disabled is None:
+        name, state = _e(c.name), c.circuit
+    else:
+        name = f'{_e(c.name)}<div class="disabled reason">disabled {_e(c.disabled)}</div>'
+        state = "disabled"
     return (
         f'<tr class="channel" data-channel="{_e(c.name)}">'
-        f'<td class="name">{_e(c.name)}</td>'
-        f'<td class="circuit"><span class="badge circuit-{_e(c.circuit)}">'
-        f"{_e(c.circuit.replace('_', '-'))}</span></td>"
+        f'<td class="name">{name}</td>'
+        f'<td class="circuit"><span class="badge circuit-{_e(state)}">'
+        f"{_e(state.replace('_', '-'))}</span></td>"
         f'<td class="n delivered">{c.delivered:,}</td>'
         f'<td class="n attempts">{c.attempts:,}</td>'
         f'<td class="n success{" low" if low else ""}">{success}</td>'
@@ -191,7 +196,7 @@ td.dead-letters { white-space: normal; }
 .badge { display: inline-block; padding: 1px 9px; border-radius: 10px; font-size: 12px;
   font-weight: 600; }
 .ready, .circuit-closed { color: var(--ok); background: var(--ok-bg); }
-.not-ready, .circuit-open { color: var(--bad); background: var(--bad-bg); }
+.not-ready, .circuit-open, .circuit-disabled { color: var(--bad); background: var(--bad-bg); }
 .circuit-half_open { color: var(--warn); background: var(--warn-bg); }
 .pair { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 24px; }
 footer { margin-top: 24px; font-size: 12px; }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 
 import structlog
@@ -63,6 +64,25 @@ async def ensure_topics(
                         raise RuntimeError(f"cannot create topic {name!r}: error {code} {message}")
                 log.info("topics.created", topics=[t.name for t in missing])
             await _visible(admin, [t.name for t in missing])
+    finally:
+        await admin.close()
+
+
+async def ensure_compacted(
+    config: KafkaConfig, name: str, environ: Mapping[str, str] | None = None
+) -> None:
+    """A compacted topic of one partition for a small state kept by key (replay progress,
+    channel state), created whatever `create_topics` says: it is the service's own."""
+    admin = AIOKafkaAdminClient(**client_options(config, environ))
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            topic = NewTopic(
+                name, 1, config.replication_factor, topic_configs={"cleanup.policy": "compact"}
+            )
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process was first
+                await admin.create_topics([topic])
+            await _visible(admin, [name])
     finally:
         await admin.close()
 

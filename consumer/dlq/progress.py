@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from consumer.config import ServiceConfig
 from consumer.kafkatools import client_options, stop_consumer, topic_partitions
+from consumer.topics import ensure_compacted
 
 from .filters import Filters, Request
 from .reading import letter_consumer
@@ -113,17 +111,4 @@ async def load_progress(config: ServiceConfig) -> dict[str, Progress]:
 
 
 async def ensure_progress_topic(config: ServiceConfig) -> None:
-    admin = AIOKafkaAdminClient(**client_options(config.kafka))
-    await admin.start()
-    try:
-        if progress_topic(config) not in await admin.list_topics():
-            topic = NewTopic(
-                progress_topic(config),
-                1,
-                config.kafka.replication_factor,
-                topic_configs={"cleanup.policy": "compact"},
-            )
-            with contextlib.suppress(TopicAlreadyExistsError):  # another run was first
-                await admin.create_topics([topic])
-    finally:
-        await admin.close()
+    await ensure_compacted(config.kafka, progress_topic(config))

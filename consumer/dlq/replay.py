@@ -164,6 +164,8 @@ async def _send(
             last_attempt_at=_epoch(letter.last_attempt_at),
             last_error=letter.reason,
             due_ms=int(datetime.now(UTC).timestamp() * 1000),
+            traceparent=letter.traceparent,  # the replay goes on in the record's trace
+            tracestate=letter.tracestate,
         )
         ack: asyncio.Future[Any] = await producer.send(
             target,

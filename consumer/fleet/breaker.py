@@ -143,6 +143,17 @@ class FleetBreaker:
             self._adopt(Circuit(State.CLOSED, 0, self._base, 0.0, False, 0), circuit.version + 1)
             self._write(self._store.succeeded())
 
+    def reset(self) -> None:
+        """Closed for the whole fleet (the store's `succeeded` is exactly that), and here at
+        once; the fallback too, for when Redis is away."""
+        self._fallback.reset()
+        if not self._shared():
+            return
+        self._probing_until = -math.inf
+        circuit = self._circuit
+        self._adopt(Circuit(State.CLOSED, 0, self._base, 0.0, False, 0), circuit.version + 1)
+        self._write(self._store.succeeded())
+
     def _probing(self) -> bool:
         return self._clock() < self._probing_until
 

@@ -17,6 +17,7 @@ import structlog
 from ..delivery import Delivery
 from ..observer import (
     Attempted,
+    ChannelStateChanged,
     CircuitChanged,
     Delayed,
     Delivered,
@@ -58,8 +59,18 @@ class TransitionLog:
                 log.warning("handoff.failing", what=what, error=error)
             case HandoffChanged(what, False, failed, _):
                 log.info("handoff.recovered", what=what, failed_tries=failed)
+            case ChannelStateChanged():
+                self._channel_state(details)
             case _ if self._debug:
                 self._debug_line(details)
+
+    @staticmethod
+    def _channel_state(changed: ChannelStateChanged) -> None:
+        fields = {"channel": changed.channel, "by": changed.by, "reason": changed.reason}
+        if changed.disabled:
+            log.warning("channel.disabled", **fields, status=changed.status)
+        else:
+            log.info("channel.enabled", **fields)
 
     def _debug_line(self, details: Details) -> None:
         match details:

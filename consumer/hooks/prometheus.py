@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..observer import (
     Attempted,
+    ChannelStateChanged,
     CircuitChanged,
     CommitFailed,
     Committed,
@@ -69,6 +70,7 @@ DEAD_LETTER_REASONS = (
     "unwritable",
     "max_age",
     "attributes_unavailable",
+    "channel_disabled",
 )
 CIRCUIT_STATES = ("closed", "open", "half_open")
 TOPIC_KINDS = ("input", "delay")
@@ -97,6 +99,10 @@ HELP = {
     "in_flight_requests": "HTTP requests of a channel under way now.",
     "rate_limit_wait_seconds_total": "Time deliveries spent waiting for a channel's rate limit.",
     "circuit_state": "1 for the state a channel's circuit breaker is in, 0 for the others.",
+    "channel_disabled": (
+        "1 while a channel is disabled (a 410 answer, or `webhook-consumer channels disable`): "
+        "its deliveries are dead-lettered without a request."
+    ),
     "input_lag_records": (
         "Records between the committed offset and the end of each owned input partition."
     ),
@@ -175,6 +181,7 @@ class _Channel:
         "circuit",
         "dead_lettered",
         "delivered",
+        "disabled",
         "duration",
         "in_flight",
         "last_success",
@@ -198,6 +205,7 @@ class _Channel:
         self.rate_limit_wait = 0.0
         self.last_success: float | None = None  # no sample until a first 2xx
         self.circuit = "closed"
+        self.disabled = False
 
 
 class PrometheusHook:
@@ -235,6 +243,7 @@ class PrometheusHook:
             Delivered: self._delivered,
             GaveUp: self._gave_up,
             CircuitChanged: self._circuit_changed,
+            ChannelStateChanged: self._channel_state_changed,
             Consumed: self._consumed_batch,
             Committed: self._committed,
             CommitFailed: self._commit_failed,
@@ -310,6 +319,11 @@ class PrometheusHook:
         channel = self._channels.get(details.channel)
         if channel is not None and details.state in CIRCUIT_STATES:
             channel.circuit = details.state
+
+    def _channel_state_changed(self, details: ChannelStateChanged) -> None:
+        channel = self._channels.get(details.channel)
+        if channel is not None:
+            channel.disabled = details.disabled
 
     def _consumed_batch(self, details: Consumed) -> None:
         self._consumed[details.topic_kind] += details.records
@@ -411,6 +425,7 @@ class PrometheusHook:
             for state in CIRCUIT_STATES:
                 states.add_metric([name, state], 1 if c.circuit == state else 0)
         yield states
+        yield self._per_channel(gauge("channel_disabled", ["channel"]), lambda c: c.disabled)
         lag = gauge("input_lag_records", ["partition"])
         for partition, records in sorted(self._lag.items()):
             lag.add_metric([str(partition)], records)

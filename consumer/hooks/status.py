@@ -16,6 +16,7 @@ from typing import Any
 
 from ..observer import (
     Attempted,
+    ChannelStateChanged,
     CircuitChanged,
     CommitFailed,
     Committed,
@@ -107,6 +108,7 @@ class ChannelStatus:
     in_flight: int  # now
     dead_letters: tuple[tuple[str, int], ...]  # since start, by reason
     last_success: float | None  # Unix time
+    disabled: str | None = None  # by whom, when and why; None while the channel is enabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +130,15 @@ class StatusSnapshot:
 
 
 class _ChannelBoard:
-    __slots__ = ("circuit", "dead_letters", "in_flight", "last_success", "queued", "ring")
+    __slots__ = (
+        "circuit",
+        "dead_letters",
+        "disabled",
+        "in_flight",
+        "last_success",
+        "queued",
+        "ring",
+    )
 
     def __init__(self) -> None:
         self.ring = _Ring()
@@ -137,6 +147,7 @@ class _ChannelBoard:
         self.in_flight = 0
         self.dead_letters: Counter[str] = Counter()
         self.last_success: float | None = None
+        self.disabled: str | None = None
 
     def status(self, name: str, now: int) -> ChannelStatus:
         recent = self.ring.recent(now)
@@ -156,6 +167,7 @@ class _ChannelBoard:
             in_flight=self.in_flight,
             dead_letters=tuple(sorted(self.dead_letters.items())),
             last_success=self.last_success,
+            disabled=self.disabled,
         )
 
 
@@ -193,6 +205,7 @@ class StatusBoard:
             GaveUp: self._gave_up,
             LaneLoad: self._lane_load,
             CircuitChanged: self._circuit_changed,
+            ChannelStateChanged: self._channel_state_changed,
             Consumed: self._consumed,
             Committed: self._committed,
             CommitFailed: self._commit_failed,
@@ -260,6 +273,15 @@ class StatusBoard:
         board = self._channels.get(details.channel)
         if board is not None:
             board.circuit = details.state
+
+    def _channel_state_changed(self, details: ChannelStateChanged) -> None:
+        board = self._channels.get(details.channel)
+        if board is None:
+            return
+        board.disabled = None
+        if details.disabled:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(details.at))
+            board.disabled = f"by {details.by} at {when}: {details.reason or 'no reason given'}"
 
     def _consumed(self, details: Consumed) -> None:
         kafka = self._kafka_second()

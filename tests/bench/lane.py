@@ -79,8 +79,19 @@ def hook_sets() -> dict[str, Callable[[], list[Any]]]:
         PrometheusHook(["bench"]),
         StatusBoard(["bench"]),
         Readiness(),
+        *circuit_reports(),
     ]
     return sets
+
+
+def circuit_reports() -> list[Any]:
+    """The hook reporting circuit changes to the channel-state topic, where it exists."""
+    try:
+        from consumer.channels import ChannelState
+        from consumer.channels.reports import CircuitReports
+    except ImportError:
+        return []
+    return [CircuitReports(ChannelState())]
 
 
 def deliveries(count: int, owner: Countdown) -> list[Delivery]:

@@ -32,7 +32,7 @@ def alerts() -> dict[str, dict[str, Any]]:
 
 
 def test_the_catalogue_is_well_formed() -> None:
-    assert len(catalogue()["metrics"]) == 21
+    assert len(catalogue()["metrics"]) == 22
     assert catalogue_problems(catalogue()) == []
 
 
@@ -71,6 +71,7 @@ def test_every_alert_uses_catalogued_metrics_and_labels() -> None:
         ("WebhookConsumerInputLagGrowing", "webhook_consumer_input_lag_records"),
         ("WebhookConsumerDeadLetters", "webhook_consumer_dead_letters_total"),
         ("WebhookConsumerCircuitOpen", "webhook_consumer_circuit_state"),
+        ("WebhookConsumerChannelDisabled", "webhook_consumer_channel_disabled"),
         ("WebhookConsumerChannelNoSuccess", "webhook_consumer_attempts_total"),
     ],
 )

@@ -155,3 +155,31 @@ async def test_a_successful_probe_closes_and_the_count_starts_again(
     assert breaker.state is State.CLOSED
     await fail(breaker, FAILURES - 1)
     assert breaker.state is State.CLOSED
+
+
+async def test_a_reset_closes_an_open_circuit_with_the_base_cooldown(
+    breaker: CircuitBreaker, clock: Clock, changes: list[tuple[State, float]]
+) -> None:
+    await fail(breaker, FAILURES)
+    clock.now += COOLDOWN
+    assert await breaker.admit()  # the probe
+    breaker.record(failure=True)  # fails: the cool-down doubles
+    assert breaker.blocked_for() == pytest.approx(2 * COOLDOWN)
+    breaker.reset()
+    assert breaker.state is State.CLOSED
+    assert breaker.blocked_for() is None
+    assert changes[-1] == (State.CLOSED, COOLDOWN)
+    await fail(breaker, FAILURES)  # a full count of failures is needed to open it again
+    assert breaker.blocked_for() == pytest.approx(COOLDOWN)
+
+
+async def test_a_reset_releases_whoever_waits_for_a_probe(
+    breaker: CircuitBreaker, clock: Clock
+) -> None:
+    await fail(breaker, FAILURES)
+    clock.now += COOLDOWN
+    assert await breaker.admit()  # the probe, never answered
+    waiting = asyncio.create_task(breaker.admit())
+    await asyncio.sleep(0)
+    breaker.reset()
+    assert await asyncio.wait_for(waiting, 1)

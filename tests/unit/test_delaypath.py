@@ -12,6 +12,7 @@ import pytest
 
 from consumer.catalog import Catalog
 from consumer.config import CircuitBreakerConfig, RetryConfig
+from consumer.deadletter import for_delivery
 from consumer.delaypath import (
     DUE_HEADER,
     DelayedDelivery,
@@ -29,6 +30,7 @@ from consumer.delaypath import (
 from consumer.delivery import Delivery, Source, delivery_id
 from consumer.handoff import Handoff
 from consumer.outcome import Kind, from_response
+from consumer.tracecontext import TraceContext
 
 from .fakes import Record
 
@@ -263,3 +265,22 @@ async def test_a_record_is_never_due_later_than_its_topic_delay(
     # Later than the topic's delay, it would hold back every record behind it; it comes back
     # after 300 s and waits again if it must.
     assert record.due_ms / 1000 - submitted_at <= 300 + 1
+
+
+def test_a_delayed_delivery_stays_in_its_records_trace(catalog: Catalog) -> None:
+    delivery = failed_delivery(catalog)
+    delivery.trace = TraceContext(
+        "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "01", "a=b", "1111111111111111"
+    )
+    record = DelayedDelivery.of(delivery, due_ms=1)
+    decoded = parse_delayed(record.model_dump_json().encode())
+    assert isinstance(decoded, DelayedDelivery)
+    again = decoded.to_delivery(catalog)
+    assert again is not None
+    assert again.trace is not None
+    # Our span for the record carries on; the upstream span is the consume span's business.
+    assert again.trace.traceparent == delivery.trace.traceparent
+    assert again.trace.state == "a=b"
+    assert for_delivery(delivery, from_response(404, None, "")).traceparent == (
+        delivery.trace.traceparent
+    )

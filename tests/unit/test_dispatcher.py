@@ -12,6 +12,7 @@ from consumer.attributes import MemoryAttributeStore
 from consumer.deadletter import DeadLetterWriter, MemoryDeadLetterSink
 from consumer.delivery import Source, delivery_id
 from consumer.dispatcher import Dispatcher
+from consumer.observer import Details, Observer, RecordsTraced
 from consumer.payload import encode_body
 
 from .fakes import FakeOwner, Record, RecordingLane
@@ -42,6 +43,7 @@ class World:
     lanes: dict[str, RecordingLane]
     letters: MemoryDeadLetterSink
     finished: FakeOwner
+    observer: Observer
 
     async def dispatch(self, *records: Record) -> None:
         await self.dispatcher.dispatch(records, self.finished)
@@ -87,8 +89,9 @@ async def world(channel_cfg: ChannelFactory, build_catalog: CatalogFactory) -> W
     )
     lanes = {name: RecordingLane() for name in catalog.channels}
     sink = MemoryDeadLetterSink()
-    dispatcher = Dispatcher(catalog, store, lanes, DeadLetterWriter(sink))
-    return World(dispatcher, lanes, sink, FakeOwner())
+    observer = Observer()
+    dispatcher = Dispatcher(catalog, store, lanes, DeadLetterWriter(sink), observer)
+    return World(dispatcher, lanes, sink, FakeOwner(), observer)
 
 
 async def test_one_delivery_per_channel_of_the_campaign(world: World) -> None:
@@ -207,3 +210,33 @@ async def test_flush_sends_lingering_batches_now(world: World) -> None:
     assert len(batch.events) == 2
     world.dispatcher.flush()
     assert len(world.lanes["weekly"].deliveries) == 1
+
+
+TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize("spans", [False, True])
+async def test_a_records_trace_goes_with_its_deliveries(world: World, spans: bool) -> None:
+    heard: list[Details] = []
+    world.observer.add(heard.append, spans=spans)
+    traced = Record(
+        TOPIC, 0, 7, json.dumps(event("e7", "u1")).encode(), [("traceparent", TRACEPARENT)]
+    )
+    await world.dispatch(traced, record(8, event("e8", "u2")))
+    by_event = {d.events[0]["event_id"]: d for d in world.lanes["crm"].deliveries}
+    trace = by_event["e7"].trace
+    assert trace is not None
+    assert (trace.trace_id, trace.parent_id) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+    )
+    assert world.lanes["coupon-system"].deliveries[0].trace is trace  # one span per record
+    assert by_event["e8"].trace is None
+    traced_batches = [d for d in heard if isinstance(d, RecordsTraced)]
+    if not spans:  # nobody records spans: nothing is emitted for them
+        assert traced_batches == []
+        return
+    [batch] = traced_batches
+    assert batch.records == ((trace, Source(TOPIC, 0, 7)),)
+    assert batch.lookup_ns is not None
+    assert batch.started_ns <= batch.lookup_ns[0] <= batch.lookup_ns[1] <= batch.ended_ns

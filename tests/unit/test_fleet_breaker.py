@@ -166,3 +166,21 @@ async def test_without_the_store_the_local_breaker_stands_in(changes: Changes) -
     assert store.calls == 0
     assert changes == [("r0", State.OPEN)]
     await breaker.close()
+
+
+async def test_a_reset_closes_the_circuit_for_every_replica(changes: Changes) -> None:
+    clock, switch = Clock(), Switch(count=2)
+    store, (a, b) = fleet(2, switch, clock, changes)
+    for _ in range(FAILURES):
+        await fail(a)
+    await settle(a, b)
+    assert store.state is State.OPEN
+    assert b.blocked_for() is not None
+    b.reset()  # `channels reset-circuit`, acted upon by one replica, reaches the store
+    assert b.state is State.CLOSED  # at once here
+    await settle(a, b)
+    assert store.state is State.CLOSED
+    assert a.blocked_for() is None
+    assert await a.admit()
+    for r in (a, b):
+        await r.close()

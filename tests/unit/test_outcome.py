@@ -24,6 +24,7 @@ from consumer.outcome import (
     decide,
     from_response,
     parse_retry_after,
+    refused,
     wait_or_expire,
 )
 
@@ -192,8 +193,29 @@ def test_a_redelivered_delivery_gets_one_attempt_per_round() -> None:
 
 
 def test_permanent_failure_on_the_schedule_still_gives_up_at_once() -> None:
-    outcome = from_response(410, None, "gone")
+    outcome = from_response(404, None, "not here")
     assert decide(outcome, QUICK + 1, 1, 0.0, SCHEDULE, rng()) == GiveUp(outcome)
+
+
+@pytest.mark.parametrize(("attempts", "rounds"), [(1, 0), (QUICK + 1, 1)])
+def test_gone_is_a_channel_disabled_letter_with_its_status(attempts: int, rounds: int) -> None:
+    # 410 ends the delivery like any 4xx, but under the reason of the deliveries held back
+    # after it: one `dlq replay --reason channel_disabled` sends them all.
+    decision = decide(from_response(410, None, "bye"), attempts, rounds, 0.0, SCHEDULE, rng())
+    assert decision == GiveUp(
+        Outcome(
+            Kind.CHANNEL_DISABLED,
+            retryable=False,
+            status=410,
+            message="the receiver answered 410 Gone: bye",
+        )
+    )
+
+
+def test_a_refused_delivery_names_no_status_it_never_got() -> None:
+    assert refused("channel disabled by ops") == GiveUp(
+        Outcome(Kind.CHANNEL_DISABLED, retryable=False, message="channel disabled by ops")
+    )
 
 
 def test_retry_after_pushes_the_delay_later() -> None:

@@ -18,6 +18,7 @@ from consumer.hooks import prometheus
 from consumer.hooks.prometheus import PrometheusHook, attempt_result
 from consumer.observer import (
     Attempted,
+    ChannelStateChanged,
     CircuitChanged,
     CommitFailed,
     Committed,
@@ -130,6 +131,8 @@ def every_kind_of_details(channels: dict[str, Channel]) -> list[Any]:
         GaveUp(None, None, Outcome(Kind.INVALID_EVENT, retryable=False), None),
         GaveUp("removed", None, Outcome(Kind.UNKNOWN_CHANNEL, retryable=False), None),
         CircuitChanged("push-service", "open", 5, 30.0),
+        ChannelStateChanged("push-service", True, "receiver", "410 Gone", 1_700_000_000.0, 410),
+        ChannelStateChanged("removed", True, "ops@host", "maintenance", 1_700_000_000.0),
         Committed(0.004, 3),
         CommitFailed(0.2, "RebalanceInProgressError()"),
         PartitionsOwned(frozenset({0, 1, 2}), assigned=True),
@@ -184,6 +187,8 @@ def test_the_values_follow_the_transitions(
     assert value(t, "webhook_consumer_circuit_state", channel="push-service", state="open") == 1
     assert value(t, "webhook_consumer_circuit_state", channel="push-service", state="closed") == 0
     assert value(t, "webhook_consumer_circuit_state", channel="coupon-system", state="closed") == 1
+    assert value(t, "webhook_consumer_channel_disabled", channel="push-service") == 1
+    assert value(t, "webhook_consumer_channel_disabled", channel="coupon-system") == 0
     assert value(t, "webhook_consumer_commit_duration_seconds_count") == 2
     assert value(t, "webhook_consumer_commit_failures_total") == 1
     assert value(t, "webhook_consumer_input_lag_records", partition="0") == 10

@@ -23,6 +23,7 @@ from consumer.outcome import Kind
 from consumer.secrets import Secret
 from consumer.sender import Sender
 from consumer.signing import verify
+from consumer.tracecontext import TraceContext
 from tests.transports import open_client
 
 if TYPE_CHECKING:
@@ -237,3 +238,26 @@ def test_channel_and_catalog_repr_hide_secrets(
         assert SECRET not in shown
         assert PASSWORD not in shown
         assert token not in shown
+
+
+async def test_a_traced_delivery_continues_its_trace_with_a_new_span_per_attempt(
+    channel_cfg: Any, build_catalog: Any, bare_delivery: Any, sender: Sender
+) -> None:
+    _, catalog = build_catalog([channel_cfg()])
+    delivery = bare_delivery(catalog.channels["coupon-system"])
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    delivery.trace = TraceContext(trace_id, "00f067aa0ba902b7", "01", "congo=t61rcWkgMzE")
+    spans = []
+    for _ in range(2):
+        _, headers = sender.prepare(delivery)
+        version, trace, span, flags = headers["traceparent"].split("-")
+        assert (version, trace, flags) == ("00", trace_id, "01")
+        assert span == delivery.span_id
+        assert span != "00f067aa0ba902b7"
+        assert headers["tracestate"] == "congo=t61rcWkgMzE"
+        spans.append(span)
+    assert spans[0] != spans[1]
+    delivery.trace = None
+    _, headers = sender.prepare(delivery)
+    assert "traceparent" not in headers
+    assert "tracestate" not in headers

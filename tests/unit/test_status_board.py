@@ -12,6 +12,7 @@ from consumer.delivery import Delivery
 from consumer.hooks.status import LATENCY_BOUNDS, StatusBoard, quantile
 from consumer.observer import (
     Attempted,
+    ChannelStateChanged,
     CircuitChanged,
     CommitFailed,
     Committed,
@@ -157,3 +158,13 @@ def test_quantile(q: float, counts: list[int], expected: float) -> None:
 
 def test_quantile_of_nothing_is_nan() -> None:
     assert math.isnan(quantile(0.5, [0] * (len(LATENCY_BOUNDS) + 1)))
+
+
+def test_a_disabled_channel_shows_who_when_and_why_until_enabled(coupon: Channel) -> None:
+    board = make_board(Clock())
+    board(ChannelStateChanged("coupon-system", True, "ops@host", "maintenance", 1_794_355_200.0))
+    [status] = [c for c in board.snapshot().channels if c.name == "coupon-system"]
+    assert status.disabled == "by ops@host at 2026-11-11 00:00:00 UTC: maintenance"
+    board(ChannelStateChanged("coupon-system", False, "ops@host", "back", 1_794_355_260.0))
+    [status] = [c for c in board.snapshot().channels if c.name == "coupon-system"]
+    assert status.disabled is None

@@ -99,3 +99,13 @@ def test_a_quiet_channel_shows_dashes_not_zeros() -> None:
     assert '<td class="n success">–</td>' in row.group(0)
     assert '<td class="n p50">–</td>' in row.group(0)
     assert '<td class="last-success">never</td>' in row.group(0)
+
+
+def test_a_disabled_channel_says_so_with_who_when_and_why() -> None:
+    disabled = channel("gone", disabled=f"by receiver at 2026-11-11 00:00:05 UTC: {HOSTILE}")
+    page = render(snapshot(disabled), INFO, Verdict(True, "ready"), now=1000.0)
+    row = re.search(r'<tr class="channel" data-channel="gone">.*?</tr>', page, re.S)
+    assert row is not None
+    assert '<span class="badge circuit-disabled">disabled</span>' in row.group(0)
+    assert "disabled by receiver at 2026-11-11 00:00:05 UTC: &lt;script&gt;" in row.group(0)
+    assert "<script" not in page
