@@ -183,6 +183,32 @@ class ConfigReloaded:
     channels: tuple[str, ...] = ()  # applied: the channels configured from now on
 
 
+@dataclass(frozen=True, slots=True)
+class AttributesApplied:
+    """One batch of the attributes topic reached the store (one emit per batch)."""
+
+    stored: int
+    deleted: int
+    superseded: int  # a newer value of the user was stored already
+    skipped: tuple[tuple[str, int], ...]  # (reason, records) that hold no user's attributes
+
+
+@dataclass(frozen=True, slots=True)
+class AttributesProgress:
+    """How far the attributes follower has read; about once a second."""
+
+    records: int  # read since start
+    lag: int  # records between its position and the end of the topic
+    caught_up: bool  # read to the end the topic had at start: deliveries may begin
+
+
+@dataclass(frozen=True, slots=True)
+class OccurredInFuture:
+    """An event's occurred_at was far ahead of this replica's clock; read as now for expiry."""
+
+    seconds: float  # how far ahead
+
+
 class Stage(StrEnum):
     CONFIG_LOADED = "config_loaded"  # the config validated and the catalog built
     PRODUCER_STARTED = "producer_started"  # hand-offs can be written
@@ -218,6 +244,9 @@ Details = (
     | LaneLoad
     | RedisChanged
     | ConfigReloaded
+    | AttributesApplied
+    | AttributesProgress
+    | OccurredInFuture
     | Lifecycle
 )
 Hook = Callable[[Details], None]
