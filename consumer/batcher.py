@@ -19,6 +19,7 @@ class _Pending:
     sources: list[Source] = field(default_factory=list)
     tickets: list[Ticket] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
+    expires_at: float | None = None  # the earliest of its events'
 
 
 class Batcher:
@@ -37,6 +38,7 @@ class Batcher:
         attributes: dict[str, Any] | None,
         source: Source,
         ticket: Ticket,
+        expires_at: float | None = None,
     ) -> None:
         key = (route.channel.name, campaign_id)
         entry = self._pending.get(key)
@@ -54,6 +56,9 @@ class Batcher:
             pending.user_attr.append(attributes)
         pending.sources.append(source)
         pending.tickets.append(ticket)
+        if expires_at is not None:  # the batch goes stale with its oldest event
+            held = pending.expires_at
+            pending.expires_at = expires_at if held is None else min(held, expires_at)
         if len(pending.events) >= route.channel.batch_max_users or pending.timer is None:
             self._flush(key)
 
@@ -74,6 +79,7 @@ class Batcher:
                 events=pending.events,
                 sources=pending.sources,
                 tickets=pending.tickets,
+                expires_at=pending.expires_at,
             )
         )
 

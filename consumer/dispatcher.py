@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -14,14 +15,19 @@ from .catalog import Catalog, Route
 from .deadletter import DeadLetterWriter, for_record
 from .delivery import Delivery, Owner, Source, Ticket, delivery_id
 from .events import Event, Rejected, parse_event
-from .observer import NO_OBSERVER, GaveUp, Observer
-from .outcome import Kind, Outcome
+from .observer import NO_OBSERVER, GaveUp, Observer, OccurredInFuture
+from .outcome import Kind, Outcome, deadline, expired
 
 log = structlog.get_logger(__name__)
 
 # An attribute store that fails is asked again this many times, backing off, before the
 # records of the batch are dead-lettered (reason attributes_unavailable, replayable).
 LOOKUP_ATTEMPTS = 5
+# An occurred_at further ahead of our clock than this is counted as clock skew (any time ahead
+# counts as now for expiry).
+FAR_FUTURE_SECONDS = 60.0
+# A record with this header (`dlq replay --ignore-expiry` writes it) is sent however stale.
+EXPIRY_HEADER, IGNORE_EXPIRY = "expiry", b"ignore"
 
 
 class RecordLike(Protocol):
@@ -93,6 +99,7 @@ class Dispatcher:
         }
         # One lookup for the whole batch: many users per query.
         found = await self._lookup(users) if users else {}
+        now = time.time()
         for record, event in parsed:
             source = Source(record.topic, record.partition, record.offset)
             if isinstance(event, Rejected):
@@ -118,8 +125,13 @@ class Dispatcher:
                 continue
             ticket = Ticket(source, len(routes), owner)
             attributes = found.get(event.user_id)
+            if event.occurred_at - now > FAR_FUTURE_SECONDS:
+                self._observer.emit(OccurredInFuture(event.occurred_at - now))
+            ignore_expiry = (EXPIRY_HEADER, IGNORE_EXPIRY) in record.headers
             for route in routes:
-                self._route(route, event, attributes, source, ticket)
+                limit = None if ignore_expiry else route.expire_after
+                expires_at = deadline(event.occurred_at, limit, now)
+                self._route(route, event, attributes, source, ticket, expires_at, now)
 
     async def _lookup(self, users: Iterable[str]) -> dict[str, dict[str, Any]] | None:
         """The users' attributes, or None when the store keeps failing. Any exception counts
@@ -150,6 +162,8 @@ class Dispatcher:
         attributes: dict[str, Any] | None,
         source: Source,
         ticket: Ticket,
+        expires_at: float | None,
+        now: float,
     ) -> None:
         channel = route.channel
         selected = (
@@ -158,9 +172,18 @@ class Dispatcher:
             else {key: attributes[key] for key in channel.user_attributes if key in attributes}
         )
         batcher = self._batchers.get(channel.name)
-        if batcher is not None:
+        # A stale event joins no batch (it would take the fresh ones down with it): alone,
+        # its lane dead-letters it at once.
+        if batcher is not None and expired(expires_at, now) is None:
             batcher.add(
-                route, event.campaign_id, event.event_id, event.document, selected, source, ticket
+                route,
+                event.campaign_id,
+                event.event_id,
+                event.document,
+                selected,
+                source,
+                ticket,
+                expires_at,
             )
             return
         self._lanes[channel.name].submit(
@@ -173,6 +196,7 @@ class Dispatcher:
                 events=[event.document],
                 sources=[source],
                 tickets=[ticket],
+                expires_at=expires_at,
             )
         )
 

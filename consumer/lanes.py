@@ -47,6 +47,7 @@ from .outcome import (
     RetrySoon,
     Wait,
     decide,
+    expired,
     wait_or_expire,
 )
 from .parking import Parking
@@ -122,6 +123,8 @@ class ChannelLane:
         if delivery.orphaned():
             self._drop(delivery)
             return
+        if self._expired(delivery):
+            return
         blocked = self.breaker.blocked_for()
         if blocked is not None:
             self._wait_for_probe(delivery, blocked)
@@ -166,6 +169,8 @@ class ChannelLane:
         if delivery.orphaned():
             self._drop(delivery)
             return
+        if self._expired(delivery):
+            return
         delivery.channel = self.channel  # queued before a reload: sent as configured now
         if not await self.breaker.admit():
             cooldown = self._retry.circuit_breaker.cooldown_seconds
@@ -200,6 +205,13 @@ class ChannelLane:
             delivery,
             decide(outcome, delivery.attempts, delivery.rounds, age, self._retry, self._rng),
         )
+
+    def _expired(self, delivery: Delivery) -> bool:
+        """Past its freshness limit: dead-lettered (`expired`) instead of sent or queued."""
+        stale = expired(delivery.expires_at, time.time())
+        if stale is not None:
+            self._apply(delivery, stale)
+        return stale is not None
 
     def _learn(self, outcome: Outcome) -> None:
         """What an answer says about the receiver, for every delivery of the lane: 5xx,
