@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from redis.asyncio import Redis
 
 from consumer.attributes.backends import open_backend
@@ -20,7 +21,7 @@ from consumer.attributes.store import Applied, FollowedStore, Update
 from consumer.config import ServiceConfig, parse_config
 from consumer.observer import AttributesApplied, AttributesProgress, Details, Observer
 
-from .support import create_topic, produce
+from .support import create_topic, produce, read_all, run_cli
 
 Users = Sequence[tuple[str, Mapping[str, Any] | None]]
 
@@ -345,3 +346,70 @@ def _true(predicate: Callable[[], Any]) -> Callable[[], Any]:
         return bool(predicate())
 
     return check
+
+
+async def test_attributes_publish_writes_the_file_to_the_topic(
+    bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    lines = [
+        '{"user_id": "u-1", "attributes": {"hobby": "跑步", "level": 3}}',
+        '{"user_id": "u-2", "attributes": null}',
+        "",
+        '{"user_id": "u-3"}',
+        "not json",
+        '{"user_id": "u-4", "attributes": {}}',
+    ]
+    users = tmp_path / "users.jsonl"
+    users.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    document = {
+        "kafka": {"bootstrap_servers": bootstrap, "topic_partitions": 2},
+        "attributes": {"url": f"sqlite:///{tmp_path}/a.db", "topic": topic},
+        "channels": [{"name": "unused", "url": "http://127.0.0.1:9/hooks"}],
+    }
+    config.write_text(yaml.safe_dump(document), encoding="utf-8")
+    code, out, err = await run_cli(
+        "attributes", "publish", "--config", str(config), str(users), env={}
+    )
+    assert code == 1, err  # some lines were rejected
+    assert f"published 3 users to {topic} (1 deletions), rejected 2 lines" in out
+    assert "line 4: attributes missing or not a JSON object or null" in err
+    assert "line 5: invalid JSON" in err
+    records = await read_all(bootstrap, topic)
+    assert sorted((r.key, r.value) for r in records) == [
+        (b"u-1", orjson.dumps({"hobby": "跑步", "level": 3})),
+        (b"u-2", None),
+        (b"u-4", b"{}"),
+    ]
+    described = await _topic_config(bootstrap, topic)
+    assert described["cleanup.policy"] == "compact"  # created as a table topic
+
+
+async def test_attributes_publish_without_a_topic_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    document = {
+        "attributes": {"url": f"sqlite:///{tmp_path}/a.db"},
+        "channels": [{"name": "unused", "url": "http://127.0.0.1:9/hooks"}],
+    }
+    config.write_text(yaml.safe_dump(document), encoding="utf-8")
+    users = tmp_path / "users.jsonl"
+    users.write_text('{"user_id": "u-1", "attributes": {}}\n', encoding="utf-8")
+    code, _, err = await run_cli(
+        "attributes", "publish", "--config", str(config), str(users), env={}
+    )
+    assert code == 2
+    assert f"{config}: attributes.topic: required by attributes publish, got none" in err
+
+
+async def _topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    [(_error, _message, _type, _name, entries)] = response.resources
+    return {entry[0]: entry[1] for entry in entries}
