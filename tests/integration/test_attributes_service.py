@@ -19,6 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.attributes import SqliteAttributeStore
 from consumer.receiver import Receiver
+from tests import catalogue
+from tests.catalogue import value
 
 from .support import RunningService, Setup, channel, create_topic, encoded, event, produce
 
@@ -119,6 +121,16 @@ async def test_deliveries_wait_for_the_topic_then_carry_its_latest_values(
         assert 'id="attributes-state">caught up<' in page
         _, metrics = await get(http, f"{admin}/metrics")
         assert "webhook_consumer_attributes_caught_up 1.0" in metrics
+        followed = {name for name in catalogue.metrics() if "_attribute" in name}
+        assert len(followed) == 4
+        assert followed <= catalogue.exported_metrics(metrics)
+        records = "webhook_consumer_attribute_records_total"
+        counted = {r: value(metrics, records, result=r) for r in ("stored", "deleted")}
+        counted["superseded"] = value(metrics, records, result="superseded")
+        # Every record read is counted once; how many were superseded within a batch (u-7's
+        # first two, u-9's value) depends on how the fetches cut the topic.
+        assert sum(v or 0 for v in counted.values()) == len(users) + len(updates)
+        assert counted["deleted"] == 1
 
         # u-40's attributes are cached now (30 s). An update must reach its next delivery.
         await produce(
