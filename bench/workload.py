@@ -88,6 +88,9 @@ class ServiceSetup:
     channel_options: dict[str, Any] = field(default_factory=dict)
     retry: dict[str, Any] = field(default_factory=dict)
     kafka: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] | None = None  # default: SQLite at `db`
+    admin: dict[str, Any] | None = None  # default: the service's (port 9108)
+    log_level: str = "warning"
 
     @property
     def group(self) -> str:
@@ -107,10 +110,11 @@ class ServiceSetup:
                 "retry_topic_prefix": f"{self.group}-retry",
                 **self.kafka,
             },
-            "attributes": {"backend": "sqlite", "url": f"sqlite:///{self.db}"},
+            "attributes": self.attributes or {"backend": "sqlite", "url": f"sqlite:///{self.db}"},
             "allowed_networks": ["127.0.0.0/8"],
             "retry": self.retry,
-            "logging": {"level": "warning", "format": "json"},
+            "logging": {"level": self.log_level, "format": "json"},
+            **({"admin": self.admin} if self.admin else {}),
             "channels": [
                 {
                     "name": ch,

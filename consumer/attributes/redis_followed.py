@@ -57,7 +57,7 @@ for k = 1, users do
   end
   if newer then
     local version = tag .. ':' .. part .. ':' .. offset .. ':' .. ms
-    redis.call('DEL', key)
+    redis.call('DEL', key)  -- replaced, not merged into (an imported user has no version)
     if count < 0 then
       redis.call('HSET', key, VERSION, version)
       deleted = deleted + 1
@@ -65,9 +65,10 @@ for k = 1, users do
       redis.call('HSET', key, VERSION, version, EMPTY, '')
       stored = stored + 1
     else
-      redis.call('HSET', key, VERSION, version)
       local last = i + 2 * count - 1
-      for j = i, last, 200 do  -- unpack stays far below Lua's stack limit
+      -- The version with the first fields; unpack stays far below Lua's stack limit.
+      redis.call('HSET', key, VERSION, version, unpack(ARGV, i, math.min(i + 199, last)))
+      for j = i + 200, last, 200 do
         redis.call('HSET', key, unpack(ARGV, j, math.min(j + 199, last)))
       end
       stored = stored + 1
