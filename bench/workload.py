@@ -89,7 +89,8 @@ class ServiceSetup:
     retry: dict[str, Any] = field(default_factory=dict)
     kafka: dict[str, Any] = field(default_factory=dict)
     attributes: dict[str, Any] | None = None  # default: SQLite at `db`
-    admin: dict[str, Any] | None = None  # default: the service's (port 9108)
+    # Default: any free port on loopback; 9108 may be another service's on a shared machine.
+    admin: dict[str, Any] | None = None
     log_level: str = "warning"
 
     @property
@@ -114,7 +115,7 @@ class ServiceSetup:
             "allowed_networks": ["127.0.0.0/8"],
             "retry": self.retry,
             "logging": {"level": self.log_level, "format": "json"},
-            **({"admin": self.admin} if self.admin else {}),
+            "admin": self.admin or {"host": "127.0.0.1", "port": 0},
             "channels": [
                 {
                     "name": ch,
