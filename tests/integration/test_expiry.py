@@ -5,8 +5,6 @@ replay` skips expired letters unless told `--ignore-expiry`."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +26,7 @@ from .support import (
     event,
     produce,
     read_all,
+    run_cli,
     wait_record_count,
     write_config,
 )
@@ -110,11 +109,11 @@ async def test_a_delivery_gone_stale_on_the_delay_path_is_not_sent_again_unless_
     config_file = write_config(setup, tmp_path)
     receiver.answer("r", default=503)
     await create_topic(bootstrap, setup.topic, 3)
-    events = [event("c", f"u-{i}") for i in range(10)]
-    ids = {delivery_id("r", [e["event_id"]]) for e in events}
     service = RunningService(setup.config(), setup.environ)
     try:
         await ready(await service.admin_url())
+        events = [event("c", f"u-{i}") for i in range(10)]  # occurred now, once it is ready
+        ids = {delivery_id("r", [e["event_id"]]) for e in events}
         await produce(bootstrap, setup.topic, encoded(events))
         assert await wait_record_count(bootstrap, setup.dead_letter_topic, 10, within=60)
         # Both quick attempts come within a second of the event (backoff up to 200 ms), well
@@ -142,19 +141,7 @@ async def test_a_delivery_gone_stale_on_the_delay_path_is_not_sent_again_unless_
 
 
 async def _replay(config: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer",
-        "dlq",
-        "replay",
-        *args,
-        "--config",
-        str(config),
-        env={**os.environ, **env, "COLUMNS": "200"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    code, out, err = await run_cli(
+        "dlq", "replay", *args, "--config", str(config), env={**env, "COLUMNS": "200"}
     )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
+    return code, out + err
