@@ -28,11 +28,11 @@ from consumer.attributes.versions import newest_per_user, topic_tag
 # Users per script call: one round trip each, and Redis is busy with one call at a time, so
 # a call stays a few milliseconds.
 _USERS_PER_CALL: Final = 500
-_DELETE: Final = -1  # in place of a field count: a tombstone
 
-# KEYS: the users' hashes, then the positions hash. ARGV: the topic tag; per user its
-# partition, offset, timestamp and field count (-1: delete), then that many name/value pairs;
-# then partition/next-offset pairs. Returns {stored, deleted}. The comparison is versions.newer.
+# KEYS: the users' hashes, then the positions hash. ARGV: the version and empty-user field
+# names, the topic tag; per user its partition, offset, timestamp and its fields as one JSON
+# list [name, value, ...] (each value already its JSON text; null: delete the user); then
+# partition/next-offset pairs. Returns {stored, deleted}. The comparison is versions.newer.
 _APPLY: Final = """
 local VERSION, EMPTY = ARGV[1], ARGV[2]
 local tag = ARGV[3]
@@ -41,7 +41,7 @@ local i = 4
 local stored, deleted = 0, 0
 for k = 1, users do
   local key = KEYS[k]
-  local part, offset, ms, count = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local part, offset, ms, fields = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
   local newer = true
   local held = redis.call('HGET', key, VERSION)
@@ -58,24 +58,23 @@ for k = 1, users do
   if newer then
     local version = tag .. ':' .. part .. ':' .. offset .. ':' .. ms
     redis.call('DEL', key)  -- replaced, not merged into (an imported user has no version)
-    if count < 0 then
+    if fields == 'null' then
       redis.call('HSET', key, VERSION, version)
       deleted = deleted + 1
-    elseif count == 0 then
-      redis.call('HSET', key, VERSION, version, EMPTY, '')
-      stored = stored + 1
     else
-      local last = i + 2 * count - 1
-      -- The version with the first fields; unpack stays far below Lua's stack limit.
-      redis.call('HSET', key, VERSION, version, unpack(ARGV, i, math.min(i + 199, last)))
-      for j = i + 200, last, 200 do
-        redis.call('HSET', key, unpack(ARGV, j, math.min(j + 199, last)))
+      local pairs = cjson.decode(fields)
+      local last = #pairs
+      if last == 0 then
+        redis.call('HSET', key, VERSION, version, EMPTY, '')
+      else
+        -- The version with the first fields; unpack stays far below Lua's stack limit.
+        redis.call('HSET', key, VERSION, version, unpack(pairs, 1, math.min(200, last)))
+        for j = 201, last, 200 do
+          redis.call('HSET', key, unpack(pairs, j, math.min(j + 199, last)))
+        end
       end
       stored = stored + 1
     end
-  end
-  if count > 0 then
-    i = i + 2 * count
   end
 end
 local positions = KEYS[users + 1]
@@ -132,14 +131,19 @@ class FollowedRedisStore(RedisAttributeStore):
 def _arguments(tag: str, updates: list[Update]) -> tuple[list[str], list[EncodableT]]:
     args: list[EncodableT] = [VERSION_FIELD, EMPTY_FIELD, tag]
     for update in updates:
-        args += [update.partition, update.offset, update.timestamp_ms]
-        if update.attributes is None:
-            args.append(_DELETE)
-            continue
-        args.append(len(update.attributes))
-        for name, value in update.attributes.items():
-            args += [name, orjson.dumps(value)]
+        args += [update.partition, update.offset, update.timestamp_ms, _fields(update)]
     return [u.user_id for u in updates], args
+
+
+def _fields(update: Update) -> bytes:
+    """The user's fields as one argument, `[name, value, ...]` with each value its JSON text
+    (one argument a user, not two a field: packing them is most of the client's work)."""
+    if update.attributes is None:
+        return b"null"
+    flat: list[str] = []
+    for name, value in update.attributes.items():
+        flat += [name, orjson.dumps(value).decode()]
+    return orjson.dumps(flat)
 
 
 def _flat(positions: Mapping[int, int]) -> list[EncodableT]:
