@@ -87,7 +87,7 @@ class AttributeFollower:
         self._assigned: list[TopicPartition] = []
         self._targets: dict[TopicPartition, int] = {}  # the ends at start, until reached
         self._records = 0  # read since start
-        self._reported: OrderedDict[bytes | None, None] = OrderedDict()
+        self._reported: OrderedDict[int, None] = OrderedDict()  # hashes of keys logged
         self._failing = False
         self._told = clock()  # when progress was last told
 
@@ -226,10 +226,11 @@ class AttributeFollower:
         """Logged once per key (of the last few thousand): a producer that keeps writing one
         bad user costs one line, not one per record."""
         key = record.key
-        if key in self._reported:
-            self._reported.move_to_end(key)
+        seen = hash(key)  # not the key: a hostile one may be megabytes long
+        if seen in self._reported:
+            self._reported.move_to_end(seen)
             return
-        self._reported[key] = None
+        self._reported[seen] = None
         if len(self._reported) > _REPORTED_KEYS:
             self._reported.popitem(last=False)
         log.warning(
