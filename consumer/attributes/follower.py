@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from consumer.attributes.records import Skip, decode, shown_key
 from consumer.attributes.store import AttributesUnavailable, FollowedStore, Update
@@ -133,7 +134,7 @@ class AttributeFollower:
         while True:
             try:
                 return sorted(await self._partitions())
-            except LookupError as exc:
+            except (LookupError, KafkaError) as exc:  # not created yet, or Kafka away
                 if not said:
                     said = True
                     log.warning("attributes.topic_missing", topic=self.topic, error=str(exc))
