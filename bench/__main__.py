@@ -1,6 +1,7 @@
 """`make bench`: the service beside its ceilings and the peers users would deploy instead.
 
-    python -m bench [--quick] [--only S1,S3] [--profile]
+    python -m bench [--quick] [--only S1/1w,S3] [--profile]
+    python -m bench --only S7a,S7b,S7c,S7d,S7e     # the attributes topic alone
 
 Needs a Kafka broker ($KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092), Go (the receiver),
 Java 17 and Maven (the Kafka Connect peer). Writes bench/results/<timestamp>.json and .png and
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import report, scenarios
+from . import enrichment, report, scenarios
 from .context import QUICK, Bench, Sizes, receiver_for_bench
 from .kafka import create_topic, delete_topics, preload
 from .measure import Hook, nothing
@@ -33,6 +34,12 @@ from .workload import events, write_attributes
 Scenario = Callable[[Bench], Awaitable[scenarios.Result]]
 # Run only when named in --only: variants for whoever tunes the service.
 EXTRA = {"S1/1w-f500", "S4-f500"}
+# The pre-loaded topics each scenario reads; a scenario not listed needs none.
+NEEDS = {
+    "main": {"S0b", "S1/1w", "S1/2w", "S1/1w-f500", "S2", "S7c"},
+    "mid": {"S4", "S4-f500", "S6a", "S6b"},
+    "small": {"S5"},
+}
 
 
 def _scenarios(profile: bool) -> dict[str, Scenario]:
@@ -56,6 +63,11 @@ def _scenarios(profile: bool) -> dict[str, Scenario]:
         "S5": scenarios.s5_naive,
         "S6a": connect.scenario,
         "S6b": quix.scenario,
+        "S7a": lambda b: enrichment.catch_up(b, "sqlite"),
+        "S7b": lambda b: enrichment.catch_up(b, "redis"),
+        "S7c": enrichment.beside_s1,
+        "S7d": lambda b: enrichment.visibility(b, "sqlite"),
+        "S7e": lambda b: enrichment.visibility(b, "redis"),
     }
 
 
@@ -94,6 +106,8 @@ async def main(args: argparse.Namespace) -> int:
     try:
         await write_attributes(bench.db)
         for size in ("main", "mid", "small"):
+            if not NEEDS[size] & set(wanted):
+                continue  # `--only` left out every scenario that reads it
             topic = bench.topic(size)
             await create_topic(bootstrap, topic.name, sizes.partitions)
             setup[f"preload_{topic.records}_seconds"] = round(

@@ -22,6 +22,10 @@ class Sizes:
     paced_rates: tuple[int, ...] = (500, 2000)
     idle_seconds: float = 10.0  # S3: the service's CPU with nothing to do
     timeout: float = 900.0  # per consumer run
+    attribute_users: int = 1_000_000  # S7a, S7b: the attributes topic a replica catches up on
+    attribute_updates: int = 200_000  # S7c: a burst of updates beside S1
+    visibility_rate: int = 1_000  # S7d, S7e: updates per second
+    visibility_seconds: float = 30.0
 
 
 QUICK = Sizes(
@@ -33,6 +37,9 @@ QUICK = Sizes(
     paced_rates=(200, 500),
     idle_seconds=3.0,
     timeout=180.0,
+    attribute_users=50_000,
+    attribute_updates=20_000,
+    visibility_seconds=10.0,
 )
 
 HANG, FAIL = "hang", "fail"  # S4's unhealthy channels: never answers, answers 503

@@ -178,6 +178,8 @@ def print_table(document: dict[str, Any]) -> None:
                 f"hang {f['hang_requests']} req, 503 {f['fail_requests']} req, "
                 f"delayed {f['delay_records']}, commit {f['window_seconds']} s"
             )
+        if f.get("summary"):
+            notes.append(f["summary"])
         if f.get("complete") is False:
             notes.append("INCOMPLETE")
         table.add_row(

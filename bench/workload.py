@@ -89,6 +89,10 @@ class ServiceSetup:
     retry: dict[str, Any] = field(default_factory=dict)
     kafka: dict[str, Any] = field(default_factory=dict)
     http_client: str | None = None  # http.client; None: the config's default
+    attributes: dict[str, Any] | None = None  # default: SQLite at `db`
+    # Default: any free port on loopback; 9108 may be another service's on a shared machine.
+    admin: dict[str, Any] | None = None
+    log_level: str = "warning"
 
     @property
     def group(self) -> str:
@@ -108,11 +112,12 @@ class ServiceSetup:
                 "retry_topic_prefix": f"{self.group}-retry",
                 **self.kafka,
             },
-            "attributes": {"backend": "sqlite", "url": f"sqlite:///{self.db}"},
+            "attributes": self.attributes or {"backend": "sqlite", "url": f"sqlite:///{self.db}"},
             "allowed_networks": ["127.0.0.0/8"],
             **({"http": {"client": self.http_client}} if self.http_client else {}),
             "retry": self.retry,
-            "logging": {"level": "warning", "format": "json"},
+            "logging": {"level": self.log_level, "format": "json"},
+            "admin": self.admin or {"host": "127.0.0.1", "port": 0},
             "channels": [
                 {
                     "name": ch,

@@ -21,6 +21,7 @@ class _Pending:
     tickets: list[Ticket] = field(default_factory=list)
     trace: TraceContext | None = None  # the first traced record's: one request, one parent
     timer: asyncio.TimerHandle | None = None
+    expires_at: float | None = None  # the earliest of its events'
 
 
 class Batcher:
@@ -40,6 +41,7 @@ class Batcher:
         source: Source,
         ticket: Ticket,
         trace: TraceContext | None = None,
+        expires_at: float | None = None,
     ) -> None:
         key = (route.channel.name, campaign_id)
         entry = self._pending.get(key)
@@ -59,6 +61,9 @@ class Batcher:
         pending.tickets.append(ticket)
         if pending.trace is None:
             pending.trace = trace
+        if expires_at is not None:  # the batch goes stale with its oldest event
+            held = pending.expires_at
+            pending.expires_at = expires_at if held is None else min(held, expires_at)
         if len(pending.events) >= route.channel.batch_max_users or pending.timer is None:
             self._flush(key)
 
@@ -80,6 +85,7 @@ class Batcher:
                 sources=pending.sources,
                 tickets=pending.tickets,
                 trace=pending.trace,
+                expires_at=pending.expires_at,
             )
         )
 

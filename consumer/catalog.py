@@ -49,6 +49,12 @@ class Route:
 
     channel: Channel
     template_param: Mapping[str, Any]
+    expire_after: float | None = None  # seconds: the shorter of the campaign's and channel's
+
+
+def expire_after(*limits: float | None) -> float | None:
+    """The limit in force: the shortest of those set, None when none is."""
+    return min((limit for limit in limits if limit is not None), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,7 @@ class Catalog:
         channels = {
             ch.name: _channel(ch, env, config.tls.ca_bundle, trusting) for ch in config.channels
         }
+        limits = {ch.name: ch.expire_after_seconds for ch in config.channels}
         routes = {
             campaign.id: tuple(
                 Route(
@@ -77,6 +84,7 @@ class Catalog:
                     template_param={
                         key: campaign.template_params[key] for key in channels[name].template_keys
                     },
+                    expire_after=expire_after(campaign.expire_after_seconds, limits[name]),
                 )
                 for name in campaign.channels
             )

@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
         "--rate", type=_positive_int, help="send at most this many letters a second"
     )
     replay.add_argument("--dry-run", action="store_true", help="list, send nothing")
+    replay.add_argument(
+        "--ignore-expiry",
+        action="store_true",
+        help="send letters past their campaign's expire_after_seconds too (skipped otherwise)",
+    )
     channels = commands.add_parser(
         "channels", help="list channels; disable, enable, or reset the circuit of one"
     )
@@ -99,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     importer = attr_commands.add_parser("import", help="load JSON lines of user attributes")
     _config_options(importer)
     importer.add_argument("file", type=Path)
+    publisher = attr_commands.add_parser(
+        "publish", help="write JSON lines of user attributes to attributes.topic"
+    )
+    _config_options(publisher)
+    publisher.add_argument("file", type=Path)
     demo = commands.add_parser("demo", help="run everything locally and show verified webhooks")
     demo.add_argument(
         "--bootstrap-servers",
@@ -256,6 +266,8 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
     if args.command == "channels":
         return asyncio.run(_channels(config, args))
     if args.command == "attributes":
+        if args.attr_command == "publish":
+            return asyncio.run(_publish_attributes(config, args.file, args.config))
         return asyncio.run(_import_attributes(config, args.file))
     raise AssertionError(args.command)
 
@@ -409,6 +421,24 @@ async def _import_attributes(config: ServiceConfig, file: Path) -> int:
     finally:
         await store.close()
     print(f"imported {report.imported} users, rejected {report.rejected} lines")
+    for example in report.examples:
+        print(f"  {example}", file=sys.stderr)
+    return EXIT_OK if report.rejected == 0 else EXIT_FAILURE
+
+
+async def _publish_attributes(config: ServiceConfig, file: Path, source: str) -> int:
+    from .attributes.publisher import publish_jsonl
+
+    if config.attributes.topic is None:
+        raise ConfigError(source, ["attributes.topic: required by attributes publish, got none"])
+    if not file.is_file():  # noqa: ASYNC240 - one stat before any work starts
+        print(f"{file}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    report = await publish_jsonl(config, file, progress=True)
+    print(
+        f"published {report.published} users to {config.attributes.topic} "
+        f"({report.deleted} deletions), rejected {report.rejected} lines"
+    )
     for example in report.examples:
         print(f"  {example}", file=sys.stderr)
     return EXIT_OK if report.rejected == 0 else EXIT_FAILURE

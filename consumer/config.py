@@ -298,6 +298,16 @@ class AttributesConfig(_Model):
         description="rediss://: PEM file of the CAs to trust instead of the system's; "
         "certificates are always verified.",
     )
+    topic: TopicName | None = Field(
+        None,
+        description="A compacted topic keyed by user id whose value is the user's whole "
+        "attribute object (JSON; null deletes the user). `run` keeps the store current from "
+        "it, and delivers nothing until it has read it to the end it had at start.",
+    )
+    max_value_bytes: PositiveInt = Field(
+        65_536,
+        description="topic: a record whose value is larger is skipped (and counted).",
+    )
 
     @field_validator("url")
     @classmethod
@@ -542,6 +552,12 @@ class ChannelConfig(_Model):
     standard_webhooks: StandardWebhooksConfig | None = Field(
         None, description="Also send Standard Webhooks signature headers."
     )
+    expire_after_seconds: PositiveFloat | None = Field(
+        None,
+        description="A delivery whose oldest event occurred longer ago than this is not sent "
+        "(dead letter `expired`); applies to every campaign of the channel, whose own limit "
+        "wins when shorter.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -579,6 +595,12 @@ class CampaignConfig(_Model):
         {},
         description="A value for every template parameter its channels declare, of the "
         "declared type.",
+    )
+    expire_after_seconds: PositiveFloat | None = Field(
+        None,
+        description="A delivery whose oldest event's occurred_at is longer ago than this when "
+        "it would be sent is not sent: it becomes a dead letter `expired`. A channel's own "
+        "limit wins when shorter. Default: no limit.",
     )
 
 

@@ -30,6 +30,7 @@ DUE_HEADER = "due-ms"
 GROUP_HEADER = "group"
 CHANNEL_HEADER = "channel"
 CREATED_HEADER = "created-ms"
+EXPIRES_HEADER = "expires-ms"
 
 _LADDER_RATIO = 4.0  # each wait level is this many times the one below
 _NEAR = 1.5  # a ladder level this close to a schedule delay adds nothing
@@ -105,6 +106,7 @@ class DelayedDelivery(BaseModel):
     rounds: int
     parks: int = 0
     created_at: float | None = None  # absent in records written before max_age existed
+    expires_at: float | None = None  # Unix time it stops being worth sending; None: never
     first_attempt_at: float | None
     last_attempt_at: float | None
     last_error: Reason | None
@@ -135,6 +137,7 @@ class DelayedDelivery(BaseModel):
             rounds=delivery.rounds,
             parks=delivery.parks,
             created_at=delivery.created_at,
+            expires_at=delivery.expires_at,
             first_attempt_at=delivery.first_attempt_at,
             last_attempt_at=delivery.last_attempt_at,
             last_error=None
@@ -165,6 +168,7 @@ class DelayedDelivery(BaseModel):
             rounds=self.rounds,
             parks=self.parks,
             created_at=self.created_at or self.first_attempt_at or time.time(),
+            expires_at=self.expires_at,
             first_attempt_at=self.first_attempt_at,
             last_attempt_at=self.last_attempt_at,
             last_error=None
@@ -243,7 +247,7 @@ class KafkaDelaySink:
 
 def headers_for(record: DelayedDelivery, group: str) -> list[tuple[str, bytes]]:
     """What the listener and the redelivery read without decoding the value: when it is due,
-    whose it is, for which channel, and how old the delivery is."""
+    whose it is, for which channel, how old the delivery is and when it goes stale."""
     headers = [
         (DUE_HEADER, str(record.due_ms).encode()),
         (GROUP_HEADER, group.encode()),
@@ -251,6 +255,8 @@ def headers_for(record: DelayedDelivery, group: str) -> list[tuple[str, bytes]]:
     ]
     if record.created_at is not None:
         headers.append((CREATED_HEADER, str(int(record.created_at * 1000)).encode()))
+    if record.expires_at is not None:
+        headers.append((EXPIRES_HEADER, str(int(record.expires_at * 1000)).encode()))
     return headers
 
 

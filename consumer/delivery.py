@@ -83,6 +83,7 @@ class Delivery:
     rounds: int = 0  # delays of the retry schedule used so far (failed attempts only)
     parks: int = 0  # times parked on the delay path because its lane was full
     created_at: float = field(default_factory=time.time)  # for retry.max_age_seconds
+    expires_at: float | None = None  # Unix time it stops being worth sending; None: never
     first_attempt_at: float | None = None
     last_attempt_at: float | None = None
     last_error: Outcome | None = None

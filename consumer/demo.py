@@ -1,5 +1,8 @@
 """`webhook-consumer demo`: sample config, attributes, a verifying receiver and events, end to end.
 
+The users' attributes are published to an attributes topic, as upstream would; the service
+follows it into its store before it delivers.
+
 Needs only a running Kafka broker; everything else lives in a temporary folder and fresh topics,
 so the demo can run again and again against the same broker.
 """
@@ -19,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 
-from .attributes import open_store
+from .attributes.publisher import publish_jsonl
 from .attributes.urls import shown_url
 from .config import KafkaConfig, parse_config
 from .kafkatools import client_options
@@ -48,6 +51,7 @@ def demo_config(
         if redis_url is None
         else {"backend": "redis", "url": redis_url, "key_prefix": f"{DEMO_KEY_PREFIX}{suffix}:"}
     )
+    attributes["topic"] = f"demo-user-attributes-{suffix}"  # the store is kept from it
     return {
         "kafka": {
             "bootstrap_servers": bootstrap,
@@ -161,11 +165,19 @@ async def run_demo(bootstrap: str, event_count: int, redis_url: str | None = Non
                 demo_config(bootstrap, receiver, Path(tmp), suffix, redis_url), "demo", environ
             )
             console.print(f"receiver listening on 127.0.0.1:{receiver.port}; Kafka at {bootstrap}")
-            store = open_store(config.attributes)
-            await store.put_many(list(USERS.items()))
-            await store.close()
+            users = Path(tmp) / "users.jsonl"
+            users.write_bytes(
+                b"".join(
+                    orjson.dumps({"user_id": user, "attributes": attributes}) + b"\n"
+                    for user, attributes in USERS.items()
+                )
+            )
+            published = await publish_jsonl(config, users, progress=False)
             where = "SQLite" if redis_url is None else f"Redis at {shown_url(redis_url)}"
-            console.print(f"imported attributes of {len(USERS)} users into {where}")
+            console.print(
+                f"published attributes of {published.published} users to "
+                f"{config.attributes.topic}; the service keeps them in {where}"
+            )
             await ensure_topics(config.kafka)
             events = sample_events(event_count)
             await _publish(config.kafka, events)
@@ -193,12 +205,15 @@ async def run_demo(bootstrap: str, event_count: int, redis_url: str | None = Non
 
 
 async def _drop_demo_users(redis_url: str, key_prefix: str) -> None:
-    """Leave a shared Redis as it was: the store has no delete, the demo talks to Redis."""
+    """Leave a shared Redis as it was: every key under this run's own prefix (the users and
+    how far the topic was read) goes."""
     from redis.asyncio import Redis
 
     client = Redis.from_url(redis_url)
     try:
-        await client.delete(*(key_prefix + user for user in USERS))
+        keys = [key async for key in client.scan_iter(match=f"{key_prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
     finally:
         await client.aclose()
 

@@ -15,8 +15,8 @@ from .catalog import Catalog, Route
 from .deadletter import DeadLetterWriter, for_record
 from .delivery import Delivery, Owner, Source, Ticket, delivery_id
 from .events import Event, Rejected, parse_event
-from .observer import NO_OBSERVER, GaveUp, Observer, RecordsTraced
-from .outcome import Kind, Outcome
+from .observer import NO_OBSERVER, GaveUp, Observer, OccurredInFuture, RecordsTraced
+from .outcome import Kind, Outcome, deadline, expired
 from .tracecontext import TraceContext, from_headers
 
 log = structlog.get_logger(__name__)
@@ -24,6 +24,11 @@ log = structlog.get_logger(__name__)
 # An attribute store that fails is asked again this many times, backing off, before the
 # records of the batch are dead-lettered (reason attributes_unavailable, replayable).
 LOOKUP_ATTEMPTS = 5
+# An occurred_at further ahead of our clock than this is counted as clock skew (any time ahead
+# counts as now for expiry).
+FAR_FUTURE_SECONDS = 60.0
+# A record with this header (`dlq replay --ignore-expiry` writes it) is sent however stale.
+EXPIRY_HEADER, IGNORE_EXPIRY = "expiry", b"ignore"
 
 
 class RecordLike(Protocol):
@@ -103,6 +108,7 @@ class Dispatcher:
             found = await self._lookup(users)
             lookup_ns = (asked, time.time_ns()) if spans else None
         traced: list[tuple[TraceContext, Source]] = []
+        now = time.time()
         for record, event in parsed:
             source = Source(record.topic, record.partition, record.offset)
             if isinstance(event, Rejected):
@@ -128,11 +134,16 @@ class Dispatcher:
                 continue
             ticket = Ticket(source, len(routes), owner)
             attributes = found.get(event.user_id)
+            if event.occurred_at - now > FAR_FUTURE_SECONDS:
+                self._observer.emit(OccurredInFuture(event.occurred_at - now))
             trace = from_headers(record.headers) if record.headers else None
             if trace is not None and spans:
                 traced.append((trace, source))
+            ignore_expiry = (EXPIRY_HEADER, IGNORE_EXPIRY) in record.headers
             for route in routes:
-                self._route(route, event, attributes, source, ticket, trace)
+                limit = None if ignore_expiry else route.expire_after
+                expires_at = deadline(event.occurred_at, limit, now)
+                self._route(route, event, attributes, source, ticket, trace, expires_at, now)
         if traced:
             self._observer.emit(RecordsTraced(tuple(traced), started, time.time_ns(), lookup_ns))
 
@@ -166,6 +177,8 @@ class Dispatcher:
         source: Source,
         ticket: Ticket,
         trace: TraceContext | None,
+        expires_at: float | None,
+        now: float,
     ) -> None:
         channel = route.channel
         selected = (
@@ -174,7 +187,9 @@ class Dispatcher:
             else {key: attributes[key] for key in channel.user_attributes if key in attributes}
         )
         batcher = self._batchers.get(channel.name)
-        if batcher is not None:
+        # A stale event joins no batch (it would take the fresh ones down with it): alone,
+        # its lane dead-letters it at once.
+        if batcher is not None and expired(expires_at, now) is None:
             batcher.add(
                 route,
                 event.campaign_id,
@@ -184,6 +199,7 @@ class Dispatcher:
                 source,
                 ticket,
                 trace,
+                expires_at,
             )
             return
         self._lanes[channel.name].submit(
@@ -197,6 +213,7 @@ class Dispatcher:
                 sources=[source],
                 tickets=[ticket],
                 trace=trace,
+                expires_at=expires_at,
             )
         )
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 # Far beyond any real event, and far below what the dead-letter and delay-path encoders can
 # write (pydantic stops at about 250 levels): a deeper record could never be handed off.
@@ -45,6 +45,7 @@ class Event:
     user_id: str
     campaign_id: str
     document: dict[str, Any]
+    occurred_at: float = 0.0  # Unix seconds; a time without a zone is read as UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +63,7 @@ def parse_event(value: bytes | None) -> Event | Rejected:
         document = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return Rejected(f"not valid UTF-8 JSON: {exc}", None)
-    # Nesting needs an opening bracket per level: counting them (in C) spares the walk for
-    # every ordinary event.
-    if value.count(b"{") + value.count(b"[") > MAX_DEPTH and _deeper_than(document, MAX_DEPTH):
+    if too_deep(value, document):
         # Kept as the raw value: the parsed form is what could not be written.
         return Rejected(f"nested more than {MAX_DEPTH} levels deep", None)
     if not isinstance(document, dict):
@@ -77,7 +76,35 @@ def parse_event(value: bytes | None) -> Event | Rejected:
             for e in exc.errors(include_url=False)
         )
         return Rejected(f"does not match threshold-event.v1: {problems}", document)
-    return Event(event.event_id, event.user_id, event.campaign_id, document)
+    return Event(
+        event.event_id, event.user_id, event.campaign_id, document, epoch(event.occurred_at)
+    )
+
+
+def epoch(when: datetime) -> float:
+    """Unix seconds of a parsed `occurred_at`; a time without a zone is UTC."""
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+
+
+_WHEN: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def occurred_at_of(document: Any) -> float | None:
+    """The `occurred_at` of an event document (a dead letter's, say) in Unix seconds, read as
+    at intake; None when it has none that reads."""
+    if not isinstance(document, dict):
+        return None
+    try:
+        return epoch(_WHEN.validate_python(document.get("occurred_at")))
+    except ValidationError:
+        return None
+
+
+def too_deep(value: bytes, document: Any) -> bool:
+    """Whether JSON `document`, parsed from `value`, nests more than MAX_DEPTH levels."""
+    # Nesting needs an opening bracket per level: counting them (in C) spares the walk for
+    # every ordinary document.
+    return value.count(b"{") + value.count(b"[") > MAX_DEPTH and _deeper_than(document, MAX_DEPTH)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

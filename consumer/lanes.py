@@ -49,6 +49,7 @@ from .outcome import (
     RetrySoon,
     Wait,
     decide,
+    expired,
     refused,
     wait_or_expire,
 )
@@ -131,6 +132,8 @@ class ChannelLane:
         if self._disabled(self.channel.name) is not None:
             self._refuse(delivery)
             return
+        if self._expired(delivery):
+            return
         blocked = self.breaker.blocked_for()
         if blocked is not None:
             self._wait_for_probe(delivery, blocked)
@@ -174,6 +177,8 @@ class ChannelLane:
     async def _attempt(self, delivery: Delivery) -> None:
         if delivery.orphaned():
             self._drop(delivery)
+            return
+        if self._expired(delivery):
             return
         delivery.channel = self.channel  # queued before a reload: sent as configured now
         if self._disabled(self.channel.name) is not None:
@@ -219,6 +224,13 @@ class ChannelLane:
             delivery,
             decide(outcome, delivery.attempts, delivery.rounds, age, self._retry, self._rng),
         )
+
+    def _expired(self, delivery: Delivery) -> bool:
+        """Past its freshness limit: dead-lettered (`expired`) instead of sent or queued."""
+        stale = expired(delivery.expires_at, time.time())
+        if stale is not None:
+            self._apply(delivery, stale)
+        return stale is not None
 
     def _learn(self, outcome: Outcome) -> None:
         """What an answer says about the receiver, for every delivery of the lane: 5xx,

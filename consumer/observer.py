@@ -220,6 +220,32 @@ class HandedOff:
     ended_ns: int  # when Kafka acknowledged it
 
 
+@dataclass(frozen=True, slots=True)
+class AttributesApplied:
+    """One batch of the attributes topic reached the store (one emit per batch)."""
+
+    stored: int
+    deleted: int
+    superseded: int  # a newer value of the user was stored already
+    skipped: tuple[tuple[str, int], ...]  # (reason, records) that hold no user's attributes
+
+
+@dataclass(frozen=True, slots=True)
+class AttributesProgress:
+    """How far the attributes follower has read; about once a second."""
+
+    records: int  # read since start
+    lag: int  # records between its position and the end of the topic
+    caught_up: bool  # read to the end the topic had at start: deliveries may begin
+
+
+@dataclass(frozen=True, slots=True)
+class OccurredInFuture:
+    """An event's occurred_at was far ahead of this replica's clock; read as now for expiry."""
+
+    seconds: float  # how far ahead
+
+
 class Stage(StrEnum):
     CONFIG_LOADED = "config_loaded"  # the config validated and the catalog built
     PRODUCER_STARTED = "producer_started"  # hand-offs can be written
@@ -258,6 +284,9 @@ Details = (
     | ChannelStateChanged
     | RecordsTraced
     | HandedOff
+    | AttributesApplied
+    | AttributesProgress
+    | OccurredInFuture
     | Lifecycle
 )
 Hook = Callable[[Details], None]

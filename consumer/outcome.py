@@ -26,6 +26,7 @@ class Kind(StrEnum):
     MAX_AGE = "max_age"  # retried or waited longer than retry.max_age_seconds
     ATTRIBUTES_UNAVAILABLE = "attributes_unavailable"  # the attribute store did not answer
     CHANNEL_DISABLED = "channel_disabled"  # the channel is disabled (410 Gone, or an operator)
+    EXPIRED = "expired"  # its oldest event is older than expire_after_seconds: not sent
 
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -190,6 +191,28 @@ def wait_or_expire(
         last = last_error or Outcome(Kind.CIRCUIT_OPEN, retryable=True, message=why.value)
         return GiveUp(outcome_of_age(last, age, retry), Limit.MAX_AGE)
     return Delay(seconds, why)
+
+
+def deadline(occurred_at: float, limit: float | None, now: float) -> float | None:
+    """When a delivery stops being worth sending: `limit` seconds after its oldest event
+    occurred (an `occurred_at` in the future, clock skew, counts as `now`); None: never."""
+    return None if limit is None else min(occurred_at, now) + limit
+
+
+def expired(expires_at: float | None, now: float) -> GiveUp | None:
+    """A trigger is worth something only while fresh: past its deadline a delivery is not
+    sent but dead-lettered, wherever it is (intake, each attempt, back from a delay topic,
+    a replay)."""
+    if expires_at is None or now < expires_at:
+        return None
+    late = now - expires_at
+    return GiveUp(
+        Outcome(
+            Kind.EXPIRED,
+            retryable=False,
+            message=f"not sent: {late:.0f} s past its freshness limit (expire_after_seconds)",
+        )
+    )
 
 
 def outcome_of_age(last: Outcome, age: float, retry: RetryConfig) -> Outcome:

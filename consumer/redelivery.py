@@ -11,6 +11,7 @@ from .deadletter import DeadLetter, DeadLetterWriter, Reason, SourceRef, for_rec
 from .delaypath import (
     CHANNEL_HEADER,
     CREATED_HEADER,
+    EXPIRES_HEADER,
     GROUP_HEADER,
     DelayedDelivery,
     DelayPath,
@@ -86,8 +87,12 @@ class Redelivery:
         lane = self._lanes.get(channel)
         if lane is None or created is None or not created.isdigit():
             return False
-        if time.time() * 1000 - int(created) >= self._max_age_ms:
-            return False  # expired: decoded, so its dead letter says everything
+        now_ms = time.time() * 1000
+        if now_ms - int(created) >= self._max_age_ms:
+            return False  # too old: decoded, so its dead letter says everything
+        expires = header(record.headers, EXPIRES_HEADER)
+        if expires is not None and expires.isdigit() and now_ms >= int(expires):
+            return False  # stale: decoded, and its lane dead-letters it
         hold = lane.hold_for()
         if hold is None:
             return False

@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from .admin import AdminServer
-from .attributes import open_store
+from .attributes.backends import cache_for, open_backend
+from .attributes.follower import AttributeFollower, open_follower
 from .breaker import State
 from .catalog import Catalog, Channel
 from .channels.topic import open_channel_state
@@ -117,11 +118,20 @@ async def run_service(
                 admin_bound(admin.port)
         observer.emit(Lifecycle(Stage.CONFIG_LOADED))
         await probe(config.kafka, environ)  # a wrong password or CA: one clear error, not retries
+        attributes_topic = config.attributes.topic
         if config.kafka.create_topics:
-            await ensure_topics(config.kafka, delay_topics_of(config), environ)
+            compacted = [] if attributes_topic is None else [attributes_topic]
+            await ensure_topics(config.kafka, delay_topics_of(config), environ, compacted)
         redis_health = RedisHealth(observer)  # one gauge for every user of Redis
-        store = open_store(config.attributes, environ, redis_health)
+        backend = open_backend(config.attributes, environ, redis_health)
+        cache = cache_for(backend, config.attributes)
+        store = cache or backend
         stack.push_async_callback(store.close)
+        forget = None if cache is None else cache.forget
+        follower = open_follower(config, backend, forget, observer, environ)
+        if follower is not None:
+            _start_follower(follower, stop_on_bug)
+            stack.push_async_callback(follower.stop)  # before the store closes
         transport = open_transport(config.http, config.allowed_networks)
         stack.push_async_callback(transport.close)
         producer = make_producer(config, environ)
@@ -236,7 +246,10 @@ async def run_service(
             if config.reload.watch:
                 watcher = asyncio.create_task(reloader.watch(config.reload.interval_seconds))
                 stack.callback(watcher.cancel)
-        listener.subscribe()
+        # A replica delivers nothing until its attribute store holds the topic as it was at
+        # start: it joins the group (and takes partitions) only then.
+        if follower is None or await follower.caught_up(stop):
+            listener.subscribe()
         log.info(
             "service.started",
             topic=config.kafka.topic,
@@ -262,9 +275,10 @@ async def _start_admin(
 ) -> tuple[AdminServer, PrometheusHook]:
     """The hooks the admin port reads, subscribed, and the server listening."""
     names = list(catalog.channels)
-    metrics = PrometheusHook(names)
-    board = StatusBoard(names)
-    readiness = Readiness()
+    topic = config.attributes.topic
+    metrics = PrometheusHook(names, follows_attributes=topic is not None)
+    board = StatusBoard(names, attributes_topic=topic)
+    readiness = Readiness(follows_attributes=topic is not None)
     for hook in (metrics, board, readiness):
         observer.add(hook)
     monitor = LoopMonitor()
@@ -285,6 +299,18 @@ async def _start_admin(
 
 
 INSTANCE_ID_ENV = "WEBHOOK_CONSUMER_INSTANCE_ID"
+
+
+def _start_follower(follower: AttributeFollower, on_bug: Callable[[BaseException], None]) -> None:
+    """Run the follower; its end, unless asked for, is a bug that stops the service."""
+    follower.start()
+
+    def ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            on_bug(task.exception() or RuntimeError("the attributes follower ended"))
+
+    assert follower.task is not None
+    follower.task.add_done_callback(ended)
 
 
 def _circuit_log(channel: str, observer: Observer) -> Callable[[State, int, float], None]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from html import escape
 
 from .health import Verdict
-from .hooks.status import ChannelStatus, PartitionStatus, StatusSnapshot
+from .hooks.status import AttributesStatus, ChannelStatus, PartitionStatus, StatusSnapshot
 
 REFRESH_SECONDS = 5
 
@@ -78,9 +78,14 @@ def render(
 <tr><th>dead letters of records no channel took
 <span class="muted">since start</span></th>
 <td>{_reasons(snapshot.unrouted_dead_letters)}</td></tr>
+<tr><th>deliveries expired (stale, not sent) <span class="muted">since start</span></th>
+<td class="n" id="expired">{snapshot.expired:,}</td></tr>
+<tr><th>events dated ahead of this clock <span class="muted">since start</span></th>
+<td class="n" id="in-future">{snapshot.events_in_future:,}</td></tr>
 </table>
 </div>
 </section>
+{_attributes(snapshot.attributes)}
 </main>
 <footer class="muted">Reloads every {REFRESH_SECONDS} s · <a href="/metrics">/metrics</a> ·
 <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></footer>
@@ -135,6 +140,27 @@ def _partitions(partitions: tuple[PartitionStatus, ...]) -> str:
     )
 
 
+def _attributes(status: AttributesStatus | None) -> str:
+    if status is None:
+        return ""
+    state = "caught up" if status.caught_up else "catching up"
+    lag = "–" if status.lag is None else f"{status.lag:,}"
+    return f"""<section>
+<h2>User attributes <span class="muted">followed from topic <b>{_e(status.topic)}</b></span></h2>
+<table id="attributes">
+<tr><th>state</th><td><span class="badge {"ready" if status.caught_up else "not-ready"}"
+id="attributes-state">{state}</span></td></tr>
+<tr><th>lag (records)</th><td class="n" id="attributes-lag">{lag}</td></tr>
+<tr><th>users written <span class="muted">last minute</span></th>
+<td class="n" id="attributes-written">{status.written:,}</td></tr>
+<tr><th>older than the stored value <span class="muted">last minute</span></th>
+<td class="n" id="attributes-superseded">{status.superseded:,}</td></tr>
+<tr><th>records skipped <span class="muted">since start</span></th>
+<td id="attributes-skipped">{_reasons(status.skipped)}</td></tr>
+</table>
+</section>"""
+
+
 def _reasons(counts: tuple[tuple[str, int], ...]) -> str:
     if not counts:
         return '<span class="muted">none</span>'
@@ -187,7 +213,7 @@ table { border-collapse: collapse; background: #fff; border: 1px solid var(--lin
 th, td { padding: 7px 10px; border-bottom: 1px solid var(--line); text-align: left;
   white-space: nowrap; }
 thead th { font-size: 12px; color: var(--muted); font-weight: 600; background: #fbfcfd; }
-#kafka th { font-weight: normal; }
+#kafka th, #attributes th { font-weight: normal; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 td.name { font-weight: 600; }
 td.success.low { color: var(--bad); font-weight: 600; }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -24,7 +24,10 @@ async def ensure_topics(
     config: KafkaConfig,
     delay_topics: list[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    compacted: Sequence[str] = (),
 ) -> None:
+    """The input, dead-letter and delay topics, and `compacted` ones (the attributes topic),
+    created where missing; a topic that exists is left as it is."""
     admin = AIOKafkaAdminClient(**client_options(config, environ))
     await admin.start()
     try:
@@ -50,6 +53,17 @@ async def ensure_topics(
                     },
                 )
                 for name in delay_topics or []
+            ),
+            *(
+                NewTopic(
+                    name,
+                    config.topic_partitions,
+                    config.replication_factor,
+                    # Only the latest record of each key is needed, and a tombstone's key
+                    # goes too, once every reader has had a day to see it.
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+                for name in compacted
             ),
         ]
         missing = [t for t in wanted if t.name not in existing]

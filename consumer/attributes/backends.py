@@ -6,10 +6,11 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from consumer.attributes.store import AttributeStore
+from consumer.attributes.store import AttributeStore, FollowedStore
 from consumer.attributes.urls import sqlite_path
 
 if TYPE_CHECKING:
+    from consumer.attributes.cache import CachedAttributeStore
     from consumer.config import AttributesConfig
     from consumer.redis_health import RedisHealth
 
@@ -19,25 +20,33 @@ def open_store(
     environ: Mapping[str, str] | None = None,
     redis_health: RedisHealth | None = None,
 ) -> AttributeStore:
-    """The configured backend, behind the cache unless `cache_ttl_seconds` is 0.
+    """The configured backend, behind the cache unless `cache_ttl_seconds` is 0."""
+    backend = open_backend(config, environ, redis_health)
+    return cache_for(backend, config) or backend
+
+
+def open_backend(
+    config: AttributesConfig,
+    environ: Mapping[str, str] | None = None,
+    redis_health: RedisHealth | None = None,
+) -> FollowedStore:
+    """The configured backend itself, which the attributes follower writes to.
 
     `environ` (default: the process's) holds `password_env`. Nothing connects yet: a store
     that is down fails the first lookup, not the start. A Redis store tells `redis_health`
     whether each round trip was answered.
     """
-    store: AttributeStore
     if config.backend == "sqlite":
         from consumer.attributes.sqlite import SqliteAttributeStore  # imported when chosen
 
-        store = SqliteAttributeStore(
-            sqlite_path(config.url), timeout_seconds=config.timeout_seconds
-        )
-    elif config.backend == "redis":
-        from consumer.attributes.redis import RedisAttributeStore  # never loaded for SQLite
+        return SqliteAttributeStore(sqlite_path(config.url), timeout_seconds=config.timeout_seconds)
+    if config.backend == "redis":
+        # Never loaded for SQLite.
+        from consumer.attributes.redis_followed import FollowedRedisStore
         from consumer.secrets import read_secret
 
         env = os.environ if environ is None else environ
-        store = RedisAttributeStore(
+        return FollowedRedisStore(
             config.url,
             key_prefix=config.key_prefix,
             timeout_seconds=config.timeout_seconds,
@@ -45,12 +54,15 @@ def open_store(
             ca_bundle=config.ca_bundle,
             health=redis_health,
         )
-    else:
-        raise ValueError(f"unknown attribute store backend {config.backend!r}")
+    raise ValueError(f"unknown attribute store backend {config.backend!r}")
+
+
+def cache_for(backend: AttributeStore, config: AttributesConfig) -> CachedAttributeStore | None:
+    """The cache in front of `backend`; None when `cache_ttl_seconds` is 0."""
     if config.cache_ttl_seconds == 0:
-        return store
+        return None
     from consumer.attributes.cache import CachedAttributeStore  # only when a cache is wanted
 
     return CachedAttributeStore(
-        store, ttl_seconds=config.cache_ttl_seconds, max_users=config.cache_max_users
+        backend, ttl_seconds=config.cache_ttl_seconds, max_users=config.cache_max_users
     )

@@ -79,6 +79,11 @@ class CachedAttributeStore:
         finally:
             self._forget(user_id for user_id, _ in items)
 
+    def forget(self, user_ids: Iterable[str]) -> None:
+        """Users written behind this cache's back (the attributes follower writes to the
+        backend): their next lookup asks the store, and a lookup under way caches nothing."""
+        self._forget(user_ids)
+
     async def close(self) -> None:
         self._entries.clear()
         await self._backend.close()

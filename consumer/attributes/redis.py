@@ -24,6 +24,10 @@ _MAX_CONNECTIONS: Final = 8
 # A hash field no JSON object can have (not UTF-8): marks a user stored with no attributes,
 # since Redis has no empty hash and the user must still be found.
 _EMPTY: Final = b"\xff"
+# Another such field: where a followed value was read (redis_followed.py). A hash holding only
+# this field is a deleted user, kept so that an older record read later cannot bring it back.
+VERSION_FIELD: Final = b"\xfe"
+EMPTY_FIELD: Final = _EMPTY  # for redis_followed.py
 
 
 class RedisAttributeStore:
@@ -67,6 +71,7 @@ class RedisAttributeStore:
                     pipe.hgetall(self._prefix + user_id)
                 hashes: list[dict[bytes, bytes]] = await pipe.execute()
             for user_id, fields in zip(chunk, hashes, strict=True):
+                fields.pop(VERSION_FIELD, None)
                 if fields:
                     found[user_id] = {
                         name.decode(): orjson.loads(value)

@@ -22,6 +22,7 @@ _REFUSALS = {
     "truncated": "stored without their events (too large); re-read them from their sources",
     "channel_not_configured": "their channel is not configured now",
     "not_an_event": "they hold no event to publish again",
+    "expired": "past their campaign's expire_after_seconds (--ignore-expiry sends them)",
 }
 
 
@@ -53,7 +54,13 @@ async def dlq_stats(config: ServiceConfig, forget: bool = False) -> int:
 
 async def dlq_replay(config: ServiceConfig, args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
-    request = Request(channel=args.channel, reason=args.reason, since=args.since, until=args.until)
+    request = Request(
+        channel=args.channel,
+        reason=args.reason,
+        since=args.since,
+        until=args.until,
+        ignore_expiry=args.ignore_expiry,
+    )
     try:
         request.resolve(datetime.now(UTC))  # a time that cannot be read is a usage error
     except ValueError as exc:

@@ -36,14 +36,18 @@ class Request:
     reason: str | None = None
     since: str | None = None
     until: str | None = None
+    ignore_expiry: bool = False  # send letters past their freshness limit too
 
     def key(self) -> str:
-        words = orjson.dumps([self.channel, self.reason, self.since, self.until])
-        return hashlib.sha256(words).hexdigest()[:16]
+        words: list[str | None] = [self.channel, self.reason, self.since, self.until]
+        if self.ignore_expiry:  # another replay; without the flag, keys stay those of before
+            words.append("--ignore-expiry")
+        return hashlib.sha256(orjson.dumps(words)).hexdigest()[:16]
 
     def describe(self) -> str:
         given = {k: v for k, v in self.words().items() if v is not None}
-        return " ".join(f"--{k} {v}" for k, v in given.items()) or "(all)"
+        flag = " --ignore-expiry" if self.ignore_expiry else ""
+        return (" ".join(f"--{k} {v}" for k, v in given.items()) + flag).strip() or "(all)"
 
     def words(self) -> dict[str, str | None]:
         return {

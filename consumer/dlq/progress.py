@@ -34,7 +34,10 @@ class Progress:
     def encode(self) -> bytes:
         return orjson.dumps(
             {
-                "request": self.request.words(),
+                "request": {
+                    **self.request.words(),
+                    **({"ignore_expiry": True} if self.request.ignore_expiry else {}),
+                },
                 "since": self.filters.since,
                 "until": self.filters.until,
                 "ends": self.ends,

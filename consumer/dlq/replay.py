@@ -12,12 +12,16 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from consumer.catalog import expire_after
 from consumer.config import ServiceConfig
 from consumer.deadletter import DeadLetter
 from consumer.delaypath import DelayedDelivery as Delayed
 from consumer.delaypath import delay_levels, delay_topic, headers_for
+from consumer.dispatcher import EXPIRY_HEADER, IGNORE_EXPIRY
+from consumer.events import occurred_at_of
 from consumer.kafkaprobe import probe
 from consumer.kafkatools import client_options, stop_consumer, topic_partitions
+from consumer.outcome import deadline, expired
 from consumer.ratelimit import LocalLimiter
 from consumer.topics import DEAD_LETTER_MAX_BYTES
 
@@ -55,7 +59,9 @@ async def replay(
     at most `per_second` of them a second when given.
 
     Progress is saved after each batch's produces are acknowledged: an interrupted replay
-    resumes where it stopped, and repeating a finished one sends nothing again.
+    resumes where it stopped, and repeating a finished one sends nothing again. Letters past
+    their freshness limit (`expire_after_seconds`, by today's config) are not sent, unless the
+    request says `ignore_expiry`.
     """
     kafka = config.kafka
     await probe(kafka)
@@ -72,6 +78,7 @@ async def replay(
     await producer.start()
     target = delay_topic(kafka.retry_topic_prefix, delay_levels(config.retry)[0])
     channels = {channel.name for channel in config.channels}
+    limits = _Limits(config)
     try:
         tps = await topic_partitions(kafka.dead_letter_topic, **client_options(kafka))
         consumer.assign(tps)
@@ -101,12 +108,17 @@ async def replay(
                 report.matched += 1
                 if on_match is not None:
                     on_match(letter)
-                refusal = _refusal(letter, channels)
+                expires_at = None if request.ignore_expiry else limits.deadline(letter)
+                refusal = _refusal(letter, channels, expires_at)
                 if refusal is not None:
                     report.refused[refusal] += 1
                 elif not dry_run:
                     await pace.acquire()
-                    sent.append(await _send(letter, config, target, producer))
+                    sent.append(
+                        await _send(
+                            letter, config, target, producer, expires_at, request.ignore_expiry
+                        )
+                    )
             progress.next[item.tp.partition] = item.offset + 1
             if on_progress is not None:
                 on_progress(report.scanned, total)
@@ -134,18 +146,59 @@ async def _settle(
     return count
 
 
-def _refusal(letter: DeadLetter, channels: set[str]) -> str | None:
+class _Limits:
+    """The freshness limit of each campaign's channel, as configured now."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self._channels = {ch.name: ch.expire_after_seconds for ch in config.channels}
+        self._routes = {
+            (campaign.id, name): expire_after(campaign.expire_after_seconds, self._channels[name])
+            for campaign in config.campaigns
+            for name in campaign.channels
+        }
+        self._campaigns = {campaign.id: campaign.channels for campaign in config.campaigns}
+
+    def deadline(self, letter: DeadLetter) -> float | None:
+        """When the letter's delivery stopped (or stops) being worth sending; None: never. A
+        record that never became a delivery goes stale only once stale for every channel of
+        its campaign (the service then checks each channel at intake)."""
+        occurred = [t for t in map(occurred_at_of, letter.events) if t is not None]
+        if not occurred:
+            return None
+        campaign = letter.campaign_id or ""
+        if letter.channel is not None:
+            channel = letter.channel
+            limit = self._routes.get((campaign, channel), self._channels.get(channel))
+        else:
+            routes = [self._routes[(campaign, name)] for name in self._campaigns.get(campaign, ())]
+            limits = [limit for limit in routes if limit is not None]
+            limit = max(limits) if limits and len(limits) == len(routes) else None
+        return deadline(min(occurred), limit, datetime.now(UTC).timestamp())
+
+
+def _refusal(letter: DeadLetter, channels: set[str], expires_at: float | None) -> str | None:
     """Why a matching letter cannot be sent again, or None when it can."""
     if letter.truncated:
         return "truncated"  # stored without its events: the sources say where they are
     if letter.channel is not None and letter.delivery_id is not None:
-        return None if letter.channel in channels else "channel_not_configured"
-    [event] = letter.events if len(letter.events) == 1 else [None]
-    return None if isinstance(event, dict) else "not_an_event"
+        if letter.channel not in channels:
+            return "channel_not_configured"
+    else:
+        [event] = letter.events if len(letter.events) == 1 else [None]
+        if not isinstance(event, dict):
+            return "not_an_event"
+    if expired(expires_at, datetime.now(UTC).timestamp()) is not None:
+        return "expired"
+    return None
 
 
 async def _send(
-    letter: DeadLetter, config: ServiceConfig, target: str, producer: AIOKafkaProducer
+    letter: DeadLetter,
+    config: ServiceConfig,
+    target: str,
+    producer: AIOKafkaProducer,
+    expires_at: float | None,
+    ignore_expiry: bool,
 ) -> asyncio.Future[Any]:
     """Produce the letter back on its way; returns the acknowledgement to await."""
     if letter.channel is not None and letter.delivery_id is not None:
@@ -160,6 +213,7 @@ async def _send(
             attempts=letter.attempts,
             rounds=0,  # a fresh schedule: the operator says the receiver is fixed
             created_at=datetime.now(UTC).timestamp(),  # and a fresh maximum age
+            expires_at=expires_at,
             first_attempt_at=_epoch(letter.first_attempt_at),
             last_attempt_at=_epoch(letter.last_attempt_at),
             last_error=letter.reason,
@@ -178,8 +232,13 @@ async def _send(
     # unavailable): publish the original event to the input again, for a fixed config.
     event = letter.events[0]
     key = event.get("user_id")
+    # The service checks each channel's limit at intake, unless told to ignore them all.
+    ignoring = [(EXPIRY_HEADER, IGNORE_EXPIRY)] if ignore_expiry else None
     published: asyncio.Future[Any] = await producer.send(
-        config.kafka.topic, orjson.dumps(event), key=key.encode() if isinstance(key, str) else None
+        config.kafka.topic,
+        orjson.dumps(event),
+        key=key.encode() if isinstance(key, str) else None,
+        headers=ignoring,
     )
     return published
 

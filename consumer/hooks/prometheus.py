@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..observer import (
     Attempted,
+    AttributesApplied,
+    AttributesProgress,
     ChannelStateChanged,
     CircuitChanged,
     CommitFailed,
@@ -32,6 +34,7 @@ from ..observer import (
     Held,
     InputLag,
     LaneLoad,
+    OccurredInFuture,
     OffsetsTruncated,
     PartitionsOwned,
     Redelivered,
@@ -71,11 +74,14 @@ DEAD_LETTER_REASONS = (
     "max_age",
     "attributes_unavailable",
     "channel_disabled",
+    "expired",
 )
 CIRCUIT_STATES = ("closed", "open", "half_open")
 TOPIC_KINDS = ("input", "delay")
 HANDOFF_KINDS = ("delay", "dead_letter")
 RELOAD_RESULTS = ("applied", "rejected")
+ATTRIBUTE_RESULTS = ("stored", "deleted", "superseded", "skipped")
+ATTRIBUTE_SKIPS = ("bad_key", "too_large", "not_json", "not_an_object", "too_deep")
 
 # Receivers answer in milliseconds to seconds; channel timeouts default to 10 s.
 ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -121,6 +127,26 @@ HELP = {
     ),
     "config_reloads_total": (
         "Config reloads, applied or rejected (a rejected one keeps the running config)."
+    ),
+    "events_in_future_total": (
+        "Events whose occurred_at was more than 60 s ahead of this replica's clock (clock skew); "
+        "expiry counts them from now."
+    ),
+    "attribute_records_total": (
+        "Records of the attributes topic read, by what became of them (superseded when a newer "
+        "value of the user was stored already); only exported with attributes.topic configured."
+    ),
+    "attribute_records_skipped_total": (
+        "Records of the attributes topic passed over as holding no user's attributes, by why; "
+        "only exported with attributes.topic configured."
+    ),
+    "attribute_lag_records": (
+        "Records between the attributes follower's position and the end of the attributes "
+        "topic; only exported with attributes.topic configured."
+    ),
+    "attributes_caught_up": (
+        "1 once the attributes topic was read to the end it had at start (deliveries may "
+        "begin), 0 before; only exported with attributes.topic configured."
     ),
     "build_info": "Always 1; the version is the label.",
 }
@@ -212,7 +238,11 @@ class PrometheusHook:
     """Subscribe it to the observer; serve `exposition()` as `content_type`."""
 
     def __init__(
-        self, channels: Iterable[str], *, wall_clock: Callable[[], float] = time.time
+        self,
+        channels: Iterable[str],
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        follows_attributes: bool = False,
     ) -> None:
         import prometheus_client
         from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -235,6 +265,14 @@ class PrometheusHook:
         self._lag: dict[int, int] = {}
         self._pending: dict[str, Callable[[], int]] = {}
         self._redis: bool | None = None  # no sample until Redis was first asked
+        self._in_future = 0
+        # The attributes follower's numbers: None without attributes.topic (not exported).
+        self._attribute_records: dict[str, int] | None = None
+        if follows_attributes:
+            self._attribute_records = dict.fromkeys(ATTRIBUTE_RESULTS, 0)
+        self._attribute_skips = dict.fromkeys(ATTRIBUTE_SKIPS, 0)
+        self._attribute_lag = 0
+        self._attributes_caught_up = False
         self._handlers: dict[type, Callable[[Any], None]] = {
             Attempted: self._attempted,
             Delayed: self._delayed,
@@ -253,6 +291,9 @@ class PrometheusHook:
             LaneLoad: self._lane_load,
             RedisChanged: self._redis_changed,
             ConfigReloaded: self._config_reloaded,
+            AttributesApplied: self._attributes_applied,
+            AttributesProgress: self._attributes_progress,
+            OccurredInFuture: self._occurred_in_future,
         }
 
     def __call__(self, details: Details) -> None:
@@ -360,6 +401,25 @@ class PrometheusHook:
             kept = self._channels
             self._channels = {name: kept.get(name) or _Channel() for name in details.channels}
 
+    def _attributes_applied(self, details: AttributesApplied) -> None:
+        records = self._attribute_records
+        if records is None:
+            return
+        records["stored"] += details.stored
+        records["deleted"] += details.deleted
+        records["superseded"] += details.superseded
+        for reason, count in details.skipped:
+            records["skipped"] += count
+            if reason in self._attribute_skips:
+                self._attribute_skips[reason] += count
+
+    def _attributes_progress(self, details: AttributesProgress) -> None:
+        self._attribute_lag = details.lag
+        self._attributes_caught_up = details.caught_up
+
+    def _occurred_in_future(self, details: OccurredInFuture) -> None:
+        self._in_future += 1
+
     # Scrapes
 
     def collect(self) -> Iterator[Metric]:
@@ -460,9 +520,34 @@ class PrometheusHook:
         for result, count in self._reloads.items():
             reloads.add_metric([result], count)
         yield reloads
+        yield CounterMetricFamily(
+            P + "events_in_future_total", HELP["events_in_future_total"], self._in_future
+        )
+        yield from self._attribute_families(counter, gauge)
         build = gauge("build_info", ["version"])
         build.add_metric([__version__], 1)
         yield build
+
+    def _attribute_families(
+        self, counter: Callable[..., Any], gauge: Callable[..., Any]
+    ) -> Iterator[Metric]:
+        records = self._attribute_records
+        if records is None:
+            return
+        family = counter("attribute_records_total", ["result"])
+        for result, count in records.items():
+            family.add_metric([result], count)
+        yield family
+        family = counter("attribute_records_skipped_total", ["reason"])
+        for reason, count in self._attribute_skips.items():
+            family.add_metric([reason], count)
+        yield family
+        family = gauge("attribute_lag_records")
+        family.add_metric([], self._attribute_lag)
+        yield family
+        family = gauge("attributes_caught_up")
+        family.add_metric([], 1 if self._attributes_caught_up else 0)
+        yield family
 
     def _per_channel(self, family: Any, value: Callable[[_Channel], float]) -> Metric:
         for name, channel in self._channels.items():

@@ -16,6 +16,8 @@ from typing import Any
 
 from ..observer import (
     Attempted,
+    AttributesApplied,
+    AttributesProgress,
     ChannelStateChanged,
     CircuitChanged,
     CommitFailed,
@@ -29,9 +31,10 @@ from ..observer import (
     Held,
     InputLag,
     LaneLoad,
+    OccurredInFuture,
     PartitionsOwned,
 )
-from ..outcome import Wait
+from ..outcome import Kind, Wait
 
 WINDOW_SECONDS = 60
 # Upper bounds of the latency buckets, in seconds; one more bucket holds what is slower.
@@ -118,6 +121,18 @@ class PartitionStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class AttributesStatus:
+    """The attributes follower of `attributes.topic`."""
+
+    topic: str
+    caught_up: bool  # read to the end the topic had at start
+    lag: int | None  # records behind the end; None until measured
+    written: int  # last minute: users stored or deleted
+    superseded: int  # last minute: a newer value was stored already
+    skipped: tuple[tuple[str, int], ...]  # since start, by reason
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     uptime: float
     channels: tuple[ChannelStatus, ...]
@@ -127,6 +142,9 @@ class StatusSnapshot:
     commits: int  # last minute
     commit_failures: int  # since start
     unrouted_dead_letters: tuple[tuple[str, int], ...]  # records that never became deliveries
+    expired: int = 0  # since start: deliveries dead-lettered as stale (every channel)
+    events_in_future: int = 0  # since start: occurred_at far ahead of our clock
+    attributes: AttributesStatus | None = None  # None without attributes.topic
 
 
 class _ChannelBoard:
@@ -177,6 +195,8 @@ class _KafkaSecond:
     input: int = 0
     delay: int = 0
     commits: int = 0
+    attributes_written: int = 0
+    attributes_superseded: int = 0
 
 
 class StatusBoard:
@@ -188,6 +208,7 @@ class StatusBoard:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        attributes_topic: str | None = None,
     ) -> None:
         self._clock = clock
         self._wall_clock = wall_clock
@@ -197,6 +218,12 @@ class StatusBoard:
         self._lag: dict[int, int | None] = {}
         self._commit_failures = 0
         self._unrouted: Counter[str] = Counter()
+        self._expired = 0
+        self._in_future = 0
+        self._attributes_topic = attributes_topic
+        self._attributes_caught_up = False
+        self._attributes_lag: int | None = None
+        self._attributes_skipped: Counter[str] = Counter()
         self._handlers: dict[type, Callable[[Any], None]] = {
             Attempted: self._attempted,
             Delivered: self._delivered,
@@ -212,6 +239,9 @@ class StatusBoard:
             PartitionsOwned: self._partitions_owned,
             InputLag: self._input_lag,
             ConfigReloaded: self._config_reloaded,
+            AttributesApplied: self._attributes_applied,
+            AttributesProgress: self._attributes_progress,
+            OccurredInFuture: self._occurred_in_future,
         }
 
     def __call__(self, details: Details) -> None:
@@ -251,6 +281,7 @@ class StatusBoard:
             second.waited += 1
 
     def _gave_up(self, details: GaveUp) -> None:
+        self._expired += details.reason.kind is Kind.EXPIRED
         board = None
         if details.delivery is not None:
             board = self._channels.get(details.channel or "")
@@ -304,12 +335,39 @@ class StatusBoard:
             if partition in self._lag:
                 self._lag[partition] = records
 
+    def _attributes_applied(self, details: AttributesApplied) -> None:
+        second = self._kafka_second()
+        second.attributes_written += details.stored + details.deleted
+        second.attributes_superseded += details.superseded
+        for reason, count in details.skipped:
+            self._attributes_skipped[reason] += count
+
+    def _attributes_progress(self, details: AttributesProgress) -> None:
+        self._attributes_caught_up = details.caught_up
+        self._attributes_lag = details.lag
+
+    def _occurred_in_future(self, details: OccurredInFuture) -> None:
+        self._in_future += 1
+
     def _kafka_second(self) -> _KafkaSecond:
         now = int(self._clock())
         second = self._kafka[now % WINDOW_SECONDS]
         if second.at != now:
             second.at, second.input, second.delay, second.commits = now, 0, 0, 0
+            second.attributes_written = second.attributes_superseded = 0
         return second
+
+    def _attributes(self, kafka: list[_KafkaSecond]) -> AttributesStatus | None:
+        if self._attributes_topic is None:
+            return None
+        return AttributesStatus(
+            topic=self._attributes_topic,
+            caught_up=self._attributes_caught_up,
+            lag=self._attributes_lag,
+            written=sum(k.attributes_written for k in kafka),
+            superseded=sum(k.attributes_superseded for k in kafka),
+            skipped=tuple(sorted(self._attributes_skipped.items())),
+        )
 
     def snapshot(self) -> StatusSnapshot:
         now = self._clock()
@@ -324,4 +382,7 @@ class StatusBoard:
             commits=sum(k.commits for k in kafka),
             commit_failures=self._commit_failures,
             unrouted_dead_letters=tuple(sorted(self._unrouted.items())),
+            expired=self._expired,
+            events_in_future=self._in_future,
+            attributes=self._attributes(kafka),
         )

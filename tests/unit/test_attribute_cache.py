@@ -163,6 +163,39 @@ async def test_a_lookup_that_overlapped_a_write_is_not_cached(
     assert await store.get_many(["u1"]) == {"u1": {"v": 2}}  # not the stale read
 
 
+async def test_users_written_behind_the_cache_are_forgotten(
+    backend: CountingStore, clock: Clock
+) -> None:
+    # The attributes follower writes to the backend itself and tells the cache who changed.
+    await fill(backend, {"u1": {"v": 1}, "u2": {"v": 1}})
+    store = cached(backend, clock)
+    await store.get_many(["u1", "u2", "ghost"])
+    await backend.put_many([("u1", {"v": 2}), ("ghost", {"v": 9})])
+    store.forget(["u1", "ghost"])
+    assert await store.get_many(["u1", "u2", "ghost"]) == {
+        "u1": {"v": 2},
+        "u2": {"v": 1},
+        "ghost": {"v": 9},
+    }
+    assert backend.lookups[-1] == ["ghost", "u1"]
+
+
+async def test_a_lookup_that_overlapped_a_forget_is_not_cached(
+    backend: CountingStore, clock: Clock
+) -> None:
+    await fill(backend, {"u1": {"v": 1}})
+    store = cached(backend, clock)
+    backend.hold = asyncio.Event()
+    lookup = asyncio.create_task(store.get_many(["u1"]))
+    await backend.read.wait()
+    await backend.put_many([("u1", {"v": 2})])
+    store.forget(["u1"])
+    backend.hold.set()
+    assert await lookup == {"u1": {"v": 1}}
+    backend.hold = None
+    assert await store.get_many(["u1"]) == {"u1": {"v": 2}}
+
+
 async def test_a_failed_lookup_caches_nothing(backend: CountingStore, clock: Clock) -> None:
     await fill(backend, {"u1": {"v": 1}})
     store = cached(backend, clock)

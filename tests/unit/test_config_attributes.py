@@ -230,3 +230,43 @@ def test_an_unusable_redis_password_is_reported(
     lines = problems(tmp_path, {"backend": "redis", "url": "redis://cache/0", **attributes})
     assert any(line.endswith(f": {expected}") for line in lines), lines
     assert all(SECRET not in line for line in lines)
+
+
+def test_an_attributes_topic_and_its_value_bound(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, {"topic": "user-attributes", "max_value_bytes": 4096}), environ={}
+    )
+    assert (config.attributes.topic, config.attributes.max_value_bytes) == (
+        "user-attributes",
+        4096,
+    )
+    assert load_config(write(tmp_path, {}), environ={}).attributes.topic is None
+    found = problems(tmp_path, {"topic": "user attributes!", "max_value_bytes": 0})
+    assert [p.split(": ", 1)[1] for p in found] == [
+        "attributes.topic: expected a Kafka topic name: letters, digits, '.', '_' and '-' only, "
+        "got 'user attributes!'",
+        "attributes.max_value_bytes: input should be greater than 0, got 0",
+    ]
+
+
+def test_freshness_limits_must_be_positive(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    document = {
+        "channels": [
+            {"name": "a", "url": "https://hooks.example.com/gio", "expire_after_seconds": 0}
+        ],
+        "campaigns": [{"id": "c", "channels": ["a"], "expire_after_seconds": -5}],
+    }
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.problems == [
+        "channels[0].expire_after_seconds: input should be greater than 0, got 0",
+        "campaigns[0].expire_after_seconds: input should be greater than 0, got -5",
+    ]
+    document["channels"][0]["expire_after_seconds"] = 600  # type: ignore[index]
+    document["campaigns"][0]["expire_after_seconds"] = 1.5  # type: ignore[index]
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    config = load_config(path, environ={})
+    assert config.campaigns[0].expire_after_seconds == 1.5
+    assert config.channels[0].expire_after_seconds == 600

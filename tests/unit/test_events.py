@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from consumer.events import Event, Rejected, parse_event
+from consumer.events import Event, Rejected, occurred_at_of, parse_event
 
 CONTRACT_EXAMPLE: dict[str, Any] = {
     "event_id": "7f1c2a",
@@ -33,7 +34,31 @@ def rejected(value: bytes | None) -> Rejected:
 
 def test_contract_example_is_an_event() -> None:
     event = parse_event(encoded())
-    assert event == Event("7f1c2a", "u-10086", "double11-coupon", CONTRACT_EXAMPLE)
+    occurred = datetime(2026, 11, 11, 0, 0, 5, 123000, tzinfo=UTC).timestamp()
+    assert event == Event("7f1c2a", "u-10086", "double11-coupon", CONTRACT_EXAMPLE, occurred)
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("2026-11-11T00:00:05Z", 1794355205.0),
+        ("2026-11-11T08:00:05+08:00", 1794355205.0),
+        ("2026-11-11T00:00:05", 1794355205.0),  # no zone: UTC
+        (1794355205, 1794355205.0),  # a number: Unix seconds
+    ],
+)
+def test_occurred_at_in_unix_seconds_at_intake_and_from_a_letter(
+    written: object, seconds: float
+) -> None:
+    event = parse_event(encoded(occurred_at=written))
+    assert isinstance(event, Event)
+    assert event.occurred_at == seconds
+    assert occurred_at_of({"occurred_at": written}) == seconds
+
+
+@pytest.mark.parametrize("document", [{"occurred_at": "yesterday"}, {}, "text", None])
+def test_a_letter_event_without_a_readable_time_has_none(document: object) -> None:
+    assert occurred_at_of(document) is None
 
 
 def test_extra_fields_are_kept_in_the_document() -> None:

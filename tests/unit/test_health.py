@@ -6,7 +6,7 @@ import asyncio
 
 from consumer.health import LoopMonitor
 from consumer.hooks.readiness import Readiness
-from consumer.observer import Lifecycle, PartitionsOwned, Stage
+from consumer.observer import AttributesProgress, Lifecycle, PartitionsOwned, Stage
 
 
 class Clock:
@@ -88,3 +88,24 @@ def test_ready_only_with_config_producer_and_group_until_draining() -> None:
     verdict = readiness.verdict()
     assert not verdict.ok
     assert verdict.reason == "draining: stopping after a signal"
+
+
+def test_with_an_attributes_topic_ready_only_once_it_was_read_to_its_end() -> None:
+    readiness = Readiness(follows_attributes=True)
+    readiness(Lifecycle(Stage.CONFIG_LOADED))
+    readiness(Lifecycle(Stage.PRODUCER_STARTED))
+    assert readiness.verdict().reason == (
+        "waiting for the attributes topic read to its end, joining the consumer group"
+    )
+    readiness(AttributesProgress(records=1_000, lag=250_000, caught_up=False))
+    assert readiness.verdict().reason == (
+        "waiting for the attributes topic read to its end (250,000 records behind), "
+        "joining the consumer group"
+    )
+    readiness(PartitionsOwned(frozenset({0}), assigned=True))
+    assert not readiness.verdict().ok
+    readiness(AttributesProgress(records=251_000, lag=0, caught_up=True))
+    assert readiness.verdict().ok
+    # Falling behind later is a lag to watch (a metric), not a reason to stop serving.
+    readiness(AttributesProgress(records=252_000, lag=5_000, caught_up=True))
+    assert readiness.verdict().ok

@@ -18,6 +18,8 @@ from consumer.hooks import prometheus
 from consumer.hooks.prometheus import PrometheusHook, attempt_result
 from consumer.observer import (
     Attempted,
+    AttributesApplied,
+    AttributesProgress,
     ChannelStateChanged,
     CircuitChanged,
     CommitFailed,
@@ -30,6 +32,7 @@ from consumer.observer import (
     Held,
     InputLag,
     LaneLoad,
+    OccurredInFuture,
     PartitionsOwned,
     Redelivered,
     RedisChanged,
@@ -54,7 +57,7 @@ def channels(channel_cfg: ChannelFactory, build_catalog: CatalogFactory) -> dict
 
 @pytest.fixture
 def hook() -> PrometheusHook:
-    return PrometheusHook(CHANNELS, wall_clock=lambda: 1_700_000_000.5)
+    return PrometheusHook(CHANNELS, wall_clock=lambda: 1_700_000_000.5, follows_attributes=True)
 
 
 def delivery(channel: Channel, rounds: int = 0) -> Delivery:
@@ -75,6 +78,12 @@ def text(hook: PrometheusHook) -> str:
         (prometheus.TOPIC_KINDS, "webhook_consumer_events_consumed_total", "topic_kind"),
         (prometheus.HANDOFF_KINDS, "webhook_consumer_handoff_pending", "kind"),
         (prometheus.RELOAD_RESULTS, "webhook_consumer_config_reloads_total", "result"),
+        (prometheus.ATTRIBUTE_RESULTS, "webhook_consumer_attribute_records_total", "result"),
+        (
+            prometheus.ATTRIBUTE_SKIPS,
+            "webhook_consumer_attribute_records_skipped_total",
+            "reason",
+        ),
     ],
 )
 def test_the_closed_label_sets_are_the_catalogues(
@@ -140,6 +149,12 @@ def every_kind_of_details(channels: dict[str, Channel]) -> list[Any]:
         LaneLoad("coupon-system", 7, 2),
         RedisChanged(False, "Connection refused"),
         ConfigReloaded(applied=False, problems=2),
+        GaveUp("coupon-system", delivery(coupon), Outcome(Kind.EXPIRED, retryable=False), None),
+        OccurredInFuture(3600.0),
+        AttributesApplied(7, 2, 1, (("not_json", 2), ("bad_key", 1))),
+        AttributesApplied(3, 0, 0, ()),
+        AttributesProgress(records=16, lag=40, caught_up=False),
+        AttributesProgress(records=16, lag=5, caught_up=True),
     ]
 
 
@@ -204,6 +219,25 @@ def test_the_values_follow_the_transitions(
     assert value(t, "webhook_consumer_config_reloads_total", result="rejected") == 1
     assert value(t, "webhook_consumer_config_reloads_total", result="applied") == 0
     assert value(t, "webhook_consumer_build_info", version=__version__) == 1
+    assert value(t, "webhook_consumer_dead_letters_total", reason="expired") == 1
+    assert value(t, "webhook_consumer_events_in_future_total") == 1
+    records = "webhook_consumer_attribute_records_total"
+    assert value(t, records, result="stored") == 10
+    assert value(t, records, result="deleted") == 2
+    assert value(t, records, result="superseded") == 1
+    assert value(t, records, result="skipped") == 3
+    skipped = "webhook_consumer_attribute_records_skipped_total"
+    assert value(t, skipped, reason="not_json") == 2
+    assert value(t, skipped, reason="bad_key") == 1
+    assert value(t, skipped, reason="too_large") == 0
+    assert value(t, "webhook_consumer_attribute_lag_records") == 5
+    assert value(t, "webhook_consumer_attributes_caught_up") == 1
+
+
+def test_attribute_metrics_are_absent_without_an_attributes_topic() -> None:
+    hook = PrometheusHook(CHANNELS)
+    hook(AttributesProgress(records=1, lag=0, caught_up=True))
+    assert "webhook_consumer_attribute" not in text(hook)
 
 
 def test_every_channel_starts_closed_with_zero_counts(hook: PrometheusHook) -> None:

@@ -12,6 +12,8 @@ from consumer.delivery import Delivery
 from consumer.hooks.status import LATENCY_BOUNDS, StatusBoard, quantile
 from consumer.observer import (
     Attempted,
+    AttributesApplied,
+    AttributesProgress,
     ChannelStateChanged,
     CircuitChanged,
     CommitFailed,
@@ -23,6 +25,7 @@ from consumer.observer import (
     Held,
     InputLag,
     LaneLoad,
+    OccurredInFuture,
     PartitionsOwned,
 )
 from consumer.outcome import Kind, Limit, Outcome, Wait, from_response
@@ -132,6 +135,40 @@ def test_now_states_dead_letters_and_partitions(coupon: Channel) -> None:
     board(PartitionsOwned(frozenset({2}), assigned=False))
     board(InputLag(((0, 99), (2, 4))))  # a late figure for a partition gone is ignored
     assert [(p.partition, p.lag) for p in board.snapshot().partitions] == [(2, 4)]
+
+
+def test_expired_deliveries_and_events_ahead_of_the_clock_are_counted(coupon: Channel) -> None:
+    board = make_board(Clock())
+    stale = Outcome(Kind.EXPIRED, retryable=False, message="not sent")
+    board(GaveUp("coupon-system", delivery(coupon), stale, None))
+    board(GaveUp("coupon-system", delivery(coupon), stale, None))
+    board(OccurredInFuture(7200.0))
+    snap = board.snapshot()
+    assert snap.expired == 2
+    assert snap.events_in_future == 1
+    assert snap.channels[0].dead_letters == (("expired", 2),)
+    assert snap.attributes is None  # no attributes topic configured
+
+
+def test_the_attributes_follower(coupon: Channel) -> None:
+    clock = Clock()
+    board = StatusBoard(["coupon-system"], clock=clock, attributes_topic="users")
+    assert board.snapshot().attributes is not None
+    board(AttributesProgress(records=10, lag=990, caught_up=False))
+    board(AttributesApplied(8, 1, 1, (("not_json", 2),)))
+    clock.now += 30
+    board(AttributesApplied(4, 0, 0, (("not_json", 1), ("too_large", 1))))
+    board(AttributesProgress(records=1_000, lag=0, caught_up=True))
+    status = board.snapshot().attributes
+    assert status is not None
+    assert (status.topic, status.caught_up, status.lag) == ("users", True, 0)
+    assert (status.written, status.superseded) == (13, 1)
+    assert status.skipped == (("not_json", 3), ("too_large", 1))
+    clock.now += 45  # the first batch is more than a minute ago now
+    status = board.snapshot().attributes
+    assert status is not None
+    assert (status.written, status.superseded) == (4, 0)
+    assert status.skipped == (("not_json", 3), ("too_large", 1))  # since start
 
 
 def test_uptime_follows_the_clock() -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from consumer.health import Verdict
-from consumer.hooks.status import ChannelStatus, PartitionStatus, StatusSnapshot
+from consumer.hooks.status import AttributesStatus, ChannelStatus, PartitionStatus, StatusSnapshot
 from consumer.status_page import REFRESH_SECONDS, ServiceInfo, render
 
 HOSTILE = '<script>alert("x")</script>&"'
@@ -109,3 +110,29 @@ def test_a_disabled_channel_says_so_with_who_when_and_why() -> None:
     assert '<span class="badge circuit-disabled">disabled</span>' in row.group(0)
     assert "disabled by receiver at 2026-11-11 00:00:05 UTC: &lt;script&gt;" in row.group(0)
     assert "<script" not in page
+
+
+def test_expired_deliveries_and_events_ahead_of_the_clock() -> None:
+    snap = replace(snapshot(channel("a")), expired=31, events_in_future=2)
+    page = render(snap, INFO, Verdict(True, "ready"), now=1000.0)
+    assert 'id="expired">31<' in page
+    assert 'id="in-future">2<' in page
+    assert 'id="attributes"' not in page  # no attributes topic configured
+
+
+def test_the_attributes_follower_while_it_catches_up() -> None:
+    follower = AttributesStatus(
+        topic=HOSTILE, caught_up=False, lag=123_456, written=5_000, superseded=3, skipped=()
+    )
+    snap = replace(snapshot(channel("a")), attributes=follower)
+    page = render(snap, INFO, Verdict(False, "waiting"), now=1000.0)
+    assert 'id="attributes-state">catching up<' in page
+    assert 'id="attributes-lag">123,456<' in page
+    assert 'id="attributes-written">5,000<' in page
+    assert 'id="attributes-superseded">3<' in page
+    assert "<script" not in page  # the topic name is escaped like every value
+    caught_up = replace(follower, caught_up=True, lag=None, skipped=(("not_json", 4),))
+    page = render(replace(snap, attributes=caught_up), INFO, Verdict(True, "ready"))
+    assert 'id="attributes-state">caught up<' in page
+    assert 'id="attributes-lag">–<' in page
+    assert "not_json <b>4</b>" in page
