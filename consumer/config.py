@@ -147,6 +147,13 @@ class KafkaConfig(_Model):
     replication_factor: PositiveInt = Field(
         1, description="Replication factor of each topic the service creates."
     )
+    # A hand-off counts as durable once acks=all is answered: that means something only when
+    # the topic demands more than one in-sync replica.
+    min_insync_replicas: PositiveInt | None = Field(
+        None,
+        description="min.insync.replicas of each topic the service creates. Default: 2 when "
+        "replication_factor is 3 or more, else 1.",
+    )
     max_poll_records: PositiveInt = Field(500, description="Most records taken from one fetch.")
     max_in_flight_per_partition: PositiveInt = Field(
         2000,
@@ -220,6 +227,12 @@ class KafkaConfig(_Model):
         description="How long the group waits for members to rejoin; must exceed "
         "revoke_grace_seconds. Default: revoke grace + 30 s.",
     )
+    startup_timeout_seconds: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        300.0,
+        description="How long `run` waits at start for brokers that are unreachable or refuse "
+        "connections before it exits 1 (0: fail at once). Authentication and TLS errors fail "
+        "at once.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -242,6 +255,23 @@ class KafkaConfig(_Model):
                 f"({self.revoke_grace_seconds * 1000:.0f} ms), got {self.rebalance_timeout_ms}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> KafkaConfig:
+        if self.min_insync_replicas is not None and (
+            self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"expected min_insync_replicas at most replication_factor "
+                f"({self.replication_factor}), got {self.min_insync_replicas}"
+            )
+        return self
+
+    @property
+    def effective_min_insync_replicas(self) -> int:
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return 2 if self.replication_factor >= 3 else 1
 
     @property
     def effective_rebalance_timeout_ms(self) -> int:

@@ -32,7 +32,7 @@ from .delaypath import delay_levels, delay_topic, headers_for
 from .kafkaprobe import probe
 from .kafkatools import client_options, stop_consumer, topic_partitions
 from .ratelimit import LocalLimiter
-from .topics import DEAD_LETTER_MAX_BYTES
+from .topics import DEAD_LETTER_MAX_BYTES, durability
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -285,7 +285,7 @@ async def _ensure_progress_topic(config: ServiceConfig) -> None:
                 progress_topic(config),
                 1,
                 config.kafka.replication_factor,
-                topic_configs={"cleanup.policy": "compact"},
+                topic_configs={"cleanup.policy": "compact", **durability(config.kafka)},
             )
             with contextlib.suppress(TopicAlreadyExistsError):  # another run was first
                 await admin.create_topics([topic])

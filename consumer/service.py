@@ -31,7 +31,7 @@ from .hooks.logs import RetrySummary, TransitionLog
 from .hooks.prometheus import PrometheusHook
 from .hooks.readiness import Readiness
 from .hooks.status import StatusBoard
-from .kafkaprobe import probe
+from .kafkaprobe import wait_until_reachable
 from .kafkatools import client_options
 from .lanes import ChannelLane
 from .limits import open_limits
@@ -107,7 +107,16 @@ async def run_service(
             if admin_bound is not None:
                 admin_bound(admin.port)
         observer.emit(Lifecycle(Stage.CONFIG_LOADED))
-        await probe(config.kafka, environ)  # a wrong password or CA: one clear error, not retries
+        # A wrong password or CA: one clear error at once; a cluster not up yet is waited for.
+        if not await wait_until_reachable(
+            config.kafka,
+            environ,
+            stop=stop,
+            on_waiting=lambda why: observer.emit(Lifecycle(Stage.WAITING_FOR_KAFKA)),
+        ):
+            log.info("service.stopped", before="kafka answered")
+            summary.close()
+            return
         if config.kafka.create_topics:
             await ensure_topics(config.kafka, delay_topics_of(config), environ)
         redis_health = RedisHealth(observer)  # one gauge for every user of Redis

@@ -17,6 +17,23 @@ log = structlog.get_logger(__name__)
 # Dead letters and delayed deliveries carry the original records plus context, so they can
 # outgrow the input's limit (a record the input took must never be one the hand-off cannot).
 DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
+DEAD_LETTER_BYTES = str(DEAD_LETTER_MAX_BYTES)
+
+
+def durability(config: KafkaConfig) -> dict[str, str]:
+    """What every topic the service creates carries: a hand-off is durable once acks=all is
+    answered, which means more than one copy only when the topic demands it (the broker's
+    own default for min.insync.replicas is often 1)."""
+    return {"min.insync.replicas": str(config.effective_min_insync_replicas)}
+
+
+def _topic(config: KafkaConfig, name: str, settings: dict[str, str] | None = None) -> NewTopic:
+    return NewTopic(
+        name,
+        config.topic_partitions,
+        config.replication_factor,
+        topic_configs={**durability(config), **(settings or {})},
+    )
 
 
 async def ensure_topics(
@@ -29,20 +46,14 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(config.topic, config.topic_partitions, config.replication_factor),
-            NewTopic(
-                config.dead_letter_topic,
-                config.topic_partitions,
-                config.replication_factor,
-                topic_configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
-            ),
+            _topic(config, config.topic),
+            _topic(config, config.dead_letter_topic, {"max.message.bytes": DEAD_LETTER_BYTES}),
             *(
-                NewTopic(
+                _topic(
+                    config,
                     name,
-                    config.topic_partitions,
-                    config.replication_factor,
-                    topic_configs={
-                        "max.message.bytes": str(DEAD_LETTER_MAX_BYTES),
+                    {
+                        "max.message.bytes": DEAD_LETTER_BYTES,
                         # The broker's clock stamps delay records, so a due time can be checked
                         # against it whatever the clock of the replica that wrote the record.
                         "message.timestamp.type": "LogAppendTime",

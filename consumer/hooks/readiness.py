@@ -1,5 +1,6 @@
 """Readiness as a hook: ready once the config is loaded, the producer started and the consumer
-group joined (the first assignment arrived, even an empty one), until the drain begins."""
+group joined (the first assignment arrived, even an empty one), until the drain begins. While
+Kafka is unreachable at start the verdict says so."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ class Readiness:
     def __init__(self) -> None:
         self._config_loaded = False
         self._producer_started = False
+        self._kafka_unreachable = False
         self._joined = False
         self._draining = False
 
@@ -24,6 +26,8 @@ class Readiness:
         match stage:
             case Stage.CONFIG_LOADED:
                 self._config_loaded = True
+            case Stage.WAITING_FOR_KAFKA:
+                self._kafka_unreachable = True
             case Stage.PRODUCER_STARTED:
                 self._producer_started = True
             case Stage.DRAINING | Stage.STOPPED:
@@ -41,6 +45,8 @@ class Readiness:
             )
             if not done
         ]
+        if self._kafka_unreachable and not self._producer_started:
+            return Verdict(False, "waiting for Kafka: unreachable at start (see kafka.unreachable)")
         if missing:
             return Verdict(False, "waiting for " + ", ".join(missing))
         return Verdict(True, "ready")

@@ -88,3 +88,14 @@ def test_ready_only_with_config_producer_and_group_until_draining() -> None:
     verdict = readiness.verdict()
     assert not verdict.ok
     assert verdict.reason == "draining: stopping after a signal"
+
+
+def test_not_ready_while_kafka_is_unreachable_at_start() -> None:
+    readiness = Readiness()
+    readiness(Lifecycle(Stage.CONFIG_LOADED))
+    readiness(Lifecycle(Stage.WAITING_FOR_KAFKA))
+    verdict = readiness.verdict()
+    assert not verdict.ok
+    assert verdict.reason == "waiting for Kafka: unreachable at start (see kafka.unreachable)"
+    readiness(Lifecycle(Stage.PRODUCER_STARTED))  # Kafka answered: the usual reasons again
+    assert readiness.verdict().reason == "waiting for joining the consumer group"
