@@ -30,6 +30,7 @@ from yarl import URL
 
 from .attributes.urls import check_url, remember_password
 from .config_checks import USERINFO, cross_check, shown
+from .confighints import closest_field
 
 ParamType = Literal["string", "integer", "number", "boolean"]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -541,6 +542,11 @@ class ChannelConfig(_Model):
         None,
         description="File holding the X-gio-signature key (a trailing newline is dropped).",
     )
+    secret: str | None = Field(
+        None,
+        description='Only `""`: an empty key is meant (GrowingIO\'s default), so secret_env or '
+        "secret_file may hold nothing. Secrets themselves never go in the YAML.",
+    )
     basic_auth: BasicAuthConfig | None = Field(None, description="Optional Basic authentication.")
     template_params: dict[str, ParamType] = Field(
         {},
@@ -562,6 +568,16 @@ class ChannelConfig(_Model):
     standard_webhooks: StandardWebhooksConfig | None = Field(
         None, description="Also send Standard Webhooks signature headers."
     )
+
+    @field_validator("secret")
+    @classmethod
+    def _only_empty(cls, value: str | None) -> str | None:
+        if value:  # never echoed: it may be a real secret someone pasted in
+            raise ValueError(
+                'expected "" (an empty key on purpose); a secret goes in secret_env or '
+                "secret_file, got a non-empty value (not shown)"
+            )
+        return value
 
     @field_validator("url")
     @classmethod
@@ -719,7 +735,8 @@ def _describe(error: Any) -> str:
     if error["type"] == "missing":
         return f"{path}: required field is missing"
     if error["type"] == "extra_forbidden":
-        return f"{path}: unknown field"
+        closest = closest_field(ServiceConfig, error["loc"])
+        return f"{path}: unknown field" + (f"; did you mean {closest}?" if closest else "")
     if error["type"] == "string_too_short" and error.get("ctx", {}).get("min_length") == 1:
         return f"{path}: expected a non-empty string, got {shown(error['input'])}"
     if "got " in message:

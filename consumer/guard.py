@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -118,6 +119,18 @@ class DestinationPolicy:
         if not kept:
             raise BlockedDestination(host, refused)
         return kept
+
+
+def literal_address(url: str) -> Address | None:
+    """The address a URL's host is written as (dotted-quad IPv4 or bracketed IPv6), else None:
+    what `check-config` can judge without DNS."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if host is None or not (":" in host or is_dotted_quad(host)):
+        return None
+    return _parse(host)
 
 
 @lru_cache(maxsize=1024)
