@@ -11,7 +11,7 @@ BENCH_INSTALLED := $(VENV)/.installed-bench
 KUSTOMIZE_VERSION ?= v5.7.1
 KUSTOMIZE := .cache/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 
-.PHONY: setup kafka-fetch kustomize demo test faults unit integration deploy-check lint bench \
+.PHONY: setup kafka-fetch kustomize lock demo test faults unit integration deploy-check lint bench \
     schemas clean metrics-doc status-page-screenshot
 
 $(INSTALLED): pyproject.toml
@@ -70,6 +70,14 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check consumer tests bench
 	$(BIN)/ruff format --check consumer tests bench
 	$(BIN)/mypy
+
+# The image's Python dependencies, pinned with their hashes for Python 3.11 on Linux (the
+# image's); tests/deploy checks it still covers pyproject.toml's dependencies.
+lock: $(INSTALLED)
+	$(BIN)/pip install --quiet -e '.[dev,lock]'
+	PIP_FIND_LINKS= $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url \
+	  --no-emit-find-links \
+	  --output-file deploy/docker/requirements.lock pyproject.toml
 
 schemas: $(INSTALLED)
 	$(BIN)/webhook-consumer schemas --out schemas --docs docs
