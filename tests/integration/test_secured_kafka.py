@@ -187,7 +187,11 @@ async def test_an_untrusted_broker_certificate_ends_run_with_one_line_and_exit_1
 
 
 def _kafka(fields: dict[str, Any], environ: dict[str, str]) -> KafkaConfig:
-    data = {"kafka": fields, "channels": [{"name": "a", "url": "http://127.0.0.1:9/"}]}
+    data = {
+        "kafka": fields,
+        "allowed_networks": ["127.0.0.0/8"],
+        "channels": [{"name": "a", "url": "http://127.0.0.1:9/"}],
+    }
     return parse_config(data, "test.yaml", environ).kafka
 
 
