@@ -11,6 +11,7 @@ import aiokafka.errors as errors
 import pytest
 from structlog.testing import capture_logs
 
+from consumer import kafkaprobe
 from consumer.config import KafkaConfig
 from consumer.kafkaprobe import KafkaUnavailable, explain, probe, wait_until_reachable, waitable
 
@@ -181,3 +182,44 @@ async def test_probe_gives_up_on_a_silent_server(monkeypatch: Any) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def _cluster(answers: dict[int, BaseException | None]) -> Any:
+    """A fake `_check`: the bootstrap (port 9092) advertises ports 1, 2 and 3; each answers
+    or fails as `answers` says."""
+
+    async def check(host: str, port: int, options: Any, kafka: KafkaConfig) -> Any:
+        if port == 9092:
+            return [("b", 1), ("b", 2), ("b", 3)], None
+        exc = answers[port]
+        return ([], None) if exc is None else ([], kafkaprobe._Failure.of(exc, kafka))
+
+    return check
+
+
+async def test_one_broker_down_of_three_does_not_stop_the_start(monkeypatch: Any) -> None:
+    refused = ConnectionRefusedError(111, "Connect call failed")
+    monkeypatch.setattr("consumer.kafkaprobe._check", _cluster({1: None, 2: refused, 3: None}))
+    with capture_logs() as logs:
+        await probe(KafkaConfig(bootstrap_servers="a:9092"))
+    assert [(line["event"], line["answering"]) for line in logs] == [
+        ("kafka.brokers_unreachable", 2)
+    ]
+
+
+async def test_every_advertised_broker_down_is_waited_for(monkeypatch: Any) -> None:
+    refused = ConnectionRefusedError(111, "Connect call failed")
+    monkeypatch.setattr(
+        "consumer.kafkaprobe._check", _cluster({1: refused, 2: refused, 3: refused})
+    )
+    with pytest.raises(KafkaUnavailable, match="that a:9092 advertises") as caught:
+        await probe(KafkaConfig(bootstrap_servers="a:9092"))
+    assert caught.value.waitable
+
+
+async def test_a_login_refused_by_one_broker_fails_however_many_answer(monkeypatch: Any) -> None:
+    failed = errors.SaslAuthenticationFailed("invalid credentials")
+    monkeypatch.setattr("consumer.kafkaprobe._check", _cluster({1: None, 2: failed, 3: None}))
+    with pytest.raises(KafkaUnavailable, match="b:2: authentication failed") as caught:
+        await probe(KafkaConfig(bootstrap_servers="a:9092"))
+    assert not caught.value.waitable
