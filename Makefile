@@ -11,7 +11,7 @@ BENCH_INSTALLED := $(VENV)/.installed-bench
 KUSTOMIZE_VERSION ?= v5.7.1
 KUSTOMIZE := .cache/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 
-.PHONY: setup kafka-fetch kustomize lock demo test faults unit integration deploy-check lint bench \
+.PHONY: setup kafka-fetch kustomize lock image-test demo test faults unit integration deploy-check lint bench \
     schemas clean metrics-doc status-page-screenshot
 
 $(INSTALLED): pyproject.toml
@@ -70,6 +70,13 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check consumer tests bench
 	$(BIN)/ruff format --check consumer tests bench
 	$(BIN)/mypy
+
+# The image built with Debian's buildah without a registry (on a base made from Debian's own
+# packages: deploy/docker/offline-build; needs root, a few minutes), then run: its demo against
+# Kafka and Redis, its user, its license, its locked dependencies (tests/image).
+image-test: setup
+	deploy/local/with-services sh -c 'image=$$(deploy/docker/offline-build) && \
+	  WEBHOOK_CONSUMER_IMAGE=$$image $(BIN)/python -m pytest -q -p no:cacheprovider tests/image'
 
 # The image's Python dependencies, pinned with their hashes for Python 3.11 on Linux (the
 # image's); tests/deploy checks it still covers pyproject.toml's dependencies.
