@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .paths import CACHE, HERE
+from .paths import CACHE, HERE, ROOT
 
 SOURCE = HERE / "receiver"
 
@@ -24,10 +23,10 @@ def build() -> Path:
         digest.update(path.name.encode() + path.read_bytes())
     binary = CACHE / f"receiver-{digest.hexdigest()[:12]}"
     if not binary.exists():
-        if shutil.which("go") is None:
-            raise RuntimeError("the bench receiver needs Go (https://go.dev/dl/) on PATH")
         CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["go", "build", "-trimpath", "-o", str(binary), "."], cwd=SOURCE, check=True)
+        # deploy/local/go: the Go on PATH when recent enough, else a pinned one it fetches.
+        go = [str(ROOT / "deploy" / "local" / "go")]
+        subprocess.run([*go, "build", "-trimpath", "-o", str(binary), "."], cwd=SOURCE, check=True)
     return binary
 
 

@@ -30,6 +30,8 @@ from yarl import URL
 
 from .attributes.urls import check_url, remember_password
 from .config_checks import USERINFO, cross_check, shown
+from .confighints import closest_field
+from .guard import is_dotted_quad
 
 ParamType = Literal["string", "integer", "number", "boolean"]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -66,14 +68,6 @@ TopicName = Annotated[
     AfterValidator(_topic_name),
 ]
 Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]
-
-
-def is_dotted_quad(host: str) -> bool:
-    """127.0.0.1, not 2130706433 or 0177.0.0.1: other spellings are refused when sending."""
-    parts = host.split(".")
-    return len(parts) == 4 and all(
-        p.isascii() and p.isdigit() and int(p) <= 255 and (p == "0" or p[0] != "0") for p in parts
-    )
 
 
 class _Model(BaseModel):
@@ -153,6 +147,13 @@ class KafkaConfig(_Model):
     replication_factor: PositiveInt = Field(
         1, description="Replication factor of each topic the service creates."
     )
+    # A hand-off counts as durable once acks=all is answered: that means something only when
+    # the topic demands more than one in-sync replica.
+    min_insync_replicas: PositiveInt | None = Field(
+        None,
+        description="min.insync.replicas of each topic the service creates. Default: 2 when "
+        "replication_factor is 3 or more, else 1.",
+    )
     max_poll_records: PositiveInt = Field(500, description="Most records taken from one fetch.")
     max_in_flight_per_partition: PositiveInt = Field(
         2000,
@@ -226,6 +227,12 @@ class KafkaConfig(_Model):
         description="How long the group waits for members to rejoin; must exceed "
         "revoke_grace_seconds. Default: revoke grace + 30 s.",
     )
+    startup_timeout_seconds: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        300.0,
+        description="How long `run` waits at start for brokers that are unreachable or refuse "
+        "connections before it exits 1 (0: fail at once). Authentication and TLS errors fail "
+        "at once.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -252,6 +259,23 @@ class KafkaConfig(_Model):
                 f"({self.revoke_grace_seconds * 1000:.0f} ms), got {self.rebalance_timeout_ms}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> KafkaConfig:
+        if self.min_insync_replicas is not None and (
+            self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"expected min_insync_replicas at most replication_factor "
+                f"({self.replication_factor}), got {self.min_insync_replicas}"
+            )
+        return self
+
+    @property
+    def effective_min_insync_replicas(self) -> int:
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return 2 if self.replication_factor >= 3 else 1
 
     @property
     def effective_rebalance_timeout_ms(self) -> int:
@@ -531,6 +555,11 @@ class ChannelConfig(_Model):
         None,
         description="File holding the X-gio-signature key (a trailing newline is dropped).",
     )
+    secret: str | None = Field(
+        None,
+        description='Only `""`: an empty key is meant (GrowingIO\'s default), so secret_env or '
+        "secret_file may hold nothing. Secrets themselves never go in the YAML.",
+    )
     basic_auth: BasicAuthConfig | None = Field(None, description="Optional Basic authentication.")
     template_params: dict[str, ParamType] = Field(
         {},
@@ -558,6 +587,16 @@ class ChannelConfig(_Model):
         "(dead letter `expired`); applies to every campaign of the channel, whose own limit "
         "wins when shorter.",
     )
+
+    @field_validator("secret")
+    @classmethod
+    def _only_empty(cls, value: str | None) -> str | None:
+        if value:  # never echoed: it may be a real secret someone pasted in
+            raise ValueError(
+                'expected "" (an empty key on purpose); a secret goes in secret_env or '
+                "secret_file, got a non-empty value (not shown)"
+            )
+        return value
 
     @field_validator("url")
     @classmethod
@@ -776,7 +815,8 @@ def _describe(error: Any) -> str:
     if error["type"] == "missing":
         return f"{path}: required field is missing"
     if error["type"] == "extra_forbidden":
-        return f"{path}: unknown field"
+        closest = closest_field(ServiceConfig, error["loc"])
+        return f"{path}: unknown field" + (f"; did you mean {closest}?" if closest else "")
     if error["type"] == "string_too_short" and error.get("ctx", {}).get("min_length") == 1:
         return f"{path}: expected a non-empty string, got {shown(error['input'])}"
     if "got " in message:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Iterator, Mapping
+from ipaddress import IPv6Address, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from .guard import DestinationPolicy, embedded_ipv4, literal_address
 
 USERINFO = re.compile(r"//[^/?#]*@")  # credentials written into a URL
 
@@ -53,11 +56,14 @@ def cross_check(
     }
     yield from _duplicates(data.get("channels"), "channels", "name", "channel name")
     yield from _duplicates(data.get("campaigns"), "campaigns", "id", "campaign id")
+    allowed = _networks(data.get("allowed_networks"))
     for i, ch in _items(data.get("channels")):
         yield from _tls_checks(i, ch, _section(data, "tls"))
+        yield from _destination_checks(i, ch, allowed)
         if not webhook_secrets:
             continue
         yield from _secret_checks(f"channels[{i}]", ch, "secret_env", "secret_file", environ)
+        yield from _empty_secret_check(i, ch, environ)
         auth = ch.get("basic_auth")
         if isinstance(auth, dict):
             prefix = f"channels[{i}].basic_auth"
@@ -152,6 +158,59 @@ def _secret_checks(
     if isinstance(file, str) and not Path(file).is_file():
         yield (
             f"{prefix}.{file_key}: expected a readable file holding the secret, {file!r} is not one"
+        )
+
+
+def _empty_secret_check(
+    i: int, channel: dict[str, Any], environ: Mapping[str, str]
+) -> Iterator[str]:
+    """A variable or file that holds nothing would sign with an empty key, silently; that is
+    allowed only when the channel says `secret: ""` (GrowingIO's default) on purpose."""
+    if channel.get("secret") == "":
+        return
+    key, value = _secret_value(channel, "secret_env", "secret_file", environ)
+    if value != "":
+        return
+    where = (
+        f"environment variable {channel[key]} is empty"
+        if key == "secret_env"
+        else f"file {channel[key]!r} is empty"
+    )
+    yield (
+        f"channels[{i}].{key}: {where}; expected the X-gio-signature key (or say "
+        'secret: "" to sign with an empty key on purpose)'
+    )
+
+
+def _networks(value: object) -> list[Any]:
+    """allowed_networks as networks; entries that do not parse are reported by the model."""
+    networks = []
+    for entry in value if isinstance(value, list) else []:
+        try:
+            networks.append(ip_network(str(entry), strict=False))
+        except ValueError:
+            continue
+    return networks
+
+
+def _destination_checks(i: int, channel: dict[str, Any], allowed: list[Any]) -> Iterator[str]:
+    """An IP-literal URL host is judged as the guard will judge it at send time, without DNS:
+    a destination that would always be refused is a config error, not a dead letter each."""
+
+    url = channel.get("url")
+    address = literal_address(url) if isinstance(url, str) else None
+    if address is None:
+        return
+    why = DestinationPolicy.of(allowed).refusal(address)
+    if why is not None:
+        inner = embedded_ipv4(address) if isinstance(address, IPv6Address) else None
+        shown_as = inner or address  # ::ffff:10.0.0.1 is allowed wherever 10.0.0.1 is
+        entry = f"{shown_as}/{shown_as.max_prefixlen}"
+        yield (
+            f"channels[{i}].url: {address} is {why.removesuffix(', not in allowed_networks')}, "
+            f"which the destination guard refuses (every delivery would become a "
+            f'blocked_destination dead letter); expected it allowed: add "{entry}" to '
+            "allowed_networks"
         )
 
 

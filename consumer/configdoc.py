@@ -141,11 +141,17 @@ def _string(prop: Schema) -> str:
 
 
 def _bounds(prop: Schema) -> str:
-    if "exclusiveMinimum" in prop:
-        return f" > {prop['exclusiveMinimum']}"
-    if "minimum" in prop:
-        return f" ≥ {prop['minimum']}"
-    return ""
+    """` > 0`, ` ≥ 0, ≤ 65535`: every bound the model enforces, lower then upper."""
+    bounds = []
+    for key, sign in (
+        ("exclusiveMinimum", ">"),
+        ("minimum", "≥"),
+        ("exclusiveMaximum", "<"),
+        ("maximum", "≤"),
+    ):
+        if key in prop:
+            bounds.append(f"{sign} {prop[key]}")
+    return (" " + ", ".join(bounds)) if bounds else ""
 
 
 def _plural(text: str) -> str:

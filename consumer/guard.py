@@ -4,8 +4,9 @@ Channel URLs are typed in by people outside this team; a URL naming `127.0.0.1:6
 metadata address or an internal admin page would turn the service into a door into our network.
 The check runs on the addresses a host name resolved to, inside the HTTP client, which then
 connects to exactly the addresses that passed (the lean transport dials them itself; the
-GuardedConnector below hands aiohttp only those): there is no second lookup an attacker's DNS
-server could answer differently (DNS rebinding).
+aiohttp transport's GuardedConnector hands aiohttp only those): there is no second lookup an
+attacker's DNS server could answer differently (DNS rebinding). This module is the policy alone,
+with no HTTP client in it, so the config's checks can ask it too.
 """
 
 from __future__ import annotations
@@ -15,16 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import TYPE_CHECKING, Any, Final
-
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-
-from .config import is_dotted_quad
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from aiohttp.client_reqrep import ClientRequest
-    from aiohttp.tracing import Trace
+    from aiohttp.abc import ResolveResult  # a TypedDict: the shape both transports resolve to
 
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
@@ -79,6 +75,14 @@ def special_use(address: Address) -> str | None:
     return None
 
 
+def is_dotted_quad(host: str) -> bool:
+    """127.0.0.1, not 2130706433 or 0177.0.0.1: other spellings are refused when sending."""
+    parts = host.split(".")
+    return len(parts) == 4 and all(
+        p.isascii() and p.isdigit() and int(p) <= 255 and (p == "0" or p[0] != "0") for p in parts
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationPolicy:
     """Public unicast addresses are allowed; anything else only inside `allowed`."""
@@ -121,6 +125,18 @@ class DestinationPolicy:
         return kept
 
 
+def literal_address(url: str) -> Address | None:
+    """The address a URL's host is written as (dotted-quad IPv4 or bracketed IPv6), else None:
+    what `check-config` can judge without DNS."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if host is None or not (":" in host or is_dotted_quad(host)):
+        return None
+    return _parse(host)
+
+
 @lru_cache(maxsize=1024)
 def _literal_refusal(policy: DestinationPolicy, host: str) -> str | None:
     if ":" in host:
@@ -148,50 +164,3 @@ def _legacy(host: str) -> str:
         return socket.inet_ntoa(socket.inet_aton(host))
     except OSError:
         return "no address"
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves with `inner`, then keeps only the addresses the policy allows."""
-
-    def __init__(self, policy: DestinationPolicy, inner: AbstractResolver) -> None:
-        self._policy = policy
-        self._inner = inner
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return self._policy.filter(host, await self._inner.resolve(host, port, family))
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-class GuardedConnector(aiohttp.TCPConnector):
-    """A TCPConnector that connects only where the policy allows.
-
-    Host names go through GuardedResolver (aiohttp caches only what passed); IP literals never
-    reach a resolver, so `connect` checks them first, before the connection pool is consulted.
-    """
-
-    def __init__(
-        self, policy: DestinationPolicy, resolver: AbstractResolver | None = None, **options: Any
-    ) -> None:
-        inner = resolver if resolver is not None else aiohttp.DefaultResolver()
-        super().__init__(resolver=GuardedResolver(policy, inner), **options)
-        self._policy = policy
-        self._guarded_resolver = self._resolver
-
-    async def connect(
-        self,
-        req: ClientRequest,
-        traces: list[Trace],
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
-    ) -> aiohttp.connector.Connection:
-        host = req.url.raw_host
-        if host is not None:
-            self._policy.check_literal(host)
-        return await super().connect(req, traces, timeout)
-
-    async def close(self, *, abort_ssl: bool = False) -> None:
-        await super().close(abort_ssl=abort_ssl)
-        await self._guarded_resolver.close()  # ours, so the base class does not close it

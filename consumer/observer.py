@@ -248,6 +248,7 @@ class OccurredInFuture:
 
 class Stage(StrEnum):
     CONFIG_LOADED = "config_loaded"  # the config validated and the catalog built
+    WAITING_FOR_KAFKA = "waiting_for_kafka"  # at start, Kafka unreachable: retrying
     PRODUCER_STARTED = "producer_started"  # hand-offs can be written
     DRAINING = "draining"  # stopping: no new records, in-flight work finishing
     STOPPED = "stopped"

@@ -154,15 +154,19 @@ class Reloader:
         task.add_done_callback(self._retiring.discard)
 
     async def watch(self, interval: float) -> None:
-        """Reload whenever the file's identity or content stamp changes (a ConfigMap update
-        swaps a symlink; an editor rewrites in place)."""
-        seen = _stamp(self._path)
+        """Reload whenever the identity or content stamp of the file, or of a secret file its
+        channels name, changes (a ConfigMap or Secret update swaps a symlink; an editor
+        rewrites in place): a rotated secret is used without a restart or a signal."""
+        seen = self._stamps()
         while True:
             await asyncio.sleep(interval)
-            now = _stamp(self._path)
-            if now != seen and now is not None:
-                seen = now
+            now = self._stamps()
+            if now != seen and now[0] is not None:
                 await self.reload()
+                seen = self._stamps()  # the config now in force may name other files
+
+    def _stamps(self) -> tuple[tuple[int, int, int] | None, ...]:
+        return tuple(_stamp(path) for path in [self._path, *secret_files(self.config)])
 
     async def close(self) -> None:
         for task in [*self._tasks, *self._retiring]:
@@ -179,6 +183,19 @@ def _secrets(channel: Channel) -> tuple[object, ...]:
         channel.authorization,
         None if keys is None else (keys.current, keys.previous, keys.previous_valid_until),
     )
+
+
+def secret_files(config: ServiceConfig) -> list[Path]:
+    """The files a reload reads the channels' secrets from."""
+    found: list[Path | None] = []
+    for channel in config.channels:
+        found.append(channel.secret_file)
+        if channel.basic_auth is not None:
+            found.append(channel.basic_auth.password_file)
+        if channel.standard_webhooks is not None:
+            keys = channel.standard_webhooks
+            found += [keys.secret_file, keys.previous_secret_file]
+    return [path for path in found if path is not None]
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -32,7 +32,7 @@ from .hooks.logs import RetrySummary, TransitionLog
 from .hooks.prometheus import PrometheusHook
 from .hooks.readiness import Readiness
 from .hooks.status import StatusBoard
-from .kafkaprobe import probe
+from .kafkaprobe import wait_until_reachable
 from .kafkatools import client_options
 from .lanes import ChannelLane
 from .limit_backends import open_limits
@@ -117,7 +117,16 @@ async def run_service(
             if admin_bound is not None:
                 admin_bound(admin.port)
         observer.emit(Lifecycle(Stage.CONFIG_LOADED))
-        await probe(config.kafka, environ)  # a wrong password or CA: one clear error, not retries
+        # A wrong password or CA: one clear error at once; a cluster not up yet is waited for.
+        if not await wait_until_reachable(
+            config.kafka,
+            environ,
+            stop=stop,
+            on_waiting=lambda why: observer.emit(Lifecycle(Stage.WAITING_FOR_KAFKA)),
+        ):
+            log.info("service.stopped", before="kafka answered")
+            summary.close()
+            return
         attributes_topic = config.attributes.topic
         if config.kafka.create_topics:
             compacted = [] if attributes_topic is None else [attributes_topic]

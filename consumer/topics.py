@@ -18,6 +18,23 @@ log = structlog.get_logger(__name__)
 # Dead letters and delayed deliveries carry the original records plus context, so they can
 # outgrow the input's limit (a record the input took must never be one the hand-off cannot).
 DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
+DEAD_LETTER_BYTES = str(DEAD_LETTER_MAX_BYTES)
+
+
+def durability(config: KafkaConfig) -> dict[str, str]:
+    """What every topic the service creates carries: a hand-off is durable once acks=all is
+    answered, which means more than one copy only when the topic demands it (the broker's
+    own default for min.insync.replicas is often 1)."""
+    return {"min.insync.replicas": str(config.effective_min_insync_replicas)}
+
+
+def _topic(config: KafkaConfig, name: str, settings: dict[str, str] | None = None) -> NewTopic:
+    return NewTopic(
+        name,
+        config.topic_partitions,
+        config.replication_factor,
+        topic_configs={**durability(config), **(settings or {})},
+    )
 
 
 async def ensure_topics(
@@ -33,20 +50,14 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(config.topic, config.topic_partitions, config.replication_factor),
-            NewTopic(
-                config.dead_letter_topic,
-                config.topic_partitions,
-                config.replication_factor,
-                topic_configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
-            ),
+            _topic(config, config.topic),
+            _topic(config, config.dead_letter_topic, {"max.message.bytes": DEAD_LETTER_BYTES}),
             *(
-                NewTopic(
+                _topic(
+                    config,
                     name,
-                    config.topic_partitions,
-                    config.replication_factor,
-                    topic_configs={
-                        "max.message.bytes": str(DEAD_LETTER_MAX_BYTES),
+                    {
+                        "max.message.bytes": DEAD_LETTER_BYTES,
                         # The broker's clock stamps delay records, so a due time can be checked
                         # against it whatever the clock of the replica that wrote the record.
                         "message.timestamp.type": "LogAppendTime",
@@ -54,17 +65,9 @@ async def ensure_topics(
                 )
                 for name in delay_topics or []
             ),
-            *(
-                NewTopic(
-                    name,
-                    config.topic_partitions,
-                    config.replication_factor,
-                    # Only the latest record of each key is needed, and a tombstone's key
-                    # goes too, once every reader has had a day to see it.
-                    topic_configs={"cleanup.policy": "compact"},
-                )
-                for name in compacted
-            ),
+            # Only the latest record of each key is needed, and a tombstone's key goes too,
+            # once every reader has had a day to see it.
+            *(_topic(config, name, {"cleanup.policy": "compact"}) for name in compacted),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
@@ -91,9 +94,8 @@ async def ensure_compacted(
     await admin.start()
     try:
         if name not in await admin.list_topics():
-            topic = NewTopic(
-                name, 1, config.replication_factor, topic_configs={"cleanup.policy": "compact"}
-            )
+            settings = {"cleanup.policy": "compact", **durability(config)}
+            topic = NewTopic(name, 1, config.replication_factor, topic_configs=settings)
             with contextlib.suppress(TopicAlreadyExistsError):  # another process was first
                 await admin.create_topics([topic])
             await _visible(admin, [name])

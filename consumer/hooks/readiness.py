@@ -1,6 +1,7 @@
 """Readiness as a hook: ready once the config is loaded, the producer started, the attributes
 topic (if any) read to the end it had at start, and the consumer group joined (the first
-assignment arrived, even an empty one), until the drain begins."""
+assignment arrived, even an empty one), until the drain begins. While Kafka is unreachable at
+start the verdict says so."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ class Readiness:
     def __init__(self, follows_attributes: bool = False) -> None:
         self._config_loaded = False
         self._producer_started = False
+        self._kafka_unreachable = False
         self._joined = False
         self._draining = False
         self._attributes_read = not follows_attributes
@@ -30,6 +32,8 @@ class Readiness:
         match stage:
             case Stage.CONFIG_LOADED:
                 self._config_loaded = True
+            case Stage.WAITING_FOR_KAFKA:
+                self._kafka_unreachable = True
             case Stage.PRODUCER_STARTED:
                 self._producer_started = True
             case Stage.DRAINING | Stage.STOPPED:
@@ -50,6 +54,8 @@ class Readiness:
             )
             if not done
         ]
+        if self._kafka_unreachable and not self._producer_started:
+            return Verdict(False, "waiting for Kafka: unreachable at start (see kafka.unreachable)")
         if missing:
             return Verdict(False, "waiting for " + ", ".join(missing))
         return Verdict(True, "ready")

@@ -4,16 +4,22 @@ The tested alternative to the lean transport (`http.client: aiohttp`)."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohappyeyeballs import SocketFactoryType
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from ..guard import DestinationPolicy, GuardedConnector, Network
+from ..guard import DestinationPolicy, Network
 from . import EXCERPT_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, Answer, TransportError, describe
+
+if TYPE_CHECKING:
+    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.tracing import Trace
 
 
 def make_session(
@@ -80,3 +86,50 @@ class AiohttpTransport:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with `inner`, then keeps only the addresses the policy allows."""
+
+    def __init__(self, policy: DestinationPolicy, inner: AbstractResolver) -> None:
+        self._policy = policy
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return self._policy.filter(host, await self._inner.resolve(host, port, family))
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class GuardedConnector(aiohttp.TCPConnector):
+    """A TCPConnector that connects only where the policy allows.
+
+    Host names go through GuardedResolver (aiohttp caches only what passed); IP literals never
+    reach a resolver, so `connect` checks them first, before the connection pool is consulted.
+    """
+
+    def __init__(
+        self, policy: DestinationPolicy, resolver: AbstractResolver | None = None, **options: Any
+    ) -> None:
+        inner = resolver if resolver is not None else aiohttp.DefaultResolver()
+        super().__init__(resolver=GuardedResolver(policy, inner), **options)
+        self._policy = policy
+        self._guarded_resolver = self._resolver
+
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
+    ) -> aiohttp.connector.Connection:
+        host = req.url.raw_host
+        if host is not None:
+            self._policy.check_literal(host)
+        return await super().connect(req, traces, timeout)
+
+    async def close(self, *, abort_ssl: bool = False) -> None:
+        await super().close(abort_ssl=abort_ssl)
+        await self._guarded_resolver.close()  # ours, so the base class does not close it

@@ -60,7 +60,7 @@ def healthcheck_command(text: str) -> list[str] | None:
 
 
 def python_version(image: str) -> tuple[int, ...] | None:
-    match = re.fullmatch(r"python:(\d+)\.(\d+)[\w.-]*", image)
+    match = re.fullmatch(r"python:(\d+)\.(\d+)[\w.-]*(?:@sha256:[0-9a-f]{64})?", image)
     return tuple(int(g) for g in match.groups()) if match else None
 
 
@@ -78,9 +78,23 @@ def dockerfile_problems(text: str) -> list[str]:
     for run in final.all("RUN"):
         if BUILD_TOOLS.search(run):
             problems.append(f"final stage installs or runs build tools: {run[:80]}")
+    if not re.search(r"@sha256:[0-9a-f]{64}$", final.image):
+        problems.append(f"final image {final.image}: expected it pinned by digest (@sha256:...)")
     for copy in final.all("COPY"):
-        if "--from=" not in copy:
+        if "--from=" not in copy and copy.split()[0] != "LICENSE":
             problems.append(f"final stage copies from the build context: COPY {copy}")
+    if not any(copy.split()[0] == "LICENSE" for copy in final.all("COPY")):
+        problems.append("final stage: expected the LICENSE copied into the image")
+    locked = [
+        run
+        for s in builders
+        for run in s.all("RUN")
+        if "--require-hashes" in run and "requirements.lock" in run
+    ]
+    if not locked:
+        problems.append(
+            "no build stage installs the dependencies with --require-hashes from the lock"
+        )
     user = final.last("USER")
     if user is None or user.split(":")[0] in ("root", "0"):
         problems.append(f"final stage must switch to a non-root USER, got {user!r}")

@@ -16,7 +16,7 @@ import yaml
 
 from consumer.config import ServiceConfig
 
-from .support import SCHEMAS, config_of, config_text, secret_variables
+from .support import SCHEMAS, config_of, config_text, secret_files, secret_variables
 
 # The oldest Kubernetes these manifests claim to work with, and the newest one whose schemas
 # the installed kubernetes-validate bundles (1.37 with kubernetes-validate 1.37.0).
@@ -153,6 +153,58 @@ def statefulset_problems(statefulset: dict[str, Any], config: ServiceConfig) -> 
     return problems
 
 
+def secret_volumes(statefulset: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Mounted file path -> (Secret name, key), for every Secret volume the container mounts.
+    A volume without items is mounted whole: any key of its Secret, so `key` is then "*"."""
+    cont, pod = container(statefulset), statefulset["spec"]["template"]["spec"]
+    volumes = {v["name"]: v.get("secret") for v in pod.get("volumes", []) if "secret" in v}
+    files: dict[str, tuple[str, str]] = {}
+    for mount in cont.get("volumeMounts", []):
+        secret = volumes.get(mount["name"])
+        if secret is None:
+            continue
+        folder = mount["mountPath"].rstrip("/")
+        if "subPath" in mount:  # a subPath mount is never updated: no rotation
+            files[folder] = (secret["secretName"], "subPath")
+            continue
+        for item in secret.get("items") or [{"key": "*", "path": "*"}]:
+            files[f"{folder}/{item['path']}"] = (secret["secretName"], item["key"])
+    return files
+
+
+def file_mount_problems(objects: Any, statefulset: dict[str, Any]) -> list[str]:
+    """Every file the config reads a secret or CA from is a key of a Secret mounted whole (no
+    subPath, which the kubelet never updates): present at start, updated on rotation."""
+    mounted = secret_volumes(statefulset)
+    problems = []
+    for path in sorted(secret_files(config_text(objects))):
+        folder = path.rsplit("/", 1)[0]
+        source = mounted.get(path) or mounted.get(f"{folder}/*")
+        if source is None:
+            problems.append(f"{path}: the config reads it, no Secret is mounted there")
+        elif source[1] == "subPath":
+            problems.append(f"{path}: mounted with subPath, never updated when the Secret is")
+    return problems
+
+
+def secret_keys_read(objects: Any, statefulset: dict[str, Any]) -> set[tuple[str, str]]:
+    """(Secret, key) pairs the pod reads: variables, mounted items, and the files the config
+    names inside a Secret mounted whole."""
+    refs = {
+        (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in env_sources(statefulset).values()
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    mounted = secret_volumes(statefulset)
+    refs |= {source for source in mounted.values() if source[1] not in ("*", "subPath")}
+    for path in secret_files(config_text(objects)):
+        folder, name = path.rsplit("/", 1)
+        whole = mounted.get(f"{folder}/*")
+        if whole is not None and path not in mounted:
+            refs.add((whole[0], name))
+    return refs
+
+
 def _config_mount_problems(statefulset: dict[str, Any]) -> list[str]:
     cont, pod = container(statefulset), statefulset["spec"]["template"]["spec"]
     args = [str(a) for a in cont.get("args", [])]
@@ -184,11 +236,7 @@ def secret_problems(objects: Any, statefulset: dict[str, Any], example: list[Any
     documented = {
         (doc["metadata"]["name"], key) for doc in example for key in doc.get("stringData", {})
     }
-    refs = {
-        (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
-        for e in env_sources(statefulset).values()
-        if "secretKeyRef" in e.get("valueFrom", {})
-    }
+    refs = secret_keys_read(objects, statefulset)
     for o in objects:
         if o["kind"] == "TriggerAuthentication":
             refs |= {(r["name"], r["key"]) for r in o["spec"].get("secretTargetRef", [])}
@@ -230,6 +278,17 @@ def wiring_problems(objects: Any) -> list[str]:
     for budget in by_kind.get("PodDisruptionBudget", []):
         if not _matches(budget["spec"]["selector"]["matchLabels"], pod_labels):
             problems.append(f"PodDisruptionBudget {budget['metadata']['name']}: selects no pod")
+        if budget["spec"].get("unhealthyPodEvictionPolicy") != "AlwaysAllow":
+            problems.append(
+                "PodDisruptionBudget: expected unhealthyPodEvictionPolicy: AlwaysAllow (a pod "
+                "that never turns ready must not block node drains)"
+            )
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        for monitor in by_kind.get(kind, []):
+            if "release" not in monitor["metadata"].get("labels", {}):
+                problems.append(
+                    f"{kind}: expected a release label (kube-prometheus-stack selects by it)"
+                )
     for monitor in by_kind.get("ServiceMonitor", []):
         chosen = [
             s
@@ -286,6 +345,11 @@ def scaledobject_problems(objects: Any, config: ServiceConfig) -> list[str]:
         if metadata.get("bootstrapServers") != kafka.bootstrap_servers:
             problems.append(
                 f"{where}.metadata.bootstrapServers: expected {kafka.bootstrap_servers!r}"
+            )
+        if metadata.get("lagThreshold") != str(kafka.max_in_flight_per_partition):
+            problems.append(
+                f"{where}.metadata.lagThreshold: expected kafka.max_in_flight_per_partition "
+                f"({kafka.max_in_flight_per_partition}), got {metadata.get('lagThreshold')!r}"
             )
         if metadata.get("allowIdleConsumers") == "true":
             problems.append(f"{where}.metadata.allowIdleConsumers: members beyond partitions idle")

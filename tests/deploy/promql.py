@@ -18,6 +18,9 @@ TARGET_LABELS = frozenset(
 )
 # Series Prometheus writes itself for every target.
 PROMETHEUS_SERIES = frozenset({"up"})
+# Series of exporters beside the service that the alerts read, with their own labels:
+# kafka-exporter's (and Strimzi's Kafka Exporter's) broker-side consumer group lag.
+EXTERNAL_SERIES = {"kafka_consumergroup_lag": frozenset({"consumergroup", "topic", "partition"})}
 HISTOGRAM_SERIES = {"_bucket": {"le"}, "_sum": set(), "_count": set()}
 # Grafana's variables, replaced by something of the same kind before parsing.
 _GRAFANA_DURATIONS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
@@ -88,6 +91,8 @@ def series_labels(metric: str | None, catalogue: dict[str, Any]) -> set[str] | N
     metrics = catalogue["metrics"]
     if metric in PROMETHEUS_SERIES:
         return set(TARGET_LABELS)
+    if metric in EXTERNAL_SERIES:
+        return set(EXTERNAL_SERIES[metric]) | TARGET_LABELS
     if metric in metrics:
         if metrics[metric]["type"] == "histogram":
             return None  # a histogram is read through its _bucket, _sum and _count series

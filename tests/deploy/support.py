@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import yaml
 
 from consumer.config import ServiceConfig, parse_config
+
+from ..pki import Authority
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -68,26 +71,53 @@ def load_yaml(path: Path) -> Any:
 
 
 def config_of(text: str, environ: dict[str, str], source: str) -> ServiceConfig:
-    """The config as `check-config` would load it, with these variables set."""
-    return parse_config(yaml.safe_load(text), source, environ)
+    """The config as `check-config` would load it, with these variables set and a stand-in
+    for every file it reads (a pod gets those from its mounts: manifests.py checks them)."""
+    with tempfile.TemporaryDirectory() as folder:
+        return parse_config(yaml.safe_load(with_stand_ins(text, Path(folder))), source, environ)
 
 
-def secret_variables(text: str) -> set[str]:
-    """Every environment variable a config reads a secret from (`*_env` fields)."""
-    names: set[str] = set()
+def secret_files(text: str) -> set[str]:
+    """Every file a config reads a secret or CA from (`*_file` and `ca_bundle` fields)."""
+    return {value for key, value in _fields(text) if key.endswith("_file") or key == "ca_bundle"}
+
+
+def with_stand_ins(text: str, folder: Path) -> str:
+    """The config with each secret file replaced by one in `folder` that holds a value of the
+    right kind (a CA certificate for a ca_bundle)."""
+    bundles = {value for key, value in _fields(text) if key == "ca_bundle"}
+    for i, path in enumerate(sorted(secret_files(text), key=len, reverse=True)):
+        stand_in = folder / f"{i}-{Path(path).name}"
+        stand_in.write_bytes(_ca_pem() if path in bundles else b"stand-in-secret")
+        text = text.replace(path, str(stand_in))
+    return text
+
+
+@cache
+def _ca_pem() -> bytes:
+    return Authority("stand-in CA").cert_pem
+
+
+def _fields(text: str) -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
-                if key.endswith("_env") and isinstance(item, str):
-                    names.add(item)
+                if isinstance(item, str):
+                    found.append((key, item))
                 walk(item)
         elif isinstance(value, list):
             for item in value:
                 walk(item)
 
     walk(yaml.safe_load(text))
-    return names
+    return found
+
+
+def secret_variables(text: str) -> set[str]:
+    """Every environment variable a config reads a secret from (`*_env` fields)."""
+    return {value for key, value in _fields(text) if key.endswith("_env")}
 
 
 @cache

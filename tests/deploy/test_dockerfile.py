@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import sys
+import tomllib
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from .dockerfile import copied_sources, dockerfile_problems, healthcheck_command, ignored, stages
 from .manifests import container
@@ -31,7 +36,7 @@ def test_the_dockerfile_is_multi_stage_non_root_and_checks_health() -> None:
 
 BREAKAGES = {
     "one stage": (
-        lambda t: t.split("FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime")[0],
+        lambda t: t.split("FROM ${BASE_IMAGE} AS runtime")[0],
         "expected a build stage and a runtime stage",
     ),
     "running as root": (lambda t: t.replace("USER 10001:10001", "USER root"), "non-root USER"),
@@ -61,8 +66,22 @@ BREAKAGES = {
         "final stage copies from the build context",
     ),
     "an old Python": (
-        lambda t: t.replace("ARG PYTHON_VERSION=3.11", "ARG PYTHON_VERSION=3.10"),
+        lambda t: t.replace("BASE_IMAGE=python:3.11", "BASE_IMAGE=python:3.10"),
         "expected a slim Python 3.11 or newer",
+    ),
+    "a base image by tag only": (
+        lambda t: t.replace("bookworm@sha256:", "bookworm#sha256:").replace(
+            "bookworm#sha256:" + t.split("bookworm@sha256:")[1].split()[0], "bookworm"
+        ),
+        "expected it pinned by digest",
+    ),
+    "dependencies resolved at build time": (
+        lambda t: t.replace("--require-hashes --wheel-dir /wheels -r requirements.lock", ""),
+        "--require-hashes from the lock",
+    ),
+    "no license in the image": (
+        lambda t: t.replace("COPY LICENSE /usr/share/licenses/webhook-consumer/LICENSE\n", ""),
+        "expected the LICENSE copied into the image",
     ),
     "a shell-form entrypoint": (
         lambda t: t.replace('ENTRYPOINT ["webhook-consumer"]', "ENTRYPOINT webhook-consumer"),
@@ -147,6 +166,22 @@ def test_the_build_context_holds_what_copy_needs_and_nothing_private() -> None:
         "consumer/__pycache__/cli.pyc",
     ]
     assert [p for p in private if not ignored(p, rules)] == []
+
+
+def test_the_lock_pins_every_dependency_of_the_package_with_hashes() -> None:
+    lock = (DEPLOY / "docker" / "requirements.lock").read_text(encoding="utf-8")
+    pinned = {
+        canonicalize_name(m["name"]): Version(m["version"])
+        for m in re.finditer(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+)", lock, re.M)
+    }
+    blocks = re.split(r"\n(?=[A-Za-z])", lock.split("\n\n", 1)[-1])
+    assert all("--hash=sha256:" in b for b in blocks if "==" in b)  # `make lock` wrote hashes
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for line in project["dependencies"]:
+        wanted = Requirement(line)
+        name = canonicalize_name(wanted.name)
+        assert name in pinned, f"{name}: in pyproject.toml, not in the lock: run make lock"
+        assert pinned[name] in wanted.specifier, f"{name} {pinned[name]}: not {wanted.specifier}"
 
 
 def test_an_ignore_file_without_the_catch_all_lets_private_files_in() -> None:

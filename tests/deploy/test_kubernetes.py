@@ -17,6 +17,7 @@ from consumer.config import ConfigError
 from .manifests import (
     KUBERNETES_VERSIONS,
     container,
+    file_mount_problems,
     pod_config,
     scaledobject_problems,
     schema_problems,
@@ -44,6 +45,7 @@ def all_problems(objects: Objects) -> list[str]:
     except ConfigError as exc:  # what the pod would print before exiting 2
         return problems + exc.problems
     problems += statefulset_problems(statefulset, config)
+    problems += file_mount_problems(objects, statefulset)
     problems += secret_problems(objects, statefulset, example)
     problems += wiring_problems(objects)
     if any(o["kind"] == "ScaledObject" for o in objects):
@@ -103,6 +105,11 @@ def _env(objects: Objects) -> list[dict[str, Any]]:
     return env
 
 
+def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(item for item in items if item["name"] == name)
+    return found
+
+
 def _drop_env(name: str) -> Callable[[Objects], None]:
     def mutate(objects: Objects) -> None:
         container(_sts(objects))["env"] = [e for e in _env(objects) if e["name"] != name]
@@ -158,13 +165,37 @@ BREAKAGES: dict[str, tuple[Callable[[Objects], None], str]] = {
         _set("spec.template.spec.containers.0.image", "webhook-consumer:latest"),
         "image: expected a pinned tag",
     ),
-    "a channel secret the pod does not set": (
-        _drop_env("COUPON_WEBHOOK_SECRET"),
-        "environment variable COUPON_WEBHOOK_SECRET is not set",
+    "a secret file no Secret is mounted for": (
+        lambda objects: container(_sts(objects))["volumeMounts"].remove(
+            _named(container(_sts(objects))["volumeMounts"], "redis-secrets")
+        ),
+        "/var/run/secrets/webhook-consumer/redis/password: the config reads it, no Secret",
     ),
-    "a secret written as a plain value": (
-        lambda objects: _env(objects).append({"name": "KAFKA_SASL_PASSWORD", "value": "x"}),
-        "env KAFKA_SASL_PASSWORD: a secret of the config, expected a secretKeyRef",
+    "a secret file mounted with subPath": (
+        lambda objects: _named(container(_sts(objects))["volumeMounts"], "redis-secrets").update(
+            {"mountPath": "/var/run/secrets/webhook-consumer/redis/password", "subPath": "password"}
+        ),
+        "mounted with subPath, never updated",
+    ),
+    "a mounted Secret key nobody documented": (
+        lambda objects: _named(
+            _sts(objects)["spec"]["template"]["spec"]["volumes"], "kafka-secrets"
+        )["secret"]["items"][1].update({"key": "ca.pem"}),
+        "secret webhook-consumer-kafka/ca.pem is read but not in secret.example.yaml",
+    ),
+    "a budget that keeps unhealthy pods": (
+        lambda objects: one(objects, "PodDisruptionBudget")["spec"].pop(
+            "unhealthyPodEvictionPolicy"
+        ),
+        "unhealthyPodEvictionPolicy: AlwaysAllow",
+    ),
+    "a monitor kube-prometheus-stack does not select": (
+        lambda objects: one(objects, "ServiceMonitor")["metadata"]["labels"].pop("release"),
+        "ServiceMonitor: expected a release label",
+    ),
+    "a lag threshold beside the in-flight bound": (
+        lambda objects: _trigger(objects)["metadata"].update({"lagThreshold": "500"}),
+        "lagThreshold: expected kafka.max_in_flight_per_partition (2000), got '500'",
     ),
     "a committed Secret": (
         lambda objects: objects.append(

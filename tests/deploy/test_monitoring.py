@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 
 from . import promql
 from .observability import catalogue_problems, dashboard_problems, rules_problems
-from .support import DEPLOY, KUBERNETES, catalogue, load_yaml
+from .support import DEPLOY, KUBERNETES, REPO, catalogue, load_yaml
+
+RUNBOOK = REPO / "docs" / "runbook.md"
 
 RULES = KUBERNETES / "components" / "monitoring" / "prometheusrule.yaml"
 DASHBOARD = DEPLOY / "grafana" / "webhook-consumer.json"
@@ -68,7 +71,10 @@ def test_every_alert_uses_catalogued_metrics_and_labels() -> None:
 @pytest.mark.parametrize(
     ("alert", "metric"),
     [
-        ("WebhookConsumerInputLagGrowing", "webhook_consumer_input_lag_records"),
+        # The broker's lag: the pods' own gauge vanishes with them and freezes when paused.
+        ("WebhookConsumerInputLagGrowing", "kafka_consumergroup_lag"),
+        ("WebhookConsumerInputLagUnknown", "kafka_consumergroup_lag"),
+        ("WebhookConsumerAbsent", "up"),
         ("WebhookConsumerDeadLetters", "webhook_consumer_dead_letters_total"),
         ("WebhookConsumerCircuitOpen", "webhook_consumer_circuit_state"),
         ("WebhookConsumerChannelDisabled", "webhook_consumer_channel_disabled"),
@@ -81,6 +87,19 @@ def test_the_required_alerts_watch_their_metric(alert: str, metric: str) -> None
     assert metric in {s.metric for s in promql.selectors(tree)}
 
 
+def test_every_alert_links_a_section_of_the_runbook() -> None:
+    slugs = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in RUNBOOK.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
+    for name, rule in alerts().items():
+        url = rule["annotations"].get("runbook_url", "")
+        page, _, anchor = url.partition("#")
+        assert page.endswith("/docs/runbook.md"), (name, url)
+        assert anchor in slugs, (name, anchor)
+
+
 def test_no_success_counts_channels_that_never_succeeded() -> None:
     # `and` would drop a channel without any success series; `unless` keeps it.
     assert str(promql.pq.parse(alerts()["WebhookConsumerChannelNoSuccess"]["expr"]).op) == "unless"
@@ -88,7 +107,11 @@ def test_no_success_counts_channels_that_never_succeeded() -> None:
 
 def _rule_breakage(expr: str | None = None, **fields: Any) -> Callable[[dict[str, Any]], None]:
     def mutate(rules: dict[str, Any]) -> None:
-        rule = rules["spec"]["groups"][0]["rules"][1]  # WebhookConsumerDeadLetters
+        (rule,) = [
+            r
+            for r in rules["spec"]["groups"][0]["rules"]
+            if r["alert"] == "WebhookConsumerDeadLetters"
+        ]
         if expr is not None:
             rule["expr"] = expr
         rule.update(fields)

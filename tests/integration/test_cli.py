@@ -123,8 +123,10 @@ async def test_an_unreachable_broker_is_one_clear_line_and_exit_1(tmp_path: Path
     path.write_text(
         yaml.safe_dump(
             {
-                "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+                # 0: no wait (test_kafka_startup.py waits for a broker that is not up yet).
+                "kafka": {"bootstrap_servers": "127.0.0.1:1", "startup_timeout_seconds": 0},
                 "admin": {"host": "127.0.0.1", "port": 0},
+                "allowed_networks": ["127.0.0.0/8"],
                 "channels": [{"name": "a", "url": "http://127.0.0.1:9/"}],
             }
         ),

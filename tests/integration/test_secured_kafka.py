@@ -39,7 +39,9 @@ from .support import (
     write_config,
 )
 
-CLI_BOUND_SECONDS = 30  # a failing start must end well within this; probes give up after 20 s
+# A failing start must end well within this; probes give up after 20 s. These configs keep the
+# default kafka.startup_timeout_seconds (300): what waiting cannot cure is not waited for.
+CLI_BOUND_SECONDS = 30
 
 
 def scram(broker: SecuredKafka, mechanism: str = "SCRAM-SHA-512") -> dict[str, Any]:
@@ -185,7 +187,11 @@ async def test_an_untrusted_broker_certificate_ends_run_with_one_line_and_exit_1
 
 
 def _kafka(fields: dict[str, Any], environ: dict[str, str]) -> KafkaConfig:
-    data = {"kafka": fields, "channels": [{"name": "a", "url": "http://127.0.0.1:9/"}]}
+    data = {
+        "kafka": fields,
+        "allowed_networks": ["127.0.0.0/8"],
+        "channels": [{"name": "a", "url": "http://127.0.0.1:9/"}],
+    }
     return parse_config(data, "test.yaml", environ).kafka
 
 
@@ -281,3 +287,27 @@ async def test_mutual_tls_without_a_client_certificate_is_refused_clearly(
         f"cannot connect to Kafka (SSL): {secured_kafka.mtls}: the broker closed the connection "
         "(does the listener expect security_protocol SSL? a client certificate?)"
     )
+    assert not caught.value.waitable
+
+
+async def test_a_protocol_mismatch_ends_run_at_once_despite_the_startup_wait(
+    secured_kafka: SecuredKafka, receiver: Receiver, tmp_path: Path
+) -> None:
+    setup = Setup(
+        secured_kafka.mtls,
+        receiver,
+        [channel(receiver, "a")],
+        {"c": ["a"]},
+        kafka={"security_protocol": "SSL", "tls": {"ca_bundle": str(secured_kafka.ca)}},
+        tmp=str(tmp_path),
+    )
+    code, _, err, took = await _cli(
+        "run", "--config", str(write_config(setup, tmp_path)), env=setup.environ
+    )
+    assert code == 1
+    assert err.splitlines() == [
+        f"webhook-consumer: KafkaUnavailable: cannot connect to Kafka (SSL): {secured_kafka.mtls}: "
+        "the broker closed the connection (does the listener expect security_protocol SSL? a "
+        "client certificate?)"
+    ], err
+    assert took < CLI_BOUND_SECONDS

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import io
 import json
+import socket
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +60,21 @@ def leaks(text: str, forms: dict[str, str]) -> set[str]:
     return {secret for form, secret in forms.items() if form in text}
 
 
+def resolves_to(monkeypatch: pytest.MonkeyPatch, name: str, address: str) -> None:
+    """`name` resolves to `address` alone in this process (aiohttp's threaded resolver asks
+    socket.getaddrinfo); every other name as usual."""
+    real = socket.getaddrinfo
+
+    def fake(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        if ":" in address:
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, int(port), 0, 0))]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
 async def _topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -84,7 +100,9 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
     }
     auth = lambda var: {"username": "gio", "password_env": var}  # noqa: E731
     blocked = channel(receiver, "blocked")
-    blocked["url"] = f"http://0.0.0.0:{receiver.port}/hooks/blocked"  # outside 127.0.0.0/8
+    # A name that resolves outside 127.0.0.0/8 (a literal address is refused by check-config).
+    resolves_to(monkeypatch, "blocked.test", "0.0.0.0")
+    blocked["url"] = f"http://blocked.test:{receiver.port}/hooks/blocked"
     channels = [
         channel(receiver, "ok", basic_auth=auth("OK_PASSWORD")),
         channel(receiver, "strict", basic_auth=auth("STRICT_PASSWORD")),
@@ -181,10 +199,13 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
 
 
 async def test_a_blocked_destination_is_dead_lettered_without_a_request(
-    bootstrap: str, receiver: Receiver, tmp: str, client: str
+    bootstrap: str, receiver: Receiver, tmp: str, client: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blocked = channel(receiver, "internal")
-    blocked["url"] = f"http://[::ffff:0.0.0.0]:{receiver.port}/hooks/internal"
+    # What check-config cannot see: a name whose DNS answer is a refused address (the
+    # IPv4-mapped form of 0.0.0.0), judged at send time.
+    resolves_to(monkeypatch, "internal.test", "::ffff:0.0.0.0")
+    blocked["url"] = f"http://internal.test:{receiver.port}/hooks/internal"
     setup = Setup(
         bootstrap, receiver, [blocked], {"c": ["internal"]}, tmp=tmp, http={"client": client}
     )

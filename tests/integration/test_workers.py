@@ -179,7 +179,9 @@ async def test_workers_that_cannot_reach_the_broker_exit_1_and_leave_nothing(
     config.write_text(
         yaml.safe_dump(
             {
-                "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+                # No wait for a broker that is not up yet: this is about the supervisor.
+                "kafka": {"bootstrap_servers": "127.0.0.1:1", "startup_timeout_seconds": 0},
+                "allowed_networks": ["127.0.0.0/8"],
                 "channels": [{"name": "a", "url": "http://127.0.0.1:9/"}],
             }
         ),

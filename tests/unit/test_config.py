@@ -124,9 +124,14 @@ CASES = {
     "not a url": (_set_url("not a url"), "channels[0].url", ["http", "'not a url'"]),
     "url without host": (_set_url("https:///hooks"), "channels[0].url", ["http"]),
     "unknown channel field": (
+        lambda d: d["channels"][0].update(sekret="inline"),
+        "channels[0].sekret",
+        ["unknown field; did you mean secret?"],
+    ),
+    "secret inline": (
         lambda d: d["channels"][0].update(secret="inline"),
         "channels[0].secret",
-        ["unknown field"],
+        ['expected ""', "not shown"],
     ),
     "unknown top-level field": (lambda d: d.update(kafak={}), "kafak", ["unknown field"]),
     "missing channel url": (

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from consumer.config import ConfigError, ServiceConfig, parse_config
+from consumer.config import ConfigError, KafkaConfig, ServiceConfig, parse_config
 
 from ..pki import Authority, write
 
@@ -272,3 +273,25 @@ def test_every_problem_is_reported_in_one_run(files: Files) -> None:
         "kafka.tls.ca_bundle",
         "kafka.tls.client_key",
     ]
+
+
+@pytest.mark.parametrize(
+    ("replication", "configured", "effective"),
+    [(1, None, 1), (2, None, 1), (3, None, 2), (5, None, 2), (3, 3, 3), (2, 2, 2)],
+)
+def test_min_insync_replicas_defaults_to_two_from_three_replicas(
+    replication: int, configured: int | None, effective: int
+) -> None:
+    kafka = KafkaConfig(replication_factor=replication, min_insync_replicas=configured)
+    assert kafka.effective_min_insync_replicas == effective
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"expected min_insync_replicas at most "):
+        KafkaConfig(replication_factor=2, min_insync_replicas=3)
+
+
+def test_startup_timeout_defaults_to_five_minutes_and_refuses_negatives() -> None:
+    assert KafkaConfig().startup_timeout_seconds == 300
+    with pytest.raises(ValidationError):
+        KafkaConfig(startup_timeout_seconds=-1)

@@ -109,3 +109,14 @@ def test_with_an_attributes_topic_ready_only_once_it_was_read_to_its_end() -> No
     # Falling behind later is a lag to watch (a metric), not a reason to stop serving.
     readiness(AttributesProgress(records=252_000, lag=5_000, caught_up=True))
     assert readiness.verdict().ok
+
+
+def test_not_ready_while_kafka_is_unreachable_at_start() -> None:
+    readiness = Readiness()
+    readiness(Lifecycle(Stage.CONFIG_LOADED))
+    readiness(Lifecycle(Stage.WAITING_FOR_KAFKA))
+    verdict = readiness.verdict()
+    assert not verdict.ok
+    assert verdict.reason == "waiting for Kafka: unreachable at start (see kafka.unreachable)"
+    readiness(Lifecycle(Stage.PRODUCER_STARTED))  # Kafka answered: the usual reasons again
+    assert readiness.verdict().reason == "waiting for joining the consumer group"
