@@ -8,11 +8,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.integration.kafka import PrivateBroker
 from tests.integration.support import committed_to_end
+from tests.support.commits import CommitWatch, uncommitted
+from tests.support.duplicates import DuplicateBound
 
-from .bound import DuplicateBound
-from .commits import CommitWatch, uncommitted
 from .fleet import Fleet
 from .receiver import FaultReceiver
 from .scenario import (
@@ -25,6 +27,9 @@ from .scenario import (
     produce,
     setup_for,
 )
+
+# A fleet of processes for a minute or two, and waits of up to 180 s for what must arrive.
+pytestmark = pytest.mark.timeout(420)
 
 OUTAGE_SECONDS = 20.0
 

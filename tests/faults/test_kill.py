@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.support import committed_to_end
+from tests.support.commits import Commit, CommitWatch, committed, uncommitted
+from tests.support.duplicates import DuplicateBound
 
-from .bound import DuplicateBound
-from .commits import Commit, CommitWatch, committed, uncommitted
 from .fleet import Fleet, Partition, Replica
 from .receiver import FAST, FaultReceiver, Misbehaviour
 from .scenario import (
@@ -30,6 +30,9 @@ from .scenario import (
     produce,
     setup_for,
 )
+
+# A fleet of processes for a minute or two, and waits of up to 180 s for what must arrive.
+pytestmark = pytest.mark.timeout(420)
 
 STALL = Misbehaviour(hold_first=20, hold_seconds=5.0)
 DROP = Misbehaviour(drop_seconds=3.0)

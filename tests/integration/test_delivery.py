@@ -11,8 +11,8 @@ from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
 
 from .support import (
-    RunningService,
     Setup,
+    StartService,
     channel,
     committed_to_end,
     create_topic,
@@ -27,7 +27,10 @@ CHANNELS = ["coupon-system", "push-service", "loyalty-points"]
 
 
 async def test_every_event_reaches_every_channel_signed(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    running_service: StartService,
 ) -> None:
     setup = Setup(
         bootstrap,
@@ -48,7 +51,7 @@ async def test_every_event_reaches_every_channel_signed(
     expected = {(ch, delivery_id(ch, [e["event_id"]])) for e in events for ch in CHANNELS}
 
     started = time.monotonic()
-    service = RunningService(config, setup.environ)
+    service = running_service(config, setup.environ)
     assert await receiver.wait_for(lambda r: pairs_delivered(r) >= expected, within=120), (
         f"{len(expected - pairs_delivered(receiver))} pairs missing"
     )
@@ -77,14 +80,17 @@ async def test_every_event_reaches_every_channel_signed(
 
 
 async def test_retryable_status_then_success_keeps_the_delivery_id(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    running_service: StartService,
 ) -> None:
     setup = Setup(bootstrap, receiver, [channel(receiver, "flaky")], {"c": ["flaky"]}, tmp=tmp)
     receiver.answer("flaky", [503])
     e = event("c", "u-1")
     await create_topic(bootstrap, setup.topic, 3)
     await produce(bootstrap, setup.topic, encoded([e]))
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     assert await receiver.wait_for(lambda r: len(r.delivered()) == 1, within=30)
     await service.shutdown()
     first, second = receiver.received
@@ -94,14 +100,17 @@ async def test_retryable_status_then_success_keeps_the_delivery_id(
 
 
 async def test_permanent_failure_is_dead_lettered_after_one_attempt(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    running_service: StartService,
 ) -> None:
     setup = Setup(bootstrap, receiver, [channel(receiver, "strict")], {"c": ["strict"]}, tmp=tmp)
     receiver.answer("strict", default=400)
     e = event("c", "u-1")
     await create_topic(bootstrap, setup.topic, 3)
     await produce(bootstrap, setup.topic, encoded([e]))
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     assert await committed_to_end(setup)
     await service.shutdown()
     assert len(receiver.received) == 1
@@ -116,7 +125,10 @@ async def test_permanent_failure_is_dead_lettered_after_one_attempt(
 
 
 async def test_bad_records_are_dead_lettered_and_never_block(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    running_service: StartService,
 ) -> None:
     setup = Setup(bootstrap, receiver, [channel(receiver, "ok")], {"c": ["ok"]}, tmp=tmp)
     await create_topic(bootstrap, setup.topic, 1)  # one partition: the bad ones sit in between
@@ -128,7 +140,7 @@ async def test_bad_records_are_dead_lettered_and_never_block(
         *encoded(good[2:]),
     ]
     await produce(bootstrap, setup.topic, records)
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     assert await receiver.wait_for(lambda r: len(r.delivered()) == 4, within=30)
     assert await committed_to_end(setup)
     await service.shutdown()
@@ -144,7 +156,10 @@ async def test_bad_records_are_dead_lettered_and_never_block(
 
 
 async def test_rate_limit_holds_at_the_receiver(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    running_service: StartService,
 ) -> None:
     limited = channel(
         receiver, "limited", rate_limit={"per_second": 20, "burst": 20}, max_concurrency=8
@@ -153,7 +168,7 @@ async def test_rate_limit_holds_at_the_receiver(
     total = 200
     await create_topic(bootstrap, setup.topic, 3)
     await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(total)))
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     assert await receiver.wait_for(lambda r: len(r.delivered()) == total, within=60)
     await service.shutdown()
     times = sorted(r.at for r in receiver.received)
@@ -165,7 +180,10 @@ async def test_rate_limit_holds_at_the_receiver(
 
 
 async def test_batched_channel_packs_users_of_one_campaign(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    running_service: StartService,
 ) -> None:
     batched = channel(receiver, "batched", batch={"max_users": 5, "linger_ms": 300})
     setup = Setup(bootstrap, receiver, [batched], {"c": ["batched"]}, tmp=tmp)
@@ -175,7 +193,7 @@ async def test_batched_channel_packs_users_of_one_campaign(
     await store.close()
     await create_topic(bootstrap, setup.topic, 1)
     await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(10)))
-    service = RunningService(config, setup.environ)
+    service = running_service(config, setup.environ)
     assert await receiver.wait_for(
         lambda r: sum(len(x.body["userAttr"]) for x in r.delivered()) >= 10, within=30
     )

@@ -12,6 +12,7 @@ from consumer.receiver import Receiver
 from .support import (
     RunningService,
     Setup,
+    StartService,
     channel,
     committed_to_end,
     create_topic,
@@ -39,7 +40,9 @@ def _bound(alone: float) -> float:
     return alone * 2 + 2
 
 
-async def _time_alone(bootstrap: str, tmp: str, count: int, **healthy: Any) -> float:
+async def _time_alone(
+    bootstrap: str, tmp: str, count: int, running_service: StartService, **healthy: Any
+) -> float:
     """How long `count` events take to reach a healthy channel with nothing else going on."""
     receiver = Receiver({})
     await receiver.start()
@@ -55,7 +58,7 @@ async def _time_alone(bootstrap: str, tmp: str, count: int, **healthy: Any) -> f
         await create_topic(bootstrap, setup.topic, 3)
         await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(count)))
         started = time.monotonic()
-        service = RunningService(setup.config(), setup.environ)
+        service = running_service(setup.config(), setup.environ)
         assert await receiver.wait_for(lambda r: len(r.delivered()) >= count, within=60)
         elapsed = time.monotonic() - started
         await service.shutdown()
@@ -65,7 +68,12 @@ async def _time_alone(bootstrap: str, tmp: str, count: int, **healthy: Any) -> f
 
 
 async def _isolation_run(
-    bootstrap: str, receiver: Receiver, tmp: str, count: int, bad: dict[str, Any]
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    count: int,
+    bad: dict[str, Any],
+    running_service: StartService,
 ) -> tuple[Setup, RunningService, list[dict[str, Any]], float]:
     setup = Setup(
         bootstrap,
@@ -79,7 +87,7 @@ async def _isolation_run(
     events = [event("c", f"u-{i}") for i in range(count)]
     await produce(bootstrap, setup.topic, encoded(events))
     started = time.monotonic()
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     b_ids = {delivery_id("b", [e["event_id"]]) for e in events}
     assert await receiver.wait_for(
         lambda r: {x.delivery_id for x in r.delivered() if x.channel == "b"} >= b_ids, within=60
@@ -88,12 +96,12 @@ async def _isolation_run(
 
 
 async def test_a_failing_channel_does_not_delay_a_healthy_one_and_recovers(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str, receiver: Receiver, tmp: str, running_service: StartService
 ) -> None:
-    alone = await _time_alone(bootstrap, tmp + "/alone", 5000)
+    alone = await _time_alone(bootstrap, tmp + "/alone", 5000, running_service)
     receiver.answer("a", default=503)
     setup, service, events, with_a_down = await _isolation_run(
-        bootstrap, receiver, tmp, 5000, channel(receiver, "a")
+        bootstrap, receiver, tmp, 5000, channel(receiver, "a"), running_service
     )
     assert not [r for r in receiver.received if r.channel == "a" and r.status == 200]
     # The input is committed to its end while A is still failing: its work sits on delay topics.
@@ -124,12 +132,14 @@ async def test_a_failing_channel_does_not_delay_a_healthy_one_and_recovers(
 
 
 async def test_a_receiver_that_never_answers_does_not_slow_the_others(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str, receiver: Receiver, tmp: str, running_service: StartService
 ) -> None:
-    alone = await _time_alone(bootstrap, tmp + "/alone", 2000)
+    alone = await _time_alone(bootstrap, tmp + "/alone", 2000, running_service)
     receiver.answer("a", hang=True)
     hanging = channel(receiver, "a", timeout_seconds=2, max_concurrency=4)
-    setup, service, _, with_hang = await _isolation_run(bootstrap, receiver, tmp, 2000, hanging)
+    setup, service, _, with_hang = await _isolation_run(
+        bootstrap, receiver, tmp, 2000, hanging, running_service
+    )
     assert await committed_to_end(setup, within=30)
     await service.shutdown()
     assert with_hang <= _bound(alone), f"B took {with_hang:.1f}s, {alone:.1f}s alone"
@@ -137,11 +147,13 @@ async def test_a_receiver_that_never_answers_does_not_slow_the_others(
 
 
 async def test_a_slow_rate_limit_does_not_slow_an_unlimited_channel(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str, receiver: Receiver, tmp: str, running_service: StartService
 ) -> None:
-    alone = await _time_alone(bootstrap, tmp + "/alone", 500)
+    alone = await _time_alone(bootstrap, tmp + "/alone", 500, running_service)
     slow = channel(receiver, "a", rate_limit={"per_second": 5, "burst": 5})
-    setup, service, _, with_slow = await _isolation_run(bootstrap, receiver, tmp, 500, slow)
+    setup, service, _, with_slow = await _isolation_run(
+        bootstrap, receiver, tmp, 500, slow, running_service
+    )
     assert await committed_to_end(setup, within=30)
     a_sent = len([r for r in receiver.received if r.channel == "a"])
     await service.shutdown()
@@ -151,7 +163,7 @@ async def test_a_slow_rate_limit_does_not_slow_an_unlimited_channel(
 
 
 async def test_circuit_breaker_opens_probes_and_closes(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str, receiver: Receiver, tmp: str, running_service: StartService
 ) -> None:
     cooldown = 1.5
     breaker = {"failures": 3, "cooldown_seconds": cooldown}
@@ -171,7 +183,7 @@ async def test_circuit_breaker_opens_probes_and_closes(
     receiver.answer("a", default=503)
     await create_topic(bootstrap, setup.topic, 1)
     await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(20)))
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     assert await receiver.wait_for(lambda r: len(r.received) >= 4, within=30)
     receiver.answer("a", default=200)
     assert await receiver.wait_for(lambda r: len(r.delivered()) >= 20, within=60)
@@ -186,7 +198,7 @@ async def test_circuit_breaker_opens_probes_and_closes(
 
 
 async def test_input_keeps_moving_when_one_channel_is_down(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str, receiver: Receiver, tmp: str, running_service: StartService
 ) -> None:
     """The quick attempts and breaker never hold a partition: offsets reach the end."""
     receiver.answer("a", default=503)
@@ -195,7 +207,7 @@ async def test_input_keeps_moving_when_one_channel_is_down(
     )
     await create_topic(bootstrap, setup.topic, 3)
     await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(300)))
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     try:
         assert await committed_to_end(setup, within=30)
     finally:

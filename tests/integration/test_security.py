@@ -26,8 +26,8 @@ from consumer.receiver import Receiver
 from consumer.secrets import REDACTED
 
 from .support import (
-    RunningService,
     Setup,
+    StartService,
     channel,
     committed_to_end,
     create_topic,
@@ -74,6 +74,7 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    running_service: StartService,
 ) -> None:
     suffix_env = {
         "OK_PASSWORD": "ok-pässwörd-示例-1",
@@ -121,7 +122,7 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
         events = [event("c", f"u-{i}") for i in range(5)]
         await create_topic(bootstrap, setup.topic, 1)
         await produce(bootstrap, setup.topic, encoded(events))
-        service = RunningService(config, environ)
+        service = running_service(config, environ)
         assert await receiver.wait_for(
             lambda r: (
                 {x.channel for x in r.delivered()} >= {"ok", "flaky"}
@@ -178,7 +179,10 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
 
 
 async def test_a_blocked_destination_is_dead_lettered_without_a_request(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    running_service: StartService,
 ) -> None:
     blocked = channel(receiver, "internal")
     blocked["url"] = f"http://[::ffff:0.0.0.0]:{receiver.port}/hooks/internal"
@@ -186,7 +190,7 @@ async def test_a_blocked_destination_is_dead_lettered_without_a_request(
     e = event("c", "u-1")
     await create_topic(bootstrap, setup.topic, 1)
     await produce(bootstrap, setup.topic, encoded([e]))
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     assert await committed_to_end(setup)
     await service.shutdown()
     assert receiver.received == []
@@ -199,7 +203,10 @@ async def test_a_blocked_destination_is_dead_lettered_without_a_request(
 
 
 async def test_standard_webhooks_through_the_service_during_a_rotation(
-    bootstrap: str, receiver: Receiver, tmp: str
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    running_service: StartService,
 ) -> None:
     until = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     rotating = {
@@ -221,7 +228,7 @@ async def test_standard_webhooks_through_the_service_during_a_rotation(
     events = [event("c", f"u-{i}") for i in range(10)]
     await create_topic(bootstrap, setup.topic, 3)
     await produce(bootstrap, setup.topic, encoded(events))
-    service = RunningService(parse_config(setup.document(), "test", environ), environ)
+    service = running_service(parse_config(setup.document(), "test", environ), environ)
     assert await receiver.wait_for(lambda r: len(r.delivered()) == 30, within=60)
     await service.shutdown()
     assert all(r.verified for r in receiver.received)

@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from consumer.receiver import Receiver
+from tests.support.polling import until
+from tests.support.tools import tool
 
-from .support import RunningService, Setup, channel, create_topic, encoded, event, produce
-
-CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs chromium (apt-get install chromium)"
-)
+from .support import Setup, StartService, channel, create_topic, encoded, event, produce
 
 CHANNELS = ["coupon-system", "push-service", "loyalty-points", "crm-sync"]
 EVENTS = 400
@@ -70,9 +65,8 @@ class Rows(HTMLParser):
 
 
 def chromium(*args: str, profile: Path) -> list[str]:
-    assert CHROMIUM is not None
     return [
-        CHROMIUM,
+        tool("chromium"),
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -110,7 +104,11 @@ def number(text: str) -> int:
 
 
 async def test_the_status_page_shows_every_channel_with_plausible_numbers(
-    bootstrap: str, receiver: Receiver, tmp: str, tmp_path: Path
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    tmp_path: Path,
+    running_service: StartService,
 ) -> None:
     receiver.answer("push-service", default=503)  # down: its circuit opens
     receiver.answer("crm-sync", statuses=[400] * 6)  # six refused, then fine
@@ -123,7 +121,7 @@ async def test_the_status_page_shows_every_channel_with_plausible_numbers(
         tmp=tmp,
     )
     await create_topic(bootstrap, setup.topic, 3)
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     try:
         admin = await service.admin_url()
         records = encoded(event("spring-sale", f"u-{i % 50}") for i in range(EVENTS))
@@ -132,17 +130,17 @@ async def test_the_status_page_shows_every_channel_with_plausible_numbers(
             lambda r: sum(1 for x in r.delivered() if x.channel == "coupon-system") == EVENTS, 90
         )
         async with aiohttp.ClientSession() as http:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 60
-            while True:  # until the page has caught up with what the receiver saw
+            page = Rows()
+
+            async def caught_up() -> bool:  # with what the receiver saw
+                nonlocal page
                 async with http.get(f"{admin}/") as response:
                     page = Rows()
                     page.feed(await response.text())
                 done = page.channels["coupon-system"].get("delivered") == f"{EVENTS:,}"
-                if done and "open" in page.channels["push-service"].get("circuit", ""):
-                    break
-                assert loop.time() < deadline, page.channels
-                await asyncio.sleep(0.2)  # polling a condition, with a deadline
+                return done and "open" in page.channels["push-service"].get("circuit", "")
+
+            assert await until(caught_up, 60, every=0.2), page.channels
 
         dom = await run(chromium("--dump-dom", f"{admin}/", profile=tmp_path / "profile"))
         picture = screenshot_path(tmp_path)

@@ -3,10 +3,8 @@ everything is delivered, a killed child comes back, and SIGTERM leaves no proces
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import yaml
@@ -14,6 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
+from tests.support.polling import until
+from tests.support.processes import Launch, ServiceProcess, run_args
 
 from .support import (
     Setup,
@@ -28,22 +28,6 @@ from .support import (
 )
 
 CHANNELS = ["alpha", "beta"]
-
-
-async def _start(config: Path, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer",
-        "run",
-        "--workers",
-        "2",
-        "--config",
-        str(config),
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=log.open("ab"),
-    )
 
 
 def _children(pid: int) -> set[int]:
@@ -65,20 +49,6 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-async def _until(condition, within: float) -> bool:  # type: ignore[no-untyped-def]
-    """Poll an async or plain condition until it holds; False at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while loop.time() < deadline:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return True
-        await asyncio.sleep(0.2)  # polling for a condition, with a deadline
-    return False
-
-
 async def _group(bootstrap: str, group: str) -> tuple[str, int]:
     """(state, number of members) of a consumer group, from the broker."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -89,6 +59,10 @@ async def _group(bootstrap: str, group: str) -> tuple[str, int]:
         await admin.close()
     _error, _group_id, state, _protocol_type, _protocol, members, *_ = response.groups[0]
     return state, len(members)
+
+
+def _workers(launch: Launch, config: Path, env: dict[str, str], tmp_path: Path) -> ServiceProcess:
+    return launch(run_args(config, "--workers", "2"), env, tmp_path / "service.log")
 
 
 def _setup(bootstrap: str, receiver: Receiver, tmp_path: Path, **channel_options: object) -> Setup:
@@ -108,44 +82,40 @@ async def _two_members(setup: Setup) -> bool:
 
 
 async def test_two_workers_join_the_group_deliver_once_and_stop_cleanly(
-    bootstrap: str, receiver: Receiver, tmp_path: Path
+    bootstrap: str, receiver: Receiver, tmp_path: Path, launch: Launch
 ) -> None:
     setup = _setup(bootstrap, receiver, tmp_path)
-    config = write_config(setup, tmp_path)
-    log = tmp_path / "service.log"
     await create_topic(bootstrap, setup.topic, 6)
-    parent = await _start(config, setup.environ, log)
-    try:
-        assert await _until(lambda: len(_children(parent.pid)) == 2, within=30), log.read_text()
-        workers = _children(parent.pid)
-        assert await _until(lambda: _two_members(setup), within=60), log.read_text()[-3000:]
+    parent = _workers(launch, write_config(setup, tmp_path), setup.environ, tmp_path)
+    await parent.start()
+    assert await until(lambda: len(_children(parent.pid)) == 2, within=30), parent.log.tail()
+    workers = _children(parent.pid)
+    assert await until(lambda: _two_members(setup), within=60, every=0.2), parent.log.tail()
 
-        events = [event("c", f"u-{i}") for i in range(2000)]
-        await produce(bootstrap, setup.topic, encoded(events))
-        expected = {(ch, delivery_id(ch, [e["event_id"]])) for e in events for ch in CHANNELS}
-        assert await receiver.wait_for(lambda r: len(r.received) >= len(expected), within=90)
-        assert await committed_to_end(setup, within=30)
-    finally:
-        parent.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(parent.wait(), 60)
+    events = [event("c", f"u-{i}") for i in range(2000)]
+    await produce(bootstrap, setup.topic, encoded(events))
+    expected = {(ch, delivery_id(ch, [e["event_id"]])) for e in events for ch in CHANNELS}
+    assert await receiver.wait_for(lambda r: len(r.received) >= len(expected), within=90)
+    assert await committed_to_end(setup, within=30)
+    code = await parent.stop()
 
-    assert code == 0, log.read_text()[-3000:]
+    assert code == 0, parent.log.tail()
     assert pairs_delivered(receiver) == expected
     assert len(receiver.received) == len(expected)  # no rebalance after the join: once each
     assert not [pid for pid in workers if _alive(pid)]
 
 
 async def test_a_killed_worker_is_restarted_and_the_work_completes(
-    bootstrap: str, receiver: Receiver, tmp_path: Path
+    bootstrap: str, receiver: Receiver, tmp_path: Path, launch: Launch
 ) -> None:
     # Rate-limited so the stream is still running when a worker dies.
     setup = _setup(bootstrap, receiver, tmp_path, rate_limit={"per_second": 400, "burst": 50})
-    config = write_config(setup, tmp_path)
-    log = tmp_path / "service.log"
     await create_topic(bootstrap, setup.topic, 6)
-    parent = await _start(config, setup.environ, log)
+    parent = _workers(launch, write_config(setup, tmp_path), setup.environ, tmp_path)
+    log = parent.log.path
+    await parent.start()
     try:
-        assert await _until(lambda: _two_members(setup), within=60), log.read_text()[-3000:]
+        assert await until(lambda: _two_members(setup), 60, every=0.2), log.read_text()[-3000:]
         workers = _children(parent.pid)
         events = [event("c", f"u-{i}") for i in range(4000)]
         await produce(bootstrap, setup.topic, encoded(events))
@@ -154,18 +124,17 @@ async def test_a_killed_worker_is_restarted_and_the_work_completes(
 
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
-        assert await _until(
+        assert await until(
             lambda: len(_children(parent.pid) - workers) == 1 and not _alive(victim), within=30
         ), log.read_text()[-3000:]
-        assert await _until(lambda: _two_members(setup), within=60), log.read_text()[-3000:]
+        assert await until(lambda: _two_members(setup), 60, every=0.2), log.read_text()[-3000:]
 
         # At least once: what the dead worker had in flight may come twice.
         assert await receiver.wait_for(lambda r: pairs_delivered(r) >= expected, within=120)
         assert await committed_to_end(setup, within=60)
         restarted = _children(parent.pid)
     finally:
-        parent.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(parent.wait(), 60)
+        code = await parent.stop()
 
     assert code == 0, log.read_text()[-3000:]
     assert '"event": "worker.crashed"' in log.read_text()
@@ -173,7 +142,7 @@ async def test_a_killed_worker_is_restarted_and_the_work_completes(
 
 
 async def test_workers_that_cannot_reach_the_broker_exit_1_and_leave_nothing(
-    tmp_path: Path,
+    tmp_path: Path, launch: Launch
 ) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -185,15 +154,14 @@ async def test_workers_that_cannot_reach_the_broker_exit_1_and_leave_nothing(
         ),
         encoding="utf-8",
     )
-    log = tmp_path / "service.log"
-    parent = await _start(config, {}, log)
+    parent = await _workers(launch, config, {}, tmp_path).start()
     seen: set[int] = set()
 
     def watch() -> bool:
         seen.update(_children(parent.pid))
         return parent.returncode is not None
 
-    assert await _until(watch, within=60), log.read_text()[-3000:]
+    assert await until(watch, within=60, every=0.2), parent.log.tail()
     assert await parent.wait() == 1
-    assert '"event": "worker.failed_to_start"' in log.read_text()
+    assert parent.log.count("worker.failed_to_start") >= 1
     assert not [pid for pid in seen if _alive(pid)]

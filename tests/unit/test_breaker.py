@@ -7,23 +7,16 @@ import asyncio
 import pytest
 
 from consumer.breaker import CircuitBreaker, State
+from tests.support.clock import ManualClock
 
 FAILURES = 3
 COOLDOWN = 30.0
 MAX_COOLDOWN = 100.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -32,7 +25,7 @@ def changes() -> list[tuple[State, float]]:
 
 
 @pytest.fixture
-def breaker(clock: Clock, changes: list[tuple[State, float]]) -> CircuitBreaker:
+def breaker(clock: ManualClock, changes: list[tuple[State, float]]) -> CircuitBreaker:
     return CircuitBreaker(
         FAILURES,
         COOLDOWN,
@@ -76,7 +69,7 @@ async def test_a_success_resets_the_consecutive_count(breaker: CircuitBreaker) -
 
 
 async def test_stays_open_until_the_cooldown_has_passed(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN - 0.25
@@ -86,7 +79,7 @@ async def test_stays_open_until_the_cooldown_has_passed(
 
 
 async def test_after_the_cooldown_exactly_one_probe_goes_out_and_the_rest_await_it(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN
@@ -102,7 +95,7 @@ async def test_after_the_cooldown_exactly_one_probe_goes_out_and_the_rest_await_
 
 
 async def test_those_awaiting_a_failed_probe_are_refused(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN
@@ -115,7 +108,7 @@ async def test_those_awaiting_a_failed_probe_are_refused(
 
 
 async def test_a_probe_that_never_reports_back_does_not_hold_others_forever(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN
@@ -124,7 +117,7 @@ async def test_a_probe_that_never_reports_back_does_not_hold_others_forever(
 
 
 async def test_each_failed_probe_doubles_the_cooldown_up_to_the_cap(
-    breaker: CircuitBreaker, clock: Clock, changes: list[tuple[State, float]]
+    breaker: CircuitBreaker, clock: ManualClock, changes: list[tuple[State, float]]
 ) -> None:
     await fail(breaker, FAILURES)
     cooldowns = []
@@ -146,7 +139,7 @@ async def test_each_failed_probe_doubles_the_cooldown_up_to_the_cap(
 
 
 async def test_a_successful_probe_closes_and_the_count_starts_again(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN

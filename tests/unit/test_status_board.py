@@ -25,20 +25,13 @@ from consumer.observer import (
     PartitionsOwned,
 )
 from consumer.outcome import Kind, Limit, Outcome, Wait, from_response
+from tests.support.clock import ManualClock
 
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory
 
 OK = from_response(200, None, "")
 DOWN = from_response(503, None, "")
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -51,12 +44,12 @@ def delivery(channel: Channel) -> Delivery:
     return Delivery("d", channel, "c", {}, [], [], [], attempts=1)
 
 
-def make_board(clock: Clock) -> StatusBoard:
+def make_board(clock: ManualClock) -> StatusBoard:
     return StatusBoard(["coupon-system", "push-service"], clock=clock, wall_clock=lambda: 5000.0)
 
 
 def test_the_last_minute_per_channel(coupon: Channel) -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = make_board(clock)
     for i in range(100):
         clock.now = 1000 + i * 0.5  # 100 attempts over 50 s
@@ -81,7 +74,7 @@ def test_the_last_minute_per_channel(coupon: Channel) -> None:
 
 
 def test_seconds_older_than_a_minute_drop_out(coupon: Channel) -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = make_board(clock)
     board(Attempted(delivery(coupon), OK, 0.02, 0.0))
     clock.now += 30
@@ -94,7 +87,7 @@ def test_seconds_older_than_a_minute_drop_out(coupon: Channel) -> None:
 
 
 def test_memory_is_sixty_buckets_however_long_it_runs(coupon: Channel) -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = make_board(clock)
     for second in range(10_000):
         clock.now = 1000 + second
@@ -104,7 +97,7 @@ def test_memory_is_sixty_buckets_however_long_it_runs(coupon: Channel) -> None:
 
 
 def test_now_states_dead_letters_and_partitions(coupon: Channel) -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = make_board(clock)
     board(LaneLoad("coupon-system", 12, 3))
     board(CircuitChanged("push-service", "open", 5, 30.0))
@@ -134,7 +127,7 @@ def test_now_states_dead_letters_and_partitions(coupon: Channel) -> None:
 
 
 def test_uptime_follows_the_clock() -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = make_board(clock)
     clock.now += 125.5
     assert board.snapshot().uptime == 125.5
