@@ -8,6 +8,7 @@ import pytest
 
 from consumer.breaker import CircuitBreaker, State
 from tests.support.clock import ManualClock
+from tests.support.polling import wait_until
 
 FAILURES = 3
 COOLDOWN = 30.0
@@ -87,7 +88,7 @@ async def test_after_the_cooldown_exactly_one_probe_goes_out_and_the_rest_await_
     assert await breaker.admit()
     assert breaker.state is State.HALF_OPEN
     waiting = [asyncio.create_task(breaker.admit()) for _ in range(5)]
-    await asyncio.sleep(0)
+    await wait_until(lambda: breaker.awaiting_probe == 5, what="all five wait for the probe")
     assert not any(task.done() for task in waiting)
     breaker.record(failure=False)  # the probe succeeded
     assert await asyncio.gather(*waiting) == [True] * 5
@@ -101,7 +102,7 @@ async def test_those_awaiting_a_failed_probe_are_refused(
     clock.now += COOLDOWN
     assert await breaker.admit()
     waiting = asyncio.create_task(breaker.admit())
-    await asyncio.sleep(0)
+    await wait_until(lambda: breaker.awaiting_probe == 1, what="waiting for the probe")
     breaker.record(failure=True)
     assert await waiting is False
     assert breaker.state is State.OPEN
