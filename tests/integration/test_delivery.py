@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
 
 import orjson
 
 from consumer.attributes import open_store
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
+from tests.support.timing import busiest_second, sent_at, steady_rate
 
 from .support import (
     Setup,
@@ -24,6 +27,9 @@ from .support import (
 )
 
 CHANNELS = ["coupon-system", "push-service", "loyalty-points"]
+# How late a send may run after its limiter slot on a loaded 2-core machine (test_reload.py
+# measured up to 16% at 100/s); a rate bound in stamps allows for it.
+LATENESS = 0.3
 
 
 async def test_every_event_reaches_every_channel_signed(
@@ -60,7 +66,10 @@ async def test_every_event_reaches_every_channel_signed(
     await service.shutdown()
 
     assert all(r.verified for r in receiver.received)
-    assert pairs_delivered(receiver) == expected
+    # Exactly once per (event, channel): a set would also pass with every pair sent twice.
+    sent = Counter((r.channel, r.delivery_id) for r in receiver.received)
+    assert set(sent) == expected
+    assert set(sent.values()) == {1}, f"{sum(sent.values()) - len(sent)} sent more than once"
     campaign_of = {
         (ch, delivery_id(ch, [e["event_id"]])): e["campaign_id"] for e in events for ch in CHANNELS
     }
@@ -144,6 +153,9 @@ async def test_bad_records_are_dead_lettered_and_never_block(
     assert await receiver.wait_for(lambda r: len(r.delivered()) == 4, within=30)
     assert await committed_to_end(setup)
     await service.shutdown()
+    assert sorted(r.delivery_id for r in receiver.received) == sorted(
+        delivery_id("ok", [e["event_id"]]) for e in good
+    ), "each good event exactly once"
     letters = [orjson.loads(r.value) for r in await read_all(bootstrap, setup.dead_letter_topic)]
     assert sorted(letter["reason"]["kind"] for letter in letters) == [
         "invalid_event",
@@ -171,11 +183,17 @@ async def test_rate_limit_holds_at_the_receiver(
     service = running_service(setup.config(), setup.environ)
     assert await receiver.wait_for(lambda r: len(r.delivered()) == total, within=60)
     await service.shutdown()
-    times = sorted(r.at for r in receiver.received)
-    busiest = max(sum(1 for t in times if start <= t < start + 1) for start in times)
-    assert busiest <= 40, f"{busiest} requests in one second"
-    # Steady-state rate: the requests after the initial burst, over the time they took.
-    steady = (total - 20) / (times[-1] - times[19])
+    assert len(receiver.received) == total  # each once: no retry, nothing twice
+    # On the sender's own stamps: arrival times in this loop, which also runs the service,
+    # bunch behind any stall of it. The limiter spaces send slots 1/20 s apart after a burst
+    # of 20; a stamp lags its slot by the loop's delay (up to LATENESS on a loaded 2-core box),
+    # so a second holds at most 20 x (1 + LATENESS) + 20 + 1 (whole ms) stamps.
+    stamps = sent_at(r.body for r in receiver.received)
+    busiest = busiest_second(stamps)
+    assert busiest <= math.ceil(20 * (1 + LATENESS)) + 20 + 1, f"{busiest} sent in one second"
+    # The mean after the burst, over the 9 s its 180 slots span: lateness moves only its ends.
+    steady = steady_rate(stamps, burst=20)
+    print(f"\nrate limit 20/s, burst 20: busiest second {busiest}, then {steady:.2f}/s")
     assert abs(steady - 20) <= 2, f"mean rate {steady:.1f}/s"
 
 
@@ -198,6 +216,9 @@ async def test_batched_channel_packs_users_of_one_campaign(
         lambda r: sum(len(x.body["userAttr"]) for x in r.delivered()) >= 10, within=30
     )
     await service.shutdown()
-    assert len(receiver.delivered()) < 10
+    sizes = [len(r.body["userAttr"]) for r in receiver.delivered()]
+    assert max(sizes) <= 5, f"batches of {sizes} users: max_users is 5"
+    # All ten were waiting when the service started: a batch fills to its limit.
+    assert 5 in sizes, f"batches of {sizes} users: never packed to max_users"
     users = sorted(u["hobby"] for r in receiver.delivered() for u in r.body["userAttr"])
-    assert users == sorted(f"h{i}" for i in range(10))
+    assert users == sorted(f"h{i}" for i in range(10))  # each user once

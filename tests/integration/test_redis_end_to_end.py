@@ -158,6 +158,8 @@ async def test_run_delivers_the_attributes_held_in_redis(
     await service.shutdown()
 
     assert all(r.verified for r in receiver.received)
+    # Exactly one request per event: the mapping below would hide a second one.
+    assert sorted(r.delivery_id for r in receiver.received) == sorted(d for _, d in expected)
     user_of = {delivery_id("hobbies", [e["event_id"]]): e["user_id"] for e in events}
     sent = {user_of[r.delivery_id]: r.body["userAttr"] for r in receiver.delivered()}
     assert sent == {
