@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import html
 import io
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import pytest
 import structlog
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from consumer.cli import main
 from consumer.config import parse_config
@@ -46,12 +50,28 @@ def _whsec(label: str, suffix: str) -> str:
 
 
 def secret_forms(secrets: Iterable[str]) -> dict[str, str]:
-    """Every way a secret could show up in text: as is, JSON-escaped, the base64 behind whsec_."""
+    """Every way a secret could show up in text: as is, JSON-escaped, HTML-escaped, URL-quoted,
+    the base64 behind whsec_."""
     forms: dict[str, str] = {}
     for secret in secrets:
-        for form in (secret, json.dumps(secret)[1:-1], secret.removeprefix("whsec_")):
+        for form in (
+            secret,
+            json.dumps(secret)[1:-1],
+            html.escape(secret, quote=True),
+            quote(secret, safe=""),
+            secret.removeprefix("whsec_"),
+        ):
             forms[form] = secret
     return forms
+
+
+def planted_in_exposition(secrets: list[str]) -> str:
+    """The secrets as label values of a Prometheus text exposition, as /metrics renders one."""
+    registry = CollectorRegistry()
+    gauge = Gauge("planted", "a positive control", ["value"], registry=registry)
+    for secret in secrets:
+        gauge.labels(value=secret).set(1)
+    return generate_latest(registry).decode()
 
 
 def leaks(text: str, forms: dict[str, str]) -> set[str]:
@@ -114,7 +134,12 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
     # The search can fail: planted in a rendered JSON log line, every secret is found.
     planted = structlog.processors.JSONRenderer()(None, "", {"event": "x", "all": secrets})
     assert leaks(str(planted), forms) == set(secrets)
+    # ...in a metrics exposition, and in HTML escaped as the status page escapes every value.
+    assert leaks(planted_in_exposition(secrets), forms) == set(secrets)
+    page = "".join(f"<td>{html.escape(s, quote=True)}</td>" for s in secrets)  # as the page does
+    assert leaks(page, forms) == set(secrets)
 
+    admin_pages: dict[str, str] = {}
     # The service's own logging set-up, writing to a buffer until configured again.
     log_out = io.StringIO()
     configure_logging("debug", "json", stream=log_out)
@@ -131,6 +156,15 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
             within=60,
         )
         assert await committed_to_end(setup, within=60)
+        # What the admin port shows anyone who can reach it, while the service runs.
+        admin = await service.admin_url()
+        async with aiohttp.ClientSession() as http:
+            for path in ("/metrics", "/", "/readyz", "/healthz"):
+                async with http.get(f"{admin}{path}") as response:
+                    assert response.status == 200, path
+                    admin_pages[path] = await response.text()
+        assert "webhook_consumer_deliveries_total" in admin_pages["/metrics"]
+        assert all(f'data-channel="{ch["name"]}"' in admin_pages["/"] for ch in channels)
         await service.shutdown()
 
         # send-test, in-process like the command line, against the echoing channel.
@@ -170,6 +204,7 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
     texts = {
         "logs": logs,
         "send-test": send_test_output,
+        **{f"admin {path}": text for path, text in admin_pages.items()},
         **{f"dead letter {i}": f"{r.value!r} {r.headers!r}" for i, r in enumerate(letters)},
         **{f"retry record {i}": f"{r.value!r} {r.headers!r}" for i, r in enumerate(retried)},
     }
