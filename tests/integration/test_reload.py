@@ -12,14 +12,13 @@ import yaml
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
 from tests.support.processes import Launch, run_args
-from tests.support.timing import busiest_second, sent_at, steady_rate
+from tests.support.timing import busiest_second, most_in_a_second, sent_at, steady_rate
 
 from .support import Setup, channel, create_topic, encoded, event, produce, write_config
 
 # Rates are read from the sender's own stamps (each body's `timestamp`, ms), never from arrival
-# times in this process, whose loop also runs the receiver. A token bucket of burst 1 sends at
-# most 1 + rate requests in any second; 1 more for the stamps' whole milliseconds.
-SLACK = 2
+# times in this process, whose loop also runs the receiver; a second's worth allows for the
+# sender running late after its slot (tests/support/timing.py).
 
 
 async def test_sighup_applies_a_new_rate_limit_and_keeps_the_old_config_when_invalid(
@@ -44,7 +43,7 @@ async def test_sighup_applies_a_new_rate_limit_and_keeps_the_old_config_when_inv
     stamps = sent_at(r.body for r in receiver.delivered())
     before = [t for t in stamps if t < reloaded_at]
     after = [t for t in stamps if t > reloaded_at + 1]  # a second for the reload to land
-    assert busiest_second(before) <= 10 + 1 + SLACK, "the first limit did not hold"
+    assert busiest_second(before) <= most_in_a_second(10, 1), "the first limit did not hold"
     assert busiest_second(after) >= 40, "the new limit never took effect"
 
     # An invalid file: rejected, and the limit in force (100/s) goes on pacing new work; a
@@ -60,9 +59,11 @@ async def test_sighup_applies_a_new_rate_limit_and_keeps_the_old_config_when_inv
     later = {delivery_id("r", [e["event_id"]]) for e in more}
     stamps = sent_at(r.body for r in receiver.delivered() if r.delivery_id in later)
     busiest, steady = busiest_second(stamps), steady_rate(stamps, burst=1)
-    assert busiest <= 100 + 1 + SLACK, f"{busiest} sent in one second after the bad reload"
-    # The mean over 3 s at 100/s; far above the first file's 10/s even on a loaded machine.
-    assert steady >= 50, f"{steady:.0f}/s after the bad reload"
+    print(f"\nafter the rejected reload: busiest second {busiest}, mean {steady:.1f}/s (100/s)")
+    assert busiest <= most_in_a_second(100, 1), f"{busiest} sent in one second"
+    # The mean over the 3 s the 300 slots span: lateness moves only its two ends, so within
+    # 100 x 3 / (3 +- 0.3); a fallback to defaults is unlimited, to the first file 10/s.
+    assert 80 <= steady <= 115, f"{steady:.0f}/s after the bad reload"
     delivered = [r.delivery_id for r in receiver.delivered()]
     expected = {delivery_id("r", [e["event_id"]]) for e in [*events, *more]}
     assert set(delivered) == expected

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumer.deadletter import DeadLetter, Reason, SourceRef
@@ -27,7 +28,7 @@ from consumer.delaypath import (
 from consumer.delivery import delivery_id
 from consumer.listener import DUE_SLACK_MS
 from consumer.receiver import Receiver
-from tests.support.timing import busiest_window
+from tests.support.timing import busiest_window, most_in_a_second, sent_at
 
 from .support import (
     Setup,
@@ -107,6 +108,7 @@ def _attempt_numbers_count_requests(receiver: Receiver, channel_name: str) -> No
 OUTAGE_SECONDS = 40.0
 
 
+@pytest.mark.timeout(240)  # a 40 s outage, then a 62 s schedule to recover within
 async def test_an_outage_shorter_than_the_schedule_costs_no_dead_letter(
     bootstrap: str,
     receiver: Receiver,
@@ -402,6 +404,7 @@ async def test_a_schedule_change_strands_nothing_on_a_retired_delay_topic(
 # 5. Parking under a rate limit ---------------------------------------------------------------
 
 
+@pytest.mark.timeout(420)  # 5,000 deliveries at 20/s: some 250 s, and up to 400 s waited for
 async def test_parking_under_a_rate_limit_is_paced_and_rarely_repeated(
     bootstrap: str,
     receiver: Receiver,
@@ -437,13 +440,16 @@ async def test_parking_under_a_rate_limit_is_paced_and_rarely_repeated(
 
     times = sorted(r.at for r in receiver.received)
     # The limit governs when requests are sent; each body carries its send time (ms).
-    sent = sorted(int(r.body["timestamp"]) / 1000 for r in receiver.received)
+    sent = sorted(sent_at(r.body for r in receiver.received))
     busiest, began = busiest_window(sent)
     arrived, arrived_began = busiest_window(times)
-    assert busiest <= 2 * rate, f"{busiest} sent within one second, at +{began - sent[0]:.1f}s"
+    assert busiest <= most_in_a_second(rate, burst=rate), (
+        f"{busiest} sent within one second, at +{began - sent[0]:.1f}s"
+    )
     margin = 5.0  # the burst at the start and the tail at the end are not the steady rate
-    steady = [t for t in times if times[0] + margin <= t <= times[-1] - margin]
-    steady_rate = len(steady) / (times[-1] - times[0] - 2 * margin)
+    # On the sender's stamps too: arrivals bunch behind stalls of this test's own loop.
+    steady = [t for t in sent if sent[0] + margin <= t <= sent[-1] - margin]
+    steady_rate = len(steady) / (sent[-1] - sent[0] - 2 * margin)
     assert abs(steady_rate - rate) <= 0.1 * rate, f"steady {steady_rate:.2f}/s against {rate}/s"
 
     figures = {

@@ -117,6 +117,7 @@ async def test_the_service_delivers_retries_and_dead_letters_over_sasl_ssl(
         await service.shutdown()
     ids = {name: {delivery_id(name, [e["event_id"]]) for e in events} for name in ("ok", "flaky")}
     delivered = receiver.delivered()
+    assert len(delivered) == 10, "each (event, channel) pair once"
     assert {r.delivery_id for r in delivered if r.channel == "ok"} == ids["ok"]
     assert {r.attempt for r in delivered if r.channel == "ok"} == {1}
     assert {r.delivery_id for r in delivered if r.channel == "flaky"} == ids["flaky"]

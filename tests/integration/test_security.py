@@ -267,6 +267,8 @@ async def test_standard_webhooks_through_the_service_during_a_rotation(
     assert await receiver.wait_for(lambda r: len(r.delivered()) == 30, within=60)
     await service.shutdown()
     assert all(r.verified for r in receiver.received)
+    assert len({(r.channel, r.delivery_id) for r in receiver.received}) == 30  # each once
+    assert len(receiver.received) == 30
     by_channel: dict[str, list[Any]] = {}
     for r in receiver.received:
         by_channel.setdefault(r.channel, []).append(r)
