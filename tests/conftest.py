@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.integration.kafka import REPO, PrivateBroker, kafka_broker
 from tests.integration.redis_server import redis_server
-from tests.support.ports import free_port
+from tests.support.ports import free_ports
 from tests.support.processes import Launch, ServiceProcess
 
 # `dev` by default; `.ci/run` sets HYPOTHESIS_PROFILE=ci.
@@ -48,8 +48,16 @@ async def private_broker() -> AsyncIterator[PrivateBroker]:
     """A broker of the test's own, which it may stop and start (the shared one never stops):
     own folder under .cache (the jars copied there once), free ports, wiped at the start,
     stopped at the end."""
-    broker = PrivateBroker(REPO / ".cache" / "kafka-private", free_port(), free_port())
-    await broker.start(fresh=True)
+    for attempt in range(3):
+        # Free when picked, but other jobs on the machine pick ports too: take new ones if
+        # one was taken before the broker bound it.
+        broker = PrivateBroker(REPO / ".cache" / "kafka-private", *free_ports(2))
+        try:
+            await broker.start(fresh=True)
+            break
+        except AssertionError as failed:
+            if "Address already in use" not in str(failed) or attempt == 2:
+                raise
     try:
         yield broker
     finally:
