@@ -30,22 +30,22 @@ demo: setup
 
 test: setup kustomize
 	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) \
-	  deploy/local/with-services $(BIN)/python -m pytest -q -p no:cacheprovider
+	  deploy/local/with-services $(BIN)/python -m pytest -q -rs -p no:cacheprovider
 
 # Replicas killed, receivers that stall or cut connections, a broker stopped for 20 s: real
 # processes, real Kafka, bounds asserted and figures printed (tests/faults, a few minutes).
 faults: setup
-	deploy/local/with-services $(BIN)/python -m pytest -q -p no:cacheprovider tests/faults
+	deploy/local/with-services $(BIN)/python -m pytest -q -rs -p no:cacheprovider tests/faults
 
 unit: $(INSTALLED)
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -rs tests/unit
 
 integration: setup
-	deploy/local/with-services $(BIN)/python -m pytest -q tests/integration
+	deploy/local/with-services $(BIN)/python -m pytest -q -rs tests/integration
 
 # The deployment artifacts only: no broker, no network, no Docker engine, no cluster.
 deploy-check: $(INSTALLED) kustomize
-	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) $(BIN)/python -m pytest -q tests/deploy
+	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) $(BIN)/python -m pytest -q -rs tests/deploy
 
 # deploy/local/go is the one way to Go here: the go on PATH when recent enough, else a pinned
 # release it fetches from the Go module proxy into .cache/go (a bare Debian 12 needs nothing).
@@ -96,7 +96,7 @@ metrics-doc: $(INSTALLED)
 # docs/status-page.png from a real run (Kafka, a receiver, headless Chromium).
 status-page-screenshot: setup
 	STATUS_PAGE_SCREENSHOT=docs/status-page.png deploy/local/with-services \
-	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_status_page.py
+	  $(BIN)/python -m pytest -q -rs -p no:cacheprovider tests/integration/test_status_page.py
 
 clean:
 	-deploy/local/kafka stop

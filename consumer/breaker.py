@@ -61,6 +61,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._settled: asyncio.Event | None = None  # set when the probe's result is in
+        self.awaiting_probe = 0  # callers waiting for the probe's result
         self.state = State.CLOSED
 
     @property
@@ -78,8 +79,12 @@ class CircuitBreaker:
             settled = self._settled
             if settled is None:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(settled.wait(), self._probe_timeout)
+            self.awaiting_probe += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(settled.wait(), self._probe_timeout)
+            finally:
+                self.awaiting_probe -= 1
             if not settled.is_set():
                 return False  # the probe never reported back: treat the channel as down
         if self.state is State.CLOSED:

@@ -69,6 +69,11 @@ class LocalGate:
             self.held += 1
         return _LocalLease(self)
 
+    @property
+    def waiting(self) -> int:
+        """Callers queued for a lease (what a test waits on instead of counting loop turns)."""
+        return len(self._waiters)
+
     def resize(self, limit: int) -> None:
         self.limit = limit
         self._wake()

@@ -3,38 +3,14 @@ HTTP receiver; each scenario asserts bounds and reports its figures at the end o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from tests.integration.kafka import REPO, PrivateBroker, free_port, kafka_broker
-from tests.integration.redis_server import redis_server
+# `bootstrap`, `redis_url` and `private_broker` are tests/conftest.py's; the replicas keep their
+# attributes in Redis, shared, as they would in production.
 
 _FIGURES: list[str] = []
-
-
-@pytest.fixture(scope="session")
-def bootstrap() -> Iterator[str]:
-    with kafka_broker() as address:
-        yield address
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """Attributes live in Redis, shared by the replicas, as they would in production."""
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture
-async def private_broker() -> AsyncIterator[PrivateBroker]:
-    """A broker this suite may stop and start; wiped at the start, stopped at the end."""
-    broker = PrivateBroker(REPO / ".cache" / "kafka-faults", free_port(), free_port())
-    await broker.start(fresh=True)
-    try:
-        yield broker
-    finally:
-        await broker.stop()
 
 
 @pytest.fixture

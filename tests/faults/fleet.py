@@ -4,86 +4,62 @@ StatefulSet's pods (their name is their static group membership id)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from consumer.service import INSTANCE_ID_ENV
+from tests.support.polling import until
+from tests.support.processes import ServiceProcess, run_args
 
 Partition = tuple[str, int]
 
 
 class Replica:
+    """One pod: a `webhook-consumer run` process under its name, restartable; its stderr
+    (JSON lines) appended to `<name>.log` across restarts."""
+
     def __init__(self, name: str, config: Path, environ: dict[str, str], folder: Path) -> None:
         self.name = name
-        self._config = config
-        self._environ = environ
         self.folder = folder  # its working directory, as a pod has its own
-        self.log = folder / f"{name}.log"  # its stderr: JSON lines, appended across restarts
-        self._process: asyncio.subprocess.Process | None = None
+        self.process = ServiceProcess(
+            run_args(config),
+            {**environ, INSTANCE_ID_ENV: name},
+            folder / f"{name}.log",
+            cwd=folder,
+        )
         self._lines_before_start = 0
 
+    @property
+    def log(self) -> Path:
+        return self.process.log.path
+
     async def start(self) -> None:
-        self._lines_before_start = self._line_count()  # a restart appends to the same file
-        with self.log.open("ab") as sink:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "consumer",
-                "run",
-                "--config",
-                str(self._config),
-                env={**os.environ, **self._environ, INSTANCE_ID_ENV: self.name},
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=sink,
-                cwd=self.folder,
-            )
+        self._lines_before_start = len(self.process.log.lines())  # a restart appends
+        await self.process.start()
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.returncode is None
+        return self.process.running
 
     async def kill(self) -> None:
         """SIGKILL, as a node failure or an OOM kill delivers it: no drain, no last commit."""
-        assert self._process is not None
-        self._process.send_signal(signal.SIGKILL)
-        await self._process.wait()
+        await self.process.kill()
 
     async def stop(self, within: float = 60) -> int:
         """SIGTERM, then its exit status once it has drained."""
-        assert self._process is not None
-        if self._process.returncode is None:
-            self._process.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self._process.wait(), within)
+        return await self.process.stop(within)
 
     def assignment(self) -> set[Partition]:
         """What this process was last assigned (its latest `partitions.assigned` line); empty
         until it has joined the group."""
         owned: set[Partition] = set()
-        for line in self._lines()[self._lines_before_start :]:
+        for line in self.process.log.lines()[self._lines_before_start :]:
             if line.get("event") == "partitions.assigned":
                 owned = {(topic, partition) for topic, partition in line["partitions"]}
         return owned
 
     def tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def _line_count(self) -> int:
-        return len(self.log.read_bytes().splitlines()) if self.log.exists() else 0
-
-    def _lines(self) -> list[dict[str, Any]]:
-        parsed = []
-        for text in self.log.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                parsed.append(json.loads(text))
-            except ValueError:
-                continue  # a line cut short by SIGKILL
-        return parsed
+        return self.process.log.tail(lines)
 
 
 class Fleet:
@@ -120,13 +96,11 @@ class Fleet:
 
     async def settled(self, topic: str, partitions: int, within: float) -> bool:
         """Poll until every replica owns part of `topic` and together they own all of it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while loop.time() < deadline:
+
+        def owned_once() -> bool:
             owned = [{p for t, p in a if t == topic} for a in self.assignments().values()]
             # Each partition exactly once: no replica's latest line is stale from before a move.
             counts = sorted(p for mine in owned for p in mine)
-            if all(owned) and counts == list(range(partitions)):
-                return True
-            await asyncio.sleep(0.2)  # polling log files for a condition, with a deadline
-        return False
+            return all(owned) and counts == list(range(partitions))
+
+        return await until(owned_once, within, every=0.2)

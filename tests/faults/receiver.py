@@ -22,7 +22,8 @@ from consumer.signing import verify
 @dataclass(frozen=True, slots=True)
 class Misbehaviour:
     hold_first: int = 0  # the first this many requests...
-    hold_seconds: float = 0.0  # ...are answered (200) only after this long
+    # ...are answered (200) once the test calls `release()`, or after this long at most
+    hold_seconds: float = 0.0
     drop_seconds: float = 0.0  # requests arriving this long after the first are cut unanswered
 
 
@@ -41,6 +42,7 @@ class FaultReceiver:
         self.holding = 0  # requests being held right now
         self.held: list[str] = []  # delivery ids of the requests held, in arrival order
         self.first_request_at: float | None = None
+        self._released = asyncio.Event()
         self._arrived = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -83,14 +85,19 @@ class FaultReceiver:
         if self.requests <= script.hold_first:
             self.held.append(delivery)
             self.holding += 1
-            try:
-                await asyncio.sleep(script.hold_seconds)  # the scripted stall, not a wait
+            try:  # the scripted stall: until released, or its longest
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._released.wait(), script.hold_seconds)
             finally:
                 self.holding -= 1
         self.answered[delivery] = self.answered.get(delivery, 0) + 1
         self.answer_times.append(time.monotonic())
         self._arrived.set()
         return web.Response(text="ok")
+
+    def release(self) -> None:
+        """Answer the held requests now, and hold no more."""
+        self._released.set()
 
     @property
     def delivered(self) -> set[str]:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.support import committed_to_end
+from tests.support.commits import Commit, CommitWatch, committed, uncommitted
+from tests.support.duplicates import DuplicateBound
 
-from .bound import DuplicateBound
-from .commits import Commit, CommitWatch, committed, uncommitted
 from .fleet import Fleet, Partition, Replica
 from .receiver import FAST, FaultReceiver, Misbehaviour
 from .scenario import (
@@ -31,7 +31,12 @@ from .scenario import (
     setup_for,
 )
 
-STALL = Misbehaviour(hold_first=20, hold_seconds=5.0)
+# A fleet of processes for a minute or two, and waits of up to 180 s for what must arrive.
+pytestmark = pytest.mark.timeout(420)
+
+# Held until the test releases them right after the kill (10 s at most, within the channels'
+# 15 s timeout): the kill cannot miss the stall however slowly this process runs.
+STALL = Misbehaviour(hold_first=20, hold_seconds=10.0)
 DROP = Misbehaviour(drop_seconds=3.0)
 # The kill comes this far into the stall, while the first requests are still held and the
 # records behind them have been finishing for seconds above commit points that cannot move:
@@ -149,6 +154,7 @@ async def test_sigkill_of_a_replica_loses_nothing_and_duplicates_stay_bounded(
                 at_kill, answered_at_kill = time.monotonic(), dict(receiver.answered)
                 holding_at_kill, duplicates_before = receiver.holding, receiver.duplicates
                 await victim.kill()
+                receiver.release()  # the stall ends with the kill
                 offsets = await producing
                 assert len(answered_at_kill) < expected, "the stream ended before the kill"
                 last_commits = await committed(bootstrap, setup.group)  # the victim's last

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from consumer.config import ServiceConfig
 from consumer.receiver import Receiver
 
-from .kafka import kafka_broker
-from .redis_server import redis_server
 from .secured_kafka import SecuredKafka, secured_kafka_broker
+from .support import RunningService, StartService
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -19,22 +19,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def bootstrap() -> Iterator[str]:
-    with kafka_broker() as address:
-        yield address
-
-
-@pytest.fixture(scope="session")
 def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
     """A second, private broker with SASL_SSL and mutual-TLS listeners (started once)."""
     with secured_kafka_broker(tmp_path_factory.mktemp("secured-kafka")) as broker:
         yield broker
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
+@pytest.fixture
+async def running_service() -> AsyncIterator[StartService]:
+    """`running_service(config, environ)`: the service in this process, running until the test
+    calls `shutdown()`; stopped at the end of the test whatever its outcome, so a failed
+    assertion never leaves a consumer in the group of the next test."""
+    started: list[RunningService] = []
+
+    def start(config: ServiceConfig, environ: dict[str, str]) -> RunningService:
+        service = RunningService(config, environ)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        await service.close()
 
 
 @pytest.fixture

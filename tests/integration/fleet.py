@@ -4,44 +4,24 @@ receiver that answers slowly and counts concurrent requests, and the figures the
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from consumer.signing import verify
-
-
-def busiest_second(times: Sequence[float]) -> int:
-    """The most requests in any window [t, t + 1) that starts at a request."""
-    ordered = sorted(times)
-    return max(
-        (bisect.bisect_left(ordered, t + 1 - 1e-9) - i for i, t in enumerate(ordered)), default=0
-    )
-
-
-def steady_rate(times: Sequence[float], burst: int) -> float:
-    """Requests per second after the first `burst`, over the time they took."""
-    ordered = sorted(times)
-    return (len(ordered) - burst) / (ordered[-1] - ordered[burst - 1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.ports import free_port
+from tests.support.processes import JsonLog, ServiceProcess, run_args
+from tests.support.timing import busiest_second as busiest_second  # where the fleet tests
+from tests.support.timing import steady_rate as steady_rate  # have found them
 
 
 class PrivateRedis:
@@ -162,18 +142,7 @@ class SlowReceiver:
         return web.Response(text="ok")
 
 
-class ProcessLog:
-    """The JSON lines a `webhook-consumer run` process writes to its stderr file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        parsed = [json.loads(line) for line in lines if line.startswith("{")]
-        return [line for line in parsed if line.get("event") == name]
+ProcessLog = JsonLog  # the JSON lines a `webhook-consumer run` process writes to its stderr
 
 
 def wall_to_monotonic(timestamp: str) -> float:
@@ -186,33 +155,18 @@ class ReplicaProcesses:
     """`count` processes of `webhook-consumer run` on one config, each logging to its file."""
 
     def __init__(self, config: Path, environ: dict[str, str], folder: Path, count: int) -> None:
-        self._config = config
-        self._environ = environ
-        self.logs = [ProcessLog(folder / f"replica-{n}.log") for n in range(count)]
-        self._processes: list[asyncio.subprocess.Process] = []
+        self._processes = [
+            ServiceProcess(run_args(config), environ, folder / f"replica-{n}.log")
+            for n in range(count)
+        ]
+        self.logs = [process.log for process in self._processes]
 
     async def start(self) -> None:
-        for log in self.logs:
-            with log.path.open("wb") as sink:
-                self._processes.append(
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "consumer",
-                        "run",
-                        "--config",
-                        str(self._config),
-                        env={**os.environ, **self._environ},
-                        stdout=asyncio.subprocess.DEVNULL,
-                        stderr=sink,
-                    )
-                )
+        for process in self._processes:
+            await process.start()
 
     async def stop(self) -> list[int | None]:
         """SIGTERM each (they drain and commit); their exit statuses."""
         for process in self._processes:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self._processes:
-            await asyncio.wait_for(process.wait(), 60)
-        return [process.returncode for process in self._processes]
+            process.send_signal(signal.SIGTERM)
+        return [await process.wait() for process in self._processes]

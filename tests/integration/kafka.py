@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_port as free_port  # its old home, kept for imports
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_KAFKA = REPO / "deploy" / "local" / "kafka"
@@ -47,12 +48,6 @@ def kafka_broker() -> Iterator[str]:
     finally:
         if already_running.returncode != 0:
             subprocess.run([LOCAL_KAFKA, "stop"], capture_output=True, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)

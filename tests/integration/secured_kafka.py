@@ -13,13 +13,14 @@ import base64
 import json
 import os
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_ports
 
 from ..pki import Authority, write
 from .kafka import LOCAL_KAFKA, REPO
@@ -58,14 +59,6 @@ def _b64(claims: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
 
 
-def _free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in socks]
-
-
 def _shared_lib() -> Path:
     """The jars `deploy/local/kafka fetch` keeps; a second home links to them, no copy."""
     home = Path(os.environ.get("KAFKA_LOCAL_HOME", REPO / ".cache" / "kafka"))
@@ -91,7 +84,7 @@ def secured_kafka_broker(folder: Path) -> Iterator[SecuredKafka]:
     ca_pem = write(folder / "ca.pem", ca.cert_pem)
     passwords = {m: secrets.token_urlsafe(16) for m in ("SCRAM-SHA-256", "SCRAM-SHA-512")}
 
-    port, controller, sasl_ssl, mtls = _free_ports(4)
+    port, controller, sasl_ssl, mtls = free_ports(4, HOST)
     scram_login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
     oauth_login = (
         "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
+import contextlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,8 @@ from consumer.delaypath import delay_topic, level_of
 from consumer.kafkatools import stop_consumer, topic_partitions
 from consumer.receiver import Receiver
 from consumer.service import run_service
+from tests.support.polling import until
+from tests.support.processes import run_cli as run_cli  # where these tests have found it
 
 
 def event(campaign: str, user: str, event_id: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -141,24 +142,9 @@ def write_config(setup: Setup, folder: Path) -> Path:
     return path
 
 
-async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    """`webhook-consumer ARGS` as its own process: exit status, stdout, stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer",
-        *args,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 class RunningService:
-    """The service in this process, stoppable like SIGTERM would (the stop event)."""
+    """The service in this process, stoppable like SIGTERM would (the stop event). Start it
+    through the `running_service` fixture, which stops it whatever the test's outcome."""
 
     def __init__(self, config: ServiceConfig, environ: dict[str, str]) -> None:
         self.stop = asyncio.Event()
@@ -172,19 +158,36 @@ class RunningService:
 
     async def admin_url(self, within: float = 30) -> str:
         """http://127.0.0.1:<port> of the admin server, once it listens."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while self.admin_port is None:
+
+        def bound() -> bool:
             if self.task.done():
                 self.task.result()  # raises what stopped the service
                 raise AssertionError("the service stopped before its admin server listened")
-            assert loop.time() < deadline, "the admin server did not start"
-            await asyncio.sleep(0.02)  # polling a condition, with a deadline
+            return self.admin_port is not None
+
+        assert await until(bound, within, every=0.02), "the admin server did not start"
         return f"http://127.0.0.1:{self.admin_port}"
 
     async def shutdown(self, within: float = 60) -> None:
+        """Stop as on SIGTERM and wait for the drain; raises what the service raised."""
         self.stop.set()
-        await asyncio.wait_for(self.task, within)
+        await asyncio.wait_for(asyncio.shield(self.task), within)
+
+    async def close(self) -> None:
+        """The fixture's stop: shut down if still running, cancelled if it will not stop."""
+        if self.task.done():
+            return
+        try:
+            await self.shutdown()
+        except TimeoutError:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            raise
+
+
+# The `running_service` fixture: running_service(config, environ) -> RunningService.
+StartService = Callable[[ServiceConfig, dict[str, str]], RunningService]
 
 
 async def produce(
@@ -266,16 +269,7 @@ def pairs_delivered(receiver: Receiver) -> set[tuple[str, str]]:
 
 async def committed_to_end(setup: Setup, within: float = 30) -> bool:
     """Poll until the group's committed offsets reach the topic's end offsets."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    ends = await end_offsets(setup.bootstrap, setup.topic)
-    while loop.time() < deadline:
-        committed = await committed_offsets(setup.bootstrap, setup.group, setup.topic)
-        # A partition that never held a record has nothing to commit.
-        if all(max(0, committed.get(p, 0)) == end for p, end in ends.items()):
-            return True
-        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
-    return False
+    return await group_committed_to_end(setup.bootstrap, setup.group, [setup.topic], within)
 
 
 async def record_count(bootstrap: str, topic: str) -> int:
@@ -299,28 +293,25 @@ async def delay_topics_named(bootstrap: str, prefix: str) -> list[str]:
 
 async def wait_record_count(bootstrap: str, topic: str, at_least: int, within: float) -> bool:
     """Poll until `topic` holds at least `at_least` records; False at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while await record_count(bootstrap, topic) < at_least:
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
-    return True
+
+    async def enough() -> bool:
+        return await record_count(bootstrap, topic) >= at_least
+
+    return await until(enough, within, every=0.2)
 
 
 async def group_committed_to_end(
     bootstrap: str, group: str, topics: Iterable[str], within: float = 30
 ) -> bool:
-    """Poll until `group` has committed every partition of `topics` to its end offset."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
+    """Poll until `group` has committed every partition of `topics` to its end offset (a
+    partition that never held a record has nothing to commit)."""
     wanted = {t: await end_offsets(bootstrap, t) for t in topics}
-    while loop.time() < deadline:
-        reached = True
+
+    async def reached() -> bool:
         for topic, ends in wanted.items():
             committed = await committed_offsets(bootstrap, group, topic)
-            reached &= all(max(0, committed.get(p, 0)) >= end for p, end in ends.items())
-        if reached:
-            return True
-        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
-    return False
+            if not all(max(0, committed.get(p, 0)) >= end for p, end in ends.items()):
+                return False
+        return True
+
+    return await until(reached, within, every=0.2)

@@ -15,10 +15,11 @@ from consumer.kafkatools import stop_consumer
 from consumer.receiver import Receiver
 from tests import catalogue
 from tests.catalogue import Bounds, value
+from tests.support.polling import until
 
 from .support import (
-    RunningService,
     Setup,
+    StartService,
     channel,
     committed_to_end,
     create_topic,
@@ -26,7 +27,7 @@ from .support import (
     event,
     pairs_delivered,
     produce,
-    record_count,
+    wait_record_count,
 )
 
 PARTITIONS = 3
@@ -47,18 +48,23 @@ async def poll_status(
     http: aiohttp.ClientSession, url: str, status: int, within: float = 60
 ) -> str:
     """Poll `url` until it answers `status`; its body."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        got, body = await get(http, url)
-        if got == status:
-            return body
-        assert loop.time() < deadline, f"{url} still answers {got}: {body}"
-        await asyncio.sleep(0.1)  # polling a condition, with a deadline
+    answer: tuple[int, str] = (0, "")
+
+    async def answers() -> bool:
+        nonlocal answer
+        answer = await get(http, url)
+        return answer[0] == status
+
+    assert await until(answers, within, every=0.1), f"{url} still answers {answer}"
+    return answer[1]
 
 
 async def test_metrics_move_with_the_work_and_stay_in_the_catalogue(
-    bootstrap: str, receiver: Receiver, tmp: str, http: aiohttp.ClientSession
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    http: aiohttp.ClientSession,
+    running_service: StartService,
 ) -> None:
     receiver.answer("flaky", default=503)
     setup = Setup(
@@ -76,7 +82,7 @@ async def test_metrics_move_with_the_work_and_stay_in_the_catalogue(
         tmp=tmp,
     )
     await create_topic(bootstrap, setup.topic, PARTITIONS)
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     admin = await service.admin_url()
     await poll_status(http, f"{admin}/readyz", 200)
     _, before = await get(http, f"{admin}/metrics")
@@ -90,20 +96,20 @@ async def test_metrics_move_with_the_work_and_stay_in_the_catalogue(
     assert await receiver.wait_for(
         lambda r: len({d for ch, d in pairs_delivered(r) if ch == "steady"}) == len(events), 60
     )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while await record_count(bootstrap, setup.dead_letter_topic) < len(events) + 1:
-        assert loop.time() < deadline, "the dead letters were not all written"
-        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
+    assert await wait_record_count(bootstrap, setup.dead_letter_topic, len(events) + 1, 60), (
+        "the dead letters were not all written"
+    )
     assert await committed_to_end(setup)
     lag = "webhook_consumer_input_lag_records"
-    while True:  # the lag is measured after each commit interval
+    status, after, lags = 0, "", []
+
+    async def no_lag() -> bool:  # the lag is measured after each commit interval
+        nonlocal status, after, lags
         status, after = await get(http, f"{admin}/metrics")
         lags = [value(after, lag, partition=str(p)) for p in range(PARTITIONS)]
-        if lags == [0] * PARTITIONS:
-            break
-        assert loop.time() < deadline, f"input lag still {lags}"
-        await asyncio.sleep(0.1)  # polling a condition, with a deadline
+        return lags == [0] * PARTITIONS
+
+    assert await until(no_lag, 60, every=0.1), f"input lag still {lags}"
     await service.shutdown()
 
     assert status == 200
@@ -148,13 +154,18 @@ async def test_metrics_move_with_the_work_and_stay_in_the_catalogue(
 
 
 async def test_redis_available_is_exported_with_a_redis_backend(
-    bootstrap: str, receiver: Receiver, tmp: str, redis_url: str, http: aiohttp.ClientSession
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    redis_url: str,
+    http: aiohttp.ClientSession,
+    running_service: StartService,
 ) -> None:
     setup = Setup(
         bootstrap, receiver, [channel(receiver, "a")], {"c": ["a"]}, tmp=tmp, redis_url=redis_url
     )
     await create_topic(bootstrap, setup.topic, 1)
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     admin = await service.admin_url()
     _, before = await get(http, f"{admin}/metrics")
     assert value(before, "webhook_consumer_redis_available") is None  # not asked yet
@@ -183,7 +194,11 @@ class _HeldRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 async def test_readyz_is_503_until_the_group_is_joined_then_200(
-    bootstrap: str, receiver: Receiver, tmp: str, http: aiohttp.ClientSession
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    http: aiohttp.ClientSession,
+    running_service: StartService,
 ) -> None:
     setup = Setup(bootstrap, receiver, [channel(receiver, "a")], {"c": ["a"]}, tmp=tmp)
     await create_topic(bootstrap, setup.topic, PARTITIONS)
@@ -196,7 +211,7 @@ async def test_readyz_is_503_until_the_group_is_joined_then_200(
     while not member.assignment():
         assert loop.time() < deadline, "the first member never got its partitions"
         await member.getmany(timeout_ms=100)
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     try:
         admin = await service.admin_url()
         status, body = await get(http, f"{admin}/readyz")

@@ -7,7 +7,6 @@ One service run per example over many records; few examples, so the test stays u
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Callable
@@ -18,12 +17,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from consumer.delivery import delivery_id
-from consumer.events import Event, parse_event
 from consumer.receiver import Receiver
+from tests.support.polling import until as poll
 
 from .support import (
-    RunningService,
     Setup,
+    StartService,
     channel,
     committed_to_end,
     create_topic,
@@ -32,9 +31,19 @@ from .support import (
 )
 
 Record = tuple[bytes | None, bytes | None]
+# A value and the event id it must be delivered under, or None: it must be dead-lettered. Each
+# strategy knows what it built, so the expected outcome never comes from the service's parser.
+Labeled = tuple[bytes | None, str | None]
 CAMPAIGN = "fuzz"
 NEAR_ONE_MB = 1_000_000  # the input topic keeps the broker's default limit of ~1 MiB
 INPUT_MAX_VALUE = 1_048_400  # about the largest value a default topic takes with a short key
+MAX_DEPTH = 64  # threshold-event.v1 (docs/events.md): deeper documents are rejected
+MAX_ID = 256  # the longest event_id, user_id and campaign_id the schema takes
+# One service run per example, so few; CI (HYPOTHESIS_PROFILE=ci) draws more; FUZZ_EXAMPLES
+# overrides both.
+EXAMPLES = int(
+    os.environ.get("FUZZ_EXAMPLES") or (10 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else 6)
+)
 
 json_values = st.recursive(
     st.none()
@@ -47,7 +56,32 @@ json_values = st.recursive(
     ),
     max_leaves=10,
 )
-texts = st.text(min_size=1, max_size=256)
+texts = st.text(min_size=1, max_size=MAX_ID)
+not_json_strings = json_values.filter(lambda v: not isinstance(v, str))
+# What no id field takes: another JSON type, empty, or too long.
+bad_ids = not_json_strings | st.sampled_from(["", "x" * (MAX_ID + 1)])
+# What occurred_at never takes (a number is a Unix time to the schema, so none of those).
+bad_times = (
+    st.none()
+    | st.lists(json_values, max_size=3)
+    | st.dictionaries(st.text(max_size=8), json_values, max_size=3)
+    | st.sampled_from(["", "yesterday", "2026-13-45T00:00:00Z"])
+)
+# behavior is an object with a string `name`, or null.
+bad_behaviors = (
+    st.integers(-(2**63), 2**63 - 1)
+    | st.text(max_size=10)
+    | st.lists(json_values, max_size=3)
+    | st.fixed_dictionaries({"count": st.integers(0, 10)})  # no name
+    | st.fixed_dictionaries({"name": not_json_strings.filter(lambda v: v is not None)})
+)
+BREAKS = {
+    "event_id": bad_ids,
+    "user_id": bad_ids,
+    "campaign_id": bad_ids,
+    "occurred_at": bad_times,
+    "behavior": bad_behaviors,
+}
 
 
 def with_nested(document: dict[str, Any], depth: int) -> bytes:
@@ -56,29 +90,36 @@ def with_nested(document: dict[str, Any], depth: int) -> bytes:
 
 
 @st.composite
-def good_events(draw: st.DrawFn) -> dict[str, Any]:
+def valid_events(draw: st.DrawFn) -> dict[str, Any]:
+    """Events threshold-event.v1 takes; delivered when their campaign is CAMPAIGN, else
+    dead-lettered as an unknown campaign."""
     extra = draw(st.dictionaries(st.text(min_size=1, max_size=10), json_values, max_size=3))
-    document = {
+    return {
         **{f"x_{k}": v for k, v in extra.items()},  # unknown fields are kept and ignored
         "event_id": str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1)))),
         "event_type": "user.threshold.reached",
         "schema_version": 1,
         "user_id": draw(texts),
-        "campaign_id": draw(st.sampled_from([CAMPAIGN] * 5 + ["unknown", "", "x" * 300])),
+        "campaign_id": draw(st.sampled_from([CAMPAIGN] * 5 + ["unknown"])),
         "behavior": {"name": draw(st.text(max_size=20)), "count": draw(st.integers(0, 10))},
         "occurred_at": "2026-11-11T00:00:05.123Z",
     }
-    return document
+
+
+def delivers(document: dict[str, Any]) -> str | None:
+    """The event id a valid event is delivered under: only its campaign can stop it."""
+    return document["event_id"] if document["campaign_id"] == CAMPAIGN else None
 
 
 @st.composite
 def broken_events(draw: st.DrawFn) -> dict[str, Any]:
-    document = draw(good_events())
-    field = draw(st.sampled_from(["event_id", "user_id", "campaign_id", "occurred_at", "behavior"]))
-    if draw(st.booleans()):
+    """A valid event with one field the schema refuses (or a required one removed)."""
+    document = draw(valid_events())
+    field = draw(st.sampled_from(sorted(BREAKS)))
+    if field != "behavior" and draw(st.booleans()):  # behavior may be left out
         document.pop(field)
     else:
-        document[field] = draw(json_values)
+        document[field] = draw(BREAKS[field])
     return document
 
 
@@ -86,27 +127,38 @@ def _encode(document: Any) -> bytes:
     return orjson.dumps(document)
 
 
-hostile = st.one_of(
-    broken_events().map(_encode),
-    json_values.map(_encode),
-    st.binary(max_size=200),  # mostly not UTF-8, never JSON
-    st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
-    st.integers(1, 10_000).map(lambda n: b"[" * n + b"]" * n),
-    st.integers(1, 2000).map(lambda n: b"[" * n),  # unclosed
+def dead_lettered(values: st.SearchStrategy[bytes | None]) -> st.SearchStrategy[Labeled]:
+    return values.map(lambda value: (value, None))
+
+
+hostile: st.SearchStrategy[Labeled] = st.one_of(
+    dead_lettered(broken_events().map(_encode)),
+    # Never an event: a dictionary here has keys of up to 8 characters, "campaign_id" has 11.
+    dead_lettered(json_values.map(_encode)),
+    dead_lettered(st.binary(max_size=200)),  # mostly not UTF-8, never JSON
+    dead_lettered(st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass"))),
+    dead_lettered(st.integers(1, 10_000).map(lambda n: b"[" * n + b"]" * n)),
+    dead_lettered(st.integers(1, 2000).map(lambda n: b"[" * n)),  # unclosed
     # Deep but legal for the JSON parser (whose limit is 1024), inside an otherwise good event.
-    st.tuples(good_events(), st.integers(100, 1000)).map(lambda pair: with_nested(*pair)),
-    st.tuples(good_events(), st.integers(10_000, 300_000)).map(
-        lambda pair: _encode({**pair[0], "huge": "é" * pair[1]})
+    dead_lettered(
+        st.tuples(valid_events(), st.integers(MAX_DEPTH + 1, 1000)).map(
+            lambda pair: with_nested(*pair)
+        )
     ),
-    st.just(None),  # a tombstone
+    st.tuples(valid_events(), st.integers(10_000, 300_000)).map(
+        lambda pair: (_encode({**pair[0], "huge": "é" * pair[1]}), delivers(pair[0]))
+    ),
+    st.just((None, None)),  # a tombstone
 )
-# About a third good events, so deliveries and the delay path see plenty of traffic too.
-values = st.one_of(good_events().map(_encode), hostile, hostile)
+# About a third valid events, so deliveries and the delay path see plenty of traffic too.
+values: st.SearchStrategy[Labeled] = st.one_of(
+    valid_events().map(lambda e: (_encode(e), delivers(e))), hostile, hostile
+)
 # aiokafka refuses a record with neither key nor value; other clients do not, but a null value
 # with an empty key is what reaches the consumer all the same.
 records = st.lists(
     st.tuples(st.none() | st.binary(max_size=40), values).map(
-        lambda kv: (kv[0] or b"", None) if kv[1] is None else kv
+        lambda kv: (kv[0] or b"", kv[1]) if kv[1][0] is None else kv
     ),
     min_size=20,
     max_size=60,
@@ -118,22 +170,22 @@ _EDGE = {
     "occurred_at": "2026-11-11T00:00:05.123Z",
 }
 # Always there, whatever hypothesis draws: the cases the issue names.
-FIXED: list[Record] = [
-    (None, b"[" * 10_000),
-    (b"k", b"\xff\xfe\xfa" * 1000),
-    (b"", None),
-    (b"big", b"x" * NEAR_ONE_MB),  # not JSON, near the input limit: must still dead-letter
-    (b"big-json", _encode({"event_id": "e", "pad": "p" * (NEAR_ONE_MB - 100)})),
+FIXED: list[tuple[bytes | None, Labeled]] = [
+    (None, (b"[" * 10_000, None)),
+    (b"k", (b"\xff\xfe\xfa" * 1000, None)),
+    (b"", (None, None)),
+    (b"big", (b"x" * NEAR_ONE_MB, None)),  # not JSON, near the input limit: must still dead-letter
+    # JSON, near the limit, but no event: no user_id, campaign_id or occurred_at.
+    (b"big-json", (_encode({"event_id": "e", "pad": "p" * (NEAR_ONE_MB - 100)}), None)),
     # A good event as large as the input topic takes: its delay-path record is larger still.
-    (b"edge", _encode({**_EDGE, "pad": "p" * (INPUT_MAX_VALUE - len(_encode(_EDGE)) - 9)})),
+    (
+        b"edge",
+        (
+            _encode({**_EDGE, "pad": "p" * (INPUT_MAX_VALUE - len(_encode(_EDGE)) - 9)}),
+            _EDGE["event_id"],
+        ),
+    ),
 ]
-
-
-def expected_delivery(value: bytes | None, name: str) -> str | None:
-    parsed = parse_event(value)
-    if isinstance(parsed, Event) and parsed.campaign_id == CAMPAIGN:
-        return delivery_id(name, [parsed.event_id])
-    return None
 
 
 def _count(letters: list[dict[str, Any]], channel_name: str) -> int:
@@ -144,18 +196,19 @@ async def _dead_letters(
     setup: Setup, until: Callable[[list[dict[str, Any]]], bool], within: float = 45
 ) -> list[dict[str, Any]]:
     """Every dead letter so far, re-read until `until` holds or the deadline passes."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
+    letters: list[dict[str, Any]] = []
+
+    async def enough() -> bool:
         records = await read_all(setup.bootstrap, setup.dead_letter_topic)
-        letters = [orjson.loads(r.value) for r in records]
-        if until(letters) or loop.time() > deadline:
-            return letters
-        await asyncio.sleep(0.3)  # polling the broker for a condition, with a deadline
+        letters[:] = [orjson.loads(r.value) for r in records]
+        return until(letters)
+
+    await poll(enough, within, every=0.3)
+    return letters
 
 
 @settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "6")),
+    max_examples=EXAMPLES,
     deadline=None,
     phases=[Phase.generate],  # shrinking would rerun the service for minutes
     database=None,
@@ -168,7 +221,12 @@ async def _dead_letters(
 )
 @given(drawn=records, order=st.randoms(use_true_random=False))
 async def test_generated_records_never_stop_the_partition(
-    bootstrap: str, receiver: Receiver, tmp: str, drawn: list[Record], order: Any
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    drawn: list[tuple[bytes | None, Labeled]],
+    order: Any,
+    running_service: StartService,
 ) -> None:
     # One channel answers, one is down: hostile events also travel the delay path and end
     # in delivery dead letters, not only in record dead letters.
@@ -188,14 +246,16 @@ async def test_generated_records_never_stop_the_partition(
         },
         tmp=tmp,
     )
-    batch = [*drawn, *FIXED]
-    order.shuffle(batch)
+    labeled = [*drawn, *FIXED]
+    order.shuffle(labeled)
+    batch: list[Record] = [(key, value) for key, (value, _) in labeled]
     await create_topic(bootstrap, setup.topic, 1)  # one partition: a stuck record stops it all
     await produce(bootstrap, setup.topic, batch)
-    expected = [expected_delivery(value, name) for _, value in batch]
-    expected_down = sorted(d for _, v in batch if (d := expected_delivery(v, down)))
+    owed = [event_id for _, (_, event_id) in labeled]  # by offset: delivered under, or None
+    expected = [delivery_id(name, [e]) if e else None for e in owed]
+    expected_down = sorted(delivery_id(down, [e]) for e in owed if e)
 
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     moved = await committed_to_end(setup, within=45)
     # The down channel's deliveries left the input once on the delay path; their dead
     # letters come after the schedule ran out.

@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from consumer.receiver import Receiver
+from tests.support.processes import Launch, run_args
 
-from .kafka import REPO, PrivateBroker, free_port
+from .kafka import PrivateBroker
 from .support import (
     Setup,
     channel,
@@ -33,45 +27,12 @@ from .support import (
 )
 
 OUTAGE_SECONDS = 12.0
-# Jars are copied once into this folder and reused; the data is wiped on the first start.
-BROKER_HOME = REPO / ".cache" / "kafka-outage-test"
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[PrivateBroker]:
-    private = PrivateBroker(BROKER_HOME, free_port(), free_port())
-    await private.start(fresh=True)
-    try:
-        yield private
-    finally:
-        await private.stop()
-
-
-class Stderr:
-    """The service's stderr, written to a file and read back as it grows."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def text(self) -> str:
-        return self.path.read_text(encoding="utf-8")
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [line for line in map(json.loads, self.text().splitlines()) if line["event"] == name]
-
-    async def wait_for(self, name: str, within: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not self.events(name):
-            if loop.time() > deadline:
-                return False
-            await asyncio.sleep(0.2)  # polling a file for a condition, with a deadline
-        return True
 
 
 async def test_a_broker_restart_is_two_log_lines_and_no_event_is_lost(
-    broker: PrivateBroker, receiver: Receiver, tmp_path: Path
+    private_broker: PrivateBroker, receiver: Receiver, tmp_path: Path, launch: Launch
 ) -> None:
+    broker = private_broker
     setup = Setup(
         broker.bootstrap,
         receiver,
@@ -85,21 +46,10 @@ async def test_a_broker_restart_is_two_log_lines_and_no_event_is_lost(
     before = [event("c", f"u-{i}") for i in range(20)]
     await produce(broker.bootstrap, setup.topic, encoded(before))
 
-    stderr = Stderr(tmp_path / "stderr.log")
-    with stderr.path.open("wb") as sink:
-        service = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "consumer",
-            "run",
-            "--config",
-            str(config),
-            "--log-format",
-            "auto",  # a file, not a terminal: JSON
-            env={**os.environ, **setup.environ},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=sink,
-        )
+    # --log-format auto: a file, not a terminal, so JSON.
+    service = launch(run_args(config, "--log-format", "auto"), setup.environ, tmp_path / "err")
+    stderr = service.log
+    await service.start()
     try:
         assert await receiver.wait_for(lambda r: len(pairs_delivered(r)) == 20, within=60)
         assert await committed_to_end(setup, within=30)
@@ -118,12 +68,10 @@ async def test_a_broker_restart_is_two_log_lines_and_no_event_is_lost(
         assert await receiver.wait_for(lambda r: len(pairs_delivered(r)) == 40, within=90)
         assert await committed_to_end(setup, within=60)
         assert await stderr.wait_for("kafka.recovered", within=30), stderr.text()[-3000:]
-        assert service.returncode is None  # the same process delivered all of it
+        assert service.running  # the same process delivered all of it
     finally:
-        if service.returncode is None:
-            service.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(service.wait(), 60)
-    assert service.returncode == 0
+        code = await service.stop()
+    assert code == 0
 
     lines = stderr.text().splitlines()
     parsed = [json.loads(line) for line in lines]  # every line, aiokafka's included, is JSON

@@ -18,6 +18,7 @@ import aiohttp
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.receiver import Receiver
+from tests.support.processes import JsonLog
 
 from .kafka import REPO, PrivateBroker, free_port
 from .support import (
@@ -30,7 +31,6 @@ from .support import (
     produce,
     write_config,
 )
-from .test_kafka_outage import Stderr
 
 BROKER_HOME = REPO / ".cache" / "kafka-startup-test"
 EVENTS = 20
@@ -74,7 +74,7 @@ async def test_run_started_before_kafka_waits_and_then_delivers(
         admin={"host": "127.0.0.1", "port": admin_port},
     )
     config = write_config(setup, tmp_path)
-    stderr = Stderr(tmp_path / "stderr.log")
+    stderr = JsonLog(tmp_path / "stderr.log")
     with stderr.path.open("wb") as sink:
         service = await asyncio.create_subprocess_exec(
             sys.executable,

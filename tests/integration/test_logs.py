@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
-import signal
-import sys
 from pathlib import Path
 
 import orjson
 
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
+from tests.support.processes import Launch, run_args
 
 from .support import (
     Setup,
@@ -27,7 +24,7 @@ from .support import (
 
 
 async def test_a_debug_run_is_json_on_every_line_with_ids_and_no_secret(
-    bootstrap: str, receiver: Receiver, tmp_path: Path
+    bootstrap: str, receiver: Receiver, tmp_path: Path, launch: Launch
 ) -> None:
     password = "basic-pass-9d1f7c"
     guarded = channel(
@@ -54,28 +51,13 @@ async def test_a_debug_run_is_json_on_every_line_with_ids_and_no_secret(
     await create_topic(bootstrap, setup.topic, 2)
     await produce(bootstrap, setup.topic, encoded(events))
     environ = setup.environ
-    log = tmp_path / "stderr.log"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer",
-        "run",
-        "--config",
-        str(config_path),
-        "--log-format",
-        "json",
-        env={**os.environ, **environ},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-    try:
-        assert await receiver.wait_for(lambda r: len(r.delivered()) >= 20, within=60)
-        assert await wait_record_count(bootstrap, setup.dead_letter_topic, 20, within=60)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 60) == 0
+    args = run_args(config_path, "--log-format", "json")
+    process = await launch(args, environ, tmp_path / "stderr.log").start()
+    assert await receiver.wait_for(lambda r: len(r.delivered()) >= 20, within=60)
+    assert await wait_record_count(bootstrap, setup.dead_letter_topic, 20, within=60)
+    assert await process.stop() == 0
 
-    text = log.read_text(encoding="utf-8")
+    text = process.log.text()
     lines = [orjson.loads(line) for line in text.splitlines() if line.strip()]  # each is JSON
     assert all({"event", "level", "timestamp"} <= line.keys() for line in lines)
     secrets = [*environ.values(), base64.b64encode(f"gio:{password}".encode()).decode()]

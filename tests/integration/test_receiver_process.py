@@ -18,8 +18,9 @@ import pytest
 from consumer.config import parse_config
 from consumer.receiver import Receiver
 from consumer.signing import sign
+from tests.support.polling import until
 
-from .support import RunningService, Setup, encoded, event, produce
+from .support import Setup, StartService, encoded, event, produce
 
 
 @dataclass
@@ -43,13 +44,10 @@ class ReceiverProcess:
                 self.lines.append({"event": "unparsed", "text": raw.decode(errors="replace")})
 
     async def until(self, predicate: Any, within: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not predicate(self):
-            if loop.time() > deadline or self.process.returncode is not None:
-                return False
-            await asyncio.sleep(0.05)  # polling the log lines for a condition, with a deadline
-        return True
+        """Until predicate(self) holds; False at the deadline or once the process ended."""
+        return await until(
+            lambda: predicate(self) or self.process.returncode is not None, within
+        ) and bool(predicate(self))
 
 
 async def start_receiver(environ: dict[str, str]) -> tuple[ReceiverProcess, asyncio.Task[None]]:
@@ -117,7 +115,11 @@ async def test_the_receiver_process_verifies_logs_and_stops_on_sigterm(
 
 
 async def test_the_service_delivers_to_the_receiver_process(
-    bootstrap: str, receiver_process: ReceiverProcess, keys: dict[str, str], tmp_path: Path
+    bootstrap: str,
+    receiver_process: ReceiverProcess,
+    keys: dict[str, str],
+    tmp_path: Path,
+    running_service: StartService,
 ) -> None:
     names = list(keys)
     setup = Setup(
@@ -137,7 +139,7 @@ async def test_the_service_delivers_to_the_receiver_process(
         tmp=str(tmp_path),
     )
     environ = {f"SECRET_{name.upper().replace('-', '_')}": key for name, key in keys.items()}
-    service = RunningService(parse_config(setup.document(), "test-config", environ), environ)
+    service = running_service(parse_config(setup.document(), "test-config", environ), environ)
     try:
         await produce(
             bootstrap, setup.topic, encoded(event("double11-coupon", f"u-{i}") for i in range(5))
@@ -150,4 +152,4 @@ async def test_the_service_delivers_to_the_receiver_process(
     got = receiver_process.received()
     assert all(r["status"] == 200 and r["verified"] for r in got)
     assert {r["channel"] for r in got} == set(names)
-    assert len({r["delivery_id"] for r in got}) == 10
+    assert len({r["delivery_id"] for r in got}) == len(got) == 10  # each pair exactly once

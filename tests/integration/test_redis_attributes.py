@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -16,6 +15,7 @@ from consumer.attributes.redis import RedisAttributeStore
 from consumer.config import AttributesConfig
 from consumer.observer import Details, Observer, RedisChanged
 from consumer.redis_health import RedisHealth
+from tests.support.ports import free_port
 
 NESTED = {
     "name": "Zoë 王 🚀",
@@ -152,17 +152,10 @@ async def test_a_unix_socket_url(raw: Redis, prefix: str) -> None:
         await store.close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port  # nothing listens there once the socket is closed
-
-
 async def test_a_store_that_is_down_is_unavailable_and_the_password_stays_out(
     prefix: str,
 ) -> None:
-    port = _closed_port()
+    port = free_port()
     url = f"redis://:s3cret-redis-password@127.0.0.1:{port}/0"
     store = RedisAttributeStore(url, key_prefix=prefix, timeout_seconds=3)
     try:
@@ -283,7 +276,7 @@ async def test_the_store_tells_redis_health_when_redis_stops_and_starts_answerin
     seen: list[Details] = []
     health = RedisHealth(Observer([seen.append]))
     down = RedisAttributeStore(
-        f"redis://127.0.0.1:{_closed_port()}/0", key_prefix=prefix, timeout_seconds=3, health=health
+        f"redis://127.0.0.1:{free_port()}/0", key_prefix=prefix, timeout_seconds=3, health=health
     )
     up = RedisAttributeStore(redis_url, key_prefix=prefix, timeout_seconds=3, health=health)
     try:

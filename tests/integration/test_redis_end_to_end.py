@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -13,10 +12,11 @@ from redis.asyncio import Redis
 from consumer.attributes import open_store
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
+from tests.support.ports import free_port
 
 from .support import (
-    RunningService,
     Setup,
+    StartService,
     channel,
     create_topic,
     encoded,
@@ -114,9 +114,7 @@ async def test_import_then_send_test_take_attributes_from_redis(
 async def test_import_into_a_redis_that_is_down_is_one_line_and_exit_1(
     redis_setup: MakeSetup, tmp_path: Path
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     setup = redis_setup(redis_url=f"redis://:the-redis-password@127.0.0.1:{port}/0")
     config = write_config(setup, tmp_path)
     code, out, err = await run_cli(
@@ -137,7 +135,10 @@ async def test_import_into_a_redis_that_is_down_is_one_line_and_exit_1(
 
 
 async def test_run_delivers_the_attributes_held_in_redis(
-    bootstrap: str, redis_setup: MakeSetup, receiver: Receiver
+    bootstrap: str,
+    redis_setup: MakeSetup,
+    receiver: Receiver,
+    running_service: StartService,
 ) -> None:
     setup = redis_setup(bootstrap)
     config = setup.config()
@@ -152,11 +153,13 @@ async def test_run_delivers_the_attributes_held_in_redis(
     await produce(bootstrap, setup.topic, encoded(events))
     expected = {("hobbies", delivery_id("hobbies", [e["event_id"]])) for e in events}
 
-    service = RunningService(config, setup.environ)
+    service = running_service(config, setup.environ)
     assert await receiver.wait_for(lambda r: pairs_delivered(r) >= expected, within=60)
     await service.shutdown()
 
     assert all(r.verified for r in receiver.received)
+    # Exactly one request per event: the mapping below would hide a second one.
+    assert sorted(r.delivery_id for r in receiver.received) == sorted(d for _, d in expected)
     user_of = {delivery_id("hobbies", [e["event_id"]]): e["user_id"] for e in events}
     sent = {user_of[r.delivery_id]: r.body["userAttr"] for r in receiver.delivered()}
     assert sent == {

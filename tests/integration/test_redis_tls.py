@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +12,8 @@ import pytest
 
 from consumer.attributes import AttributesUnavailable
 from consumer.attributes.redis import RedisAttributeStore
+from tests.support.ports import free_port, wait_for_port
+from tests.support.tools import tool
 
 # OpenSSL's words for a chain that ends in a CA nobody configured.
 UNKNOWN_ISSUER = r"certificate verify failed: (self-signed certificate|unable to get local issuer)"
@@ -43,37 +42,15 @@ def _certificates(folder: Path) -> None:
              cwd=folder)  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def _wait_for_port(port: int, server: subprocess.Popen[bytes], within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {server.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)  # polling the port, with a deadline
-    raise TimeoutError(f"redis-server not listening on {port} after {within}s")
-
-
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
-    if shutil.which("redis-server") is None or shutil.which("openssl") is None:
-        pytest.skip(
-            "needs redis-server and openssl on this machine (deploy/local/redis installs it)"
-        )
+    tool("openssl")
+    server_program = tool("redis-server")
     folder = tmp_path_factory.mktemp("tls-redis")
     _certificates(folder)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+        [server_program, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
          "--tls-cert-file", "server.pem", "--tls-key-file", "server.key",
          "--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no",
          "--save", "", "--appendonly", "no", "--dir", str(folder)],
@@ -82,7 +59,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_for_port(port, server)
+        wait_for_port(port, server=server)
         yield TlsRedis(port, folder / "ca.pem")
     finally:
         server.terminate()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import signal
-import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,10 +14,11 @@ from consumer.deadletter import DeadLetter, Reason, SourceRef
 from consumer.delaypath import DelayedDelivery
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
+from tests.support.processes import Launch, ServiceProcess, run_cli
 
 from .support import (
-    RunningService,
     Setup,
+    StartService,
     channel,
     create_topic,
     encoded,
@@ -34,25 +32,24 @@ from .support import (
 
 
 async def _cli(config: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer",
-        "dlq",
-        *args,
-        "--config",
-        str(config),
-        env={**os.environ, **env, "COLUMNS": "200"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    """`webhook-consumer dlq ARGS --config CONFIG`: exit status and output, wide tables."""
+    code, out, _ = await run_cli(
+        "dlq", *args, "--config", str(config), env={**env, "COLUMNS": "200"}, merge_stderr=True
     )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
+    return code, out
+
+
+def _replay(
+    launch: Launch, config: Path, env: dict[str, str], folder: Path, *args: str
+) -> ServiceProcess:
+    """A `dlq replay` process to interrupt: paced, so the interrupt lands mid-way on any
+    machine (unpaced, 8,000 letters can all be sent before a poll of the broker sees 300)."""
+    args = ("dlq", "replay", *args, "--rate", "1000", "--config", str(config))
+    return launch(args, env, folder / "replay.log", output=folder / "replay.out")
 
 
 async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
-    bootstrap: str, receiver: Receiver, tmp_path: Path
+    bootstrap: str, receiver: Receiver, tmp_path: Path, running_service: StartService
 ) -> None:
     setup = Setup(
         bootstrap,
@@ -73,7 +70,7 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
     await produce(bootstrap, setup.topic, encoded(events))
     ids = {delivery_id("r", [e["event_id"]]) for e in events}
 
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     try:
         assert await wait_record_count(bootstrap, setup.dead_letter_topic, 20, within=60)
         # Two quick attempts, then one after the 1 s delay: three requests per delivery.
@@ -112,7 +109,7 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers_each_once(
 
 
 async def test_an_interrupted_replay_resumes_without_replaying_twice(
-    bootstrap: str, receiver: Receiver, tmp_path: Path
+    bootstrap: str, receiver: Receiver, tmp_path: Path, launch: Launch
 ) -> None:
     setup = Setup(bootstrap, receiver, [channel(receiver, "r")], {"c": ["r"]}, tmp=str(tmp_path))
     config_file = write_config(setup, tmp_path)
@@ -139,26 +136,12 @@ async def test_an_interrupted_replay_resumes_without_replaying_twice(
     ]
     await produce(bootstrap, setup.dead_letter_topic, [(None, value) for value in letters])
 
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer",
-        "dlq",
-        "replay",
-        "--rate",  # paced, so the interrupt lands mid-way however fast the machine is
-        "1000",
-        "--config",
-        str(config_file),
-        env={**os.environ, **setup.environ},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    process = await _replay(launch, config_file, setup.environ, tmp_path).start()
     started = await wait_record_count(bootstrap, delay_topic, 300, within=60)
     assert started, "the replay never started"
     process.send_signal(signal.SIGINT)
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 130  # what a shell reports for Ctrl-C
-    assert "interrupted" in out.decode(), out.decode()
+    assert await process.wait() == 130  # what a shell reports for Ctrl-C
+    assert "interrupted" in process.output_text(), process.output_text()
     first_run = await record_count(bootstrap, delay_topic)
     assert first_run < total, "the replay had finished before the interrupt: test proves nothing"
 
@@ -199,7 +182,11 @@ def _letter(setup: Setup, index: int, at: datetime) -> bytes:
 
 
 async def test_replay_since_resumes_sends_nothing_twice_and_reset_starts_over(
-    bootstrap: str, receiver: Receiver, tmp_path: Path
+    bootstrap: str,
+    receiver: Receiver,
+    tmp_path: Path,
+    launch: Launch,
+    running_service: StartService,
 ) -> None:
     setup = Setup(bootstrap, receiver, [channel(receiver, "r")], {"c": ["r"]}, tmp=str(tmp_path))
     config_file = write_config(setup, tmp_path)
@@ -220,32 +207,15 @@ async def test_replay_since_resumes_sends_nothing_twice_and_reset_starts_over(
     def delivered() -> Counter[str]:
         return Counter(r.delivery_id for r in receiver.delivered())
 
-    service = RunningService(setup.config(), setup.environ)  # the receiver is healthy
+    service = running_service(setup.config(), setup.environ)  # the receiver is healthy
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "consumer",
-            "dlq",
-            "replay",
-            "--since",
-            "2h",
-            # Paced so the interrupt lands mid-way on any machine: unpaced, 8,000 letters can
-            # all be sent before a poll of the broker sees the first 300.
-            "--rate",
-            "1000",
-            "--config",
-            str(config_file),
-            env={**os.environ, **setup.environ},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        process = _replay(launch, config_file, setup.environ, tmp_path, "--since", "2h")
+        await process.start()
         started = await wait_record_count(bootstrap, delay_topic, 300, within=60)
         assert started, "the replay never started"
         process.send_signal(signal.SIGINT)
-        out, _ = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 130, out.decode()
-        assert "interrupted" in out.decode(), out.decode()
+        assert await process.wait() == 130, process.output_text()
+        assert "interrupted" in process.output_text(), process.output_text()
         first_run = sum((await _replayed(bootstrap, delay_topic)).values())
         assert first_run < recent, "the replay had finished before the interrupt: proves nothing"
 

@@ -24,11 +24,12 @@ from consumer.kafkaprobe import KafkaUnavailable, probe
 from consumer.kafkatools import client_options, stop_consumer
 from consumer.receiver import Receiver
 from consumer.topics import ensure_topics
+from tests.support.polling import until
 
 from .secured_kafka import SCRAM_USER, SecuredKafka
 from .support import (
-    RunningService,
     Setup,
+    StartService,
     channel,
     committed_to_end,
     create_topic,
@@ -72,7 +73,10 @@ async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str, float]:
 
 
 async def test_the_service_delivers_retries_and_dead_letters_over_sasl_ssl(
-    secured_kafka: SecuredKafka, receiver: Receiver, tmp_path: Path
+    secured_kafka: SecuredKafka,
+    receiver: Receiver,
+    tmp_path: Path,
+    running_service: StartService,
 ) -> None:
     password = secured_kafka.scram_passwords["SCRAM-SHA-512"]
     setup = Setup(
@@ -96,7 +100,7 @@ async def test_the_service_delivers_retries_and_dead_letters_over_sasl_ssl(
     events = [event("c", f"u-{i}") for i in range(5)]
     await produce(secured_kafka.plaintext, setup.topic, encoded(events))
 
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     try:
         assert await receiver.wait_for(
             lambda r: (
@@ -115,6 +119,7 @@ async def test_the_service_delivers_retries_and_dead_letters_over_sasl_ssl(
         await service.shutdown()
     ids = {name: {delivery_id(name, [e["event_id"]]) for e in events} for name in ("ok", "flaky")}
     delivered = receiver.delivered()
+    assert len(delivered) == 10, "each (event, channel) pair once"
     assert {r.delivery_id for r in delivered if r.channel == "ok"} == ids["ok"]
     assert {r.attempt for r in delivered if r.channel == "ok"} == {1}
     assert {r.delivery_id for r in delivered if r.channel == "flaky"} == ids["flaky"]
@@ -126,13 +131,15 @@ async def test_the_service_delivers_retries_and_dead_letters_over_sasl_ssl(
 
 
 async def _eventually_read(bootstrap: str, topic: str, count: int) -> list[Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while True:
-        records = await read_all(bootstrap, topic)
-        if len(records) >= count or loop.time() > deadline:
-            return records
-        await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
+    """What `topic` holds once it holds `count` records, or after 20 s."""
+    records: list[Any] = []
+
+    async def enough() -> bool:
+        records[:] = await read_all(bootstrap, topic)
+        return len(records) >= count
+
+    await until(enough, 20, every=0.2)
+    return records
 
 
 async def test_a_wrong_password_ends_run_with_one_line_and_exit_1(

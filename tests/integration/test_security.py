@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import html
 import io
 import json
 import socket
@@ -14,11 +15,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import pytest
 import structlog
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from consumer.cli import main
 from consumer.config import parse_config
@@ -28,8 +32,8 @@ from consumer.receiver import Receiver
 from consumer.secrets import REDACTED
 
 from .support import (
-    RunningService,
     Setup,
+    StartService,
     channel,
     committed_to_end,
     create_topic,
@@ -48,12 +52,28 @@ def _whsec(label: str, suffix: str) -> str:
 
 
 def secret_forms(secrets: Iterable[str]) -> dict[str, str]:
-    """Every way a secret could show up in text: as is, JSON-escaped, the base64 behind whsec_."""
+    """Every way a secret could show up in text: as is, JSON-escaped, HTML-escaped, URL-quoted,
+    the base64 behind whsec_."""
     forms: dict[str, str] = {}
     for secret in secrets:
-        for form in (secret, json.dumps(secret)[1:-1], secret.removeprefix("whsec_")):
+        for form in (
+            secret,
+            json.dumps(secret)[1:-1],
+            html.escape(secret, quote=True),
+            quote(secret, safe=""),
+            secret.removeprefix("whsec_"),
+        ):
             forms[form] = secret
     return forms
+
+
+def planted_in_exposition(secrets: list[str]) -> str:
+    """The secrets as label values of a Prometheus text exposition, as /metrics renders one."""
+    registry = CollectorRegistry()
+    gauge = Gauge("planted", "a positive control", ["value"], registry=registry)
+    for secret in secrets:
+        gauge.labels(value=secret).set(1)
+    return generate_latest(registry).decode()
 
 
 def leaks(text: str, forms: dict[str, str]) -> set[str]:
@@ -92,6 +112,7 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
     client: str,
+    running_service: StartService,
 ) -> None:
     suffix_env = {
         "OK_PASSWORD": "ok-pässwörd-示例-1",
@@ -134,7 +155,12 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
     # The search can fail: planted in a rendered JSON log line, every secret is found.
     planted = structlog.processors.JSONRenderer()(None, "", {"event": "x", "all": secrets})
     assert leaks(str(planted), forms) == set(secrets)
+    # ...in a metrics exposition, and in HTML escaped as the status page escapes every value.
+    assert leaks(planted_in_exposition(secrets), forms) == set(secrets)
+    page = "".join(f"<td>{html.escape(s, quote=True)}</td>" for s in secrets)  # as the page does
+    assert leaks(page, forms) == set(secrets)
 
+    admin_pages: dict[str, str] = {}
     # The service's own logging set-up, writing to a buffer until configured again.
     log_out = io.StringIO()
     configure_logging("debug", "json", stream=log_out)
@@ -142,7 +168,7 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
         events = [event("c", f"u-{i}") for i in range(5)]
         await create_topic(bootstrap, setup.topic, 1)
         await produce(bootstrap, setup.topic, encoded(events))
-        service = RunningService(config, environ)
+        service = running_service(config, environ)
         assert await receiver.wait_for(
             lambda r: (
                 {x.channel for x in r.delivered()} >= {"ok", "flaky"}
@@ -151,6 +177,15 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
             within=60,
         )
         assert await committed_to_end(setup, within=60)
+        # What the admin port shows anyone who can reach it, while the service runs.
+        admin = await service.admin_url()
+        async with aiohttp.ClientSession() as http:
+            for path in ("/metrics", "/", "/readyz", "/healthz"):
+                async with http.get(f"{admin}{path}") as response:
+                    assert response.status == 200, path
+                    admin_pages[path] = await response.text()
+        assert "webhook_consumer_deliveries_total" in admin_pages["/metrics"]
+        assert all(f'data-channel="{ch["name"]}"' in admin_pages["/"] for ch in channels)
         await service.shutdown()
 
         # send-test, in-process like the command line, against the echoing channel.
@@ -190,6 +225,7 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
     texts = {
         "logs": logs,
         "send-test": send_test_output,
+        **{f"admin {path}": text for path, text in admin_pages.items()},
         **{f"dead letter {i}": f"{r.value!r} {r.headers!r}" for i, r in enumerate(letters)},
         **{f"retry record {i}": f"{r.value!r} {r.headers!r}" for i, r in enumerate(retried)},
     }
@@ -199,7 +235,12 @@ async def test_no_secret_reaches_logs_dead_letters_retries_or_send_test(
 
 
 async def test_a_blocked_destination_is_dead_lettered_without_a_request(
-    bootstrap: str, receiver: Receiver, tmp: str, client: str, monkeypatch: pytest.MonkeyPatch
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    client: str,
+    monkeypatch: pytest.MonkeyPatch,
+    running_service: StartService,
 ) -> None:
     blocked = channel(receiver, "internal")
     # What check-config cannot see: a name whose DNS answer is a refused address (the
@@ -212,7 +253,7 @@ async def test_a_blocked_destination_is_dead_lettered_without_a_request(
     e = event("c", "u-1")
     await create_topic(bootstrap, setup.topic, 1)
     await produce(bootstrap, setup.topic, encoded([e]))
-    service = RunningService(setup.config(), setup.environ)
+    service = running_service(setup.config(), setup.environ)
     assert await committed_to_end(setup)
     await service.shutdown()
     assert receiver.received == []
@@ -225,7 +266,11 @@ async def test_a_blocked_destination_is_dead_lettered_without_a_request(
 
 
 async def test_standard_webhooks_through_the_service_during_a_rotation(
-    bootstrap: str, receiver: Receiver, tmp: str, client: str
+    bootstrap: str,
+    receiver: Receiver,
+    tmp: str,
+    client: str,
+    running_service: StartService,
 ) -> None:
     until = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     rotating = {
@@ -248,10 +293,12 @@ async def test_standard_webhooks_through_the_service_during_a_rotation(
     events = [event("c", f"u-{i}") for i in range(10)]
     await create_topic(bootstrap, setup.topic, 3)
     await produce(bootstrap, setup.topic, encoded(events))
-    service = RunningService(parse_config(setup.document(), "test", environ), environ)
+    service = running_service(parse_config(setup.document(), "test", environ), environ)
     assert await receiver.wait_for(lambda r: len(r.delivered()) == 30, within=60)
     await service.shutdown()
     assert all(r.verified for r in receiver.received)
+    assert len({(r.channel, r.delivery_id) for r in receiver.received}) == 30  # each once
+    assert len(receiver.received) == 30
     by_channel: dict[str, list[Any]] = {}
     for r in receiver.received:
         by_channel.setdefault(r.channel, []).append(r)

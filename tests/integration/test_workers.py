@@ -3,17 +3,23 @@ everything is delivered, a killed child comes back, and SIGTERM leaves no proces
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import sys
+import time
+from collections import Counter
 from pathlib import Path
 
+import orjson
+import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
+from tests.support.commits import CommitWatch
+from tests.support.duplicates import DuplicateBound
+from tests.support.polling import until
+from tests.support.processes import Launch, ServiceProcess, run_args
 
 from .support import (
     Setup,
@@ -24,26 +30,12 @@ from .support import (
     event,
     pairs_delivered,
     produce,
+    read_all,
     write_config,
 )
 
 CHANNELS = ["alpha", "beta"]
-
-
-async def _start(config: Path, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer",
-        "run",
-        "--workers",
-        "2",
-        "--config",
-        str(config),
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=log.open("ab"),
-    )
+PARTITIONS = 6
 
 
 def _children(pid: int) -> set[int]:
@@ -65,20 +57,6 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-async def _until(condition, within: float) -> bool:  # type: ignore[no-untyped-def]
-    """Poll an async or plain condition until it holds; False at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while loop.time() < deadline:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return True
-        await asyncio.sleep(0.2)  # polling for a condition, with a deadline
-    return False
-
-
 async def _group(bootstrap: str, group: str) -> tuple[str, int]:
     """(state, number of members) of a consumer group, from the broker."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -89,6 +67,10 @@ async def _group(bootstrap: str, group: str) -> tuple[str, int]:
         await admin.close()
     _error, _group_id, state, _protocol_type, _protocol, members, *_ = response.groups[0]
     return state, len(members)
+
+
+def _workers(launch: Launch, config: Path, env: dict[str, str], tmp_path: Path) -> ServiceProcess:
+    return launch(run_args(config, "--workers", "2"), env, tmp_path / "service.log")
 
 
 def _setup(bootstrap: str, receiver: Receiver, tmp_path: Path, **channel_options: object) -> Setup:
@@ -108,72 +90,92 @@ async def _two_members(setup: Setup) -> bool:
 
 
 async def test_two_workers_join_the_group_deliver_once_and_stop_cleanly(
-    bootstrap: str, receiver: Receiver, tmp_path: Path
+    bootstrap: str, receiver: Receiver, tmp_path: Path, launch: Launch
 ) -> None:
     setup = _setup(bootstrap, receiver, tmp_path)
-    config = write_config(setup, tmp_path)
-    log = tmp_path / "service.log"
     await create_topic(bootstrap, setup.topic, 6)
-    parent = await _start(config, setup.environ, log)
-    try:
-        assert await _until(lambda: len(_children(parent.pid)) == 2, within=30), log.read_text()
-        workers = _children(parent.pid)
-        assert await _until(lambda: _two_members(setup), within=60), log.read_text()[-3000:]
+    parent = _workers(launch, write_config(setup, tmp_path), setup.environ, tmp_path)
+    await parent.start()
+    assert await until(lambda: len(_children(parent.pid)) == 2, within=30), parent.log.tail()
+    workers = _children(parent.pid)
+    assert await until(lambda: _two_members(setup), within=60, every=0.2), parent.log.tail()
 
-        events = [event("c", f"u-{i}") for i in range(2000)]
-        await produce(bootstrap, setup.topic, encoded(events))
-        expected = {(ch, delivery_id(ch, [e["event_id"]])) for e in events for ch in CHANNELS}
-        assert await receiver.wait_for(lambda r: len(r.received) >= len(expected), within=90)
-        assert await committed_to_end(setup, within=30)
-    finally:
-        parent.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(parent.wait(), 60)
+    events = [event("c", f"u-{i}") for i in range(2000)]
+    await produce(bootstrap, setup.topic, encoded(events))
+    expected = {(ch, delivery_id(ch, [e["event_id"]])) for e in events for ch in CHANNELS}
+    assert await receiver.wait_for(lambda r: len(r.received) >= len(expected), within=90)
+    assert await committed_to_end(setup, within=30)
+    code = await parent.stop()
 
-    assert code == 0, log.read_text()[-3000:]
+    assert code == 0, parent.log.tail()
     assert pairs_delivered(receiver) == expected
     assert len(receiver.received) == len(expected)  # no rebalance after the join: once each
     assert not [pid for pid in workers if _alive(pid)]
 
 
+@pytest.mark.timeout(240)  # some 55 s: a rebalance after the kill and another after the restart
 async def test_a_killed_worker_is_restarted_and_the_work_completes(
-    bootstrap: str, receiver: Receiver, tmp_path: Path
+    bootstrap: str, receiver: Receiver, tmp_path: Path, launch: Launch
 ) -> None:
-    # Rate-limited so the stream is still running when a worker dies.
+    # Rate-limited so the stream is still running when a worker dies; few records in flight
+    # per partition, so the duplicate bound means something.
     setup = _setup(bootstrap, receiver, tmp_path, rate_limit={"per_second": 400, "burst": 50})
-    config = write_config(setup, tmp_path)
-    log = tmp_path / "service.log"
-    await create_topic(bootstrap, setup.topic, 6)
-    parent = await _start(config, setup.environ, log)
+    setup.kafka.update(max_in_flight_per_partition=50, max_poll_records=50)
+    await create_topic(bootstrap, setup.topic, PARTITIONS)
+    parent = _workers(launch, write_config(setup, tmp_path), setup.environ, tmp_path)
+    log = parent.log.path
+    await parent.start()
     try:
-        assert await _until(lambda: _two_members(setup), within=60), log.read_text()[-3000:]
+        assert await until(lambda: _two_members(setup), 60, every=0.2), log.read_text()[-3000:]
         workers = _children(parent.pid)
         events = [event("c", f"u-{i}") for i in range(4000)]
         await produce(bootstrap, setup.topic, encoded(events))
         expected = {(ch, delivery_id(ch, [e["event_id"]])) for e in events for ch in CHANNELS}
-        assert await receiver.wait_for(lambda r: len(r.received) >= 1000, within=60)
-
-        victim = min(workers)
-        os.kill(victim, signal.SIGKILL)
-        assert await _until(
+        input_partitions = {(setup.topic, p) for p in range(PARTITIONS)}
+        async with CommitWatch(bootstrap, setup.group) as watch:
+            watched = time.monotonic()  # a rate needs a second of commits before the kill
+            assert await receiver.wait_for(
+                lambda r: len(r.received) >= 1000 and time.monotonic() - watched > 1.5, 60
+            )
+            victim, at_kill = min(workers), time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            # Both workers' rate: an upper bound on the victim's own.
+            rate = watch.finished_per_second(input_partitions, before=at_kill)
+        assert await until(
             lambda: len(_children(parent.pid) - workers) == 1 and not _alive(victim), within=30
         ), log.read_text()[-3000:]
-        assert await _until(lambda: _two_members(setup), within=60), log.read_text()[-3000:]
+        assert await until(lambda: _two_members(setup), 60, every=0.2), log.read_text()[-3000:]
 
-        # At least once: what the dead worker had in flight may come twice.
         assert await receiver.wait_for(lambda r: pairs_delivered(r) >= expected, within=120)
         assert await committed_to_end(setup, within=60)
         restarted = _children(parent.pid)
     finally:
-        parent.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(parent.wait(), 60)
+        code = await parent.stop()
 
     assert code == 0, log.read_text()[-3000:]
     assert '"event": "worker.crashed"' in log.read_text()
     assert not [pid for pid in workers | restarted if _alive(pid)]
+    assert len(pairs_delivered(receiver)) == len(expected)
+    # Only the victim's partitions can redo anything: the survivor finished and committed its
+    # own on the revoke. Of 6 input partitions the range assignor gave each worker 3.
+    partition_of = {
+        delivery_id(ch, [orjson.loads(r.value)["event_id"]]): r.partition
+        for r in await read_all(bootstrap, setup.topic)
+        for ch in CHANNELS
+    }
+    answered = Counter(r.delivery_id for r in receiver.delivered())
+    repeated = {partition_of[d] for d, n in answered.items() if n > 1}
+    duplicates = sum(answered.values()) - len(answered)
+    bound = DuplicateBound.after_kill(
+        setup.config().kafka, len(CHANNELS), partitions=PARTITIONS // 2, records_per_second=rate
+    )
+    print(f"\nworker SIGKILL: duplicates {duplicates} on partitions {sorted(repeated)} <= {bound}")
+    assert len(repeated) <= PARTITIONS // 2, f"duplicates on partitions {sorted(repeated)}"
+    assert duplicates <= bound.deliveries
 
 
 async def test_workers_that_cannot_reach_the_broker_exit_1_and_leave_nothing(
-    tmp_path: Path,
+    tmp_path: Path, launch: Launch
 ) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -187,15 +189,14 @@ async def test_workers_that_cannot_reach_the_broker_exit_1_and_leave_nothing(
         ),
         encoding="utf-8",
     )
-    log = tmp_path / "service.log"
-    parent = await _start(config, {}, log)
+    parent = await _workers(launch, config, {}, tmp_path).start()
     seen: set[int] = set()
 
     def watch() -> bool:
         seen.update(_children(parent.pid))
         return parent.returncode is not None
 
-    assert await _until(watch, within=60), log.read_text()[-3000:]
+    assert await until(watch, within=60, every=0.2), parent.log.tail()
     assert await parent.wait() == 1
-    assert '"event": "worker.failed_to_start"' in log.read_text()
+    assert parent.log.count("worker.failed_to_start") >= 1
     assert not [pid for pid in seen if _alive(pid)]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from consumer.config import ServiceConfig, parse_config
 from consumer.delivery import Delivery
 from consumer.outcome import Outcome
 from consumer.sender import Sender
+from tests.support.polling import until
 from tests.transports import open_client
 
 SECRET = "s3cr3t-示例"
@@ -28,6 +29,18 @@ WaitUntil = Callable[..., Awaitable[None]]
 DeliveryFactory = Callable[..., Delivery]
 SendOnce = Callable[..., Awaitable[Outcome]]
 ServeHooks = Callable[..., AbstractAsyncContextManager[web.AppRunner]]
+
+
+UNIT_TIMEOUT_SECONDS = 30  # no broker, no network beyond loopback: a slower one is stuck
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A unit test without a timeout of its own gets UNIT_TIMEOUT_SECONDS (not the 120 s of
+    pyproject.toml, meant for tests that start services)."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_SECONDS))
 
 
 @pytest.fixture
@@ -131,11 +144,7 @@ def wait_until() -> WaitUntil:
     """Poll `predicate` until it holds; fail the test after `within` seconds."""
 
     async def wait(predicate: Callable[[], bool], within: float = 3.0, what: str = "") -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not predicate():
-            if loop.time() > deadline:
-                pytest.fail(f"not true within {within}s: {what or predicate}")
-            await asyncio.sleep(0.002)
+        if not await until(predicate, within, every=0.002):
+            pytest.fail(f"not true within {within}s: {what or predicate}")
 
     return wait

@@ -1,10 +1,16 @@
-"""In-memory stand-ins shared by the unit tests: Kafka records and a lane that only records."""
+"""In-memory stand-ins shared by the unit tests: Kafka records, the consumer the listener
+steers, and a lane that only records."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import RebalanceInProgressError
 
 from consumer.delivery import Delivery
 
@@ -44,3 +50,40 @@ class FakeOwner(list[int]):
 
     def finished(self, offset: int) -> None:
         self.append(offset)
+
+
+class FakeConsumer:
+    """The part of aiokafka's consumer the listener uses; records what it is asked to do.
+    `ends` and `positions` are the broker's figures; a commit fails while `fail_commits`, and
+    takes `commit_seconds` (the broker's answer time) when set."""
+
+    def __init__(self, *assigned: TopicPartition) -> None:
+        self.assigned = set(assigned)
+        self.calls: list[tuple[Any, ...]] = []
+        self.ends: dict[TopicPartition, int] = {}
+        self.positions: dict[TopicPartition, int] = {}
+        self.fail_commits = False
+        self.commit_seconds = 0.0
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        assert tp in self.assigned, "aiokafka asserts this too"
+        return self.ends.get(tp)
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.calls.append(("pause", *tps))
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.calls.append(("resume", *tps))
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        if self.commit_seconds:
+            await asyncio.sleep(self.commit_seconds)  # the broker's answer time, scripted
+        if self.fail_commits:
+            raise RebalanceInProgressError()
+        self.calls.append(("commit", offsets))

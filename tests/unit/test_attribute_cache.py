@@ -9,16 +9,9 @@ from typing import Any
 import pytest
 
 from consumer.attributes import AttributesUnavailable, CachedAttributeStore, MemoryAttributeStore
+from tests.support.clock import ManualClock
 
 TTL = 30.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingStore(MemoryAttributeStore):
@@ -47,8 +40,8 @@ class CountingStore(MemoryAttributeStore):
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -56,7 +49,9 @@ def backend() -> CountingStore:
     return CountingStore()
 
 
-def cached(backend: CountingStore, clock: Clock, max_users: int = 100) -> CachedAttributeStore:
+def cached(
+    backend: CountingStore, clock: ManualClock, max_users: int = 100
+) -> CachedAttributeStore:
     return CachedAttributeStore(backend, ttl_seconds=TTL, max_users=max_users, clock=clock)
 
 
@@ -65,7 +60,7 @@ async def fill(backend: CountingStore, items: Mapping[str, Mapping[str, Any]]) -
 
 
 async def test_a_second_lookup_within_the_ttl_is_answered_from_the_cache(
-    backend: CountingStore, clock: Clock
+    backend: CountingStore, clock: ManualClock
 ) -> None:
     await fill(backend, {"u1": {"hobby": "chess"}})
     store = cached(backend, clock)
@@ -75,7 +70,9 @@ async def test_a_second_lookup_within_the_ttl_is_answered_from_the_cache(
     assert backend.lookups == [["u1"]]
 
 
-async def test_a_user_not_found_is_cached_as_absent(backend: CountingStore, clock: Clock) -> None:
+async def test_a_user_not_found_is_cached_as_absent(
+    backend: CountingStore, clock: ManualClock
+) -> None:
     store = cached(backend, clock)
     assert await store.get_many(["ghost"]) == {}
     await fill(backend, {"ghost": {"hobby": "late"}})  # written behind the cache's back
@@ -83,7 +80,7 @@ async def test_a_user_not_found_is_cached_as_absent(backend: CountingStore, cloc
     assert backend.lookups == [["ghost"]]
 
 
-async def test_an_entry_expires_after_the_ttl(backend: CountingStore, clock: Clock) -> None:
+async def test_an_entry_expires_after_the_ttl(backend: CountingStore, clock: ManualClock) -> None:
     await fill(backend, {"u1": {"v": 1}})
     store = cached(backend, clock)
     await store.get_many(["u1", "ghost"])
@@ -94,7 +91,7 @@ async def test_an_entry_expires_after_the_ttl(backend: CountingStore, clock: Clo
 
 
 async def test_all_misses_of_a_lookup_go_to_the_store_in_one_call(
-    backend: CountingStore, clock: Clock
+    backend: CountingStore, clock: ManualClock
 ) -> None:
     await fill(backend, {u: {"name": u} for u in ("a", "b", "c", "d")})
     store = cached(backend, clock)
@@ -106,7 +103,9 @@ async def test_all_misses_of_a_lookup_go_to_the_store_in_one_call(
     assert len(backend.lookups) == 2
 
 
-async def test_when_full_the_oldest_entries_go_first(backend: CountingStore, clock: Clock) -> None:
+async def test_when_full_the_oldest_entries_go_first(
+    backend: CountingStore, clock: ManualClock
+) -> None:
     await fill(backend, {u: {"name": u} for u in ("a", "b", "c")})
     store = cached(backend, clock, max_users=2)
     for user in ("a", "b", "c"):
@@ -119,7 +118,7 @@ async def test_when_full_the_oldest_entries_go_first(backend: CountingStore, clo
 
 
 async def test_a_refreshed_entry_counts_as_young_again(
-    backend: CountingStore, clock: Clock
+    backend: CountingStore, clock: ManualClock
 ) -> None:
     store = cached(backend, clock, max_users=2)
     await store.get_many(["a"])
@@ -134,7 +133,7 @@ async def test_a_refreshed_entry_counts_as_young_again(
 
 
 async def test_a_write_through_the_cache_invalidates_its_users(
-    backend: CountingStore, clock: Clock
+    backend: CountingStore, clock: ManualClock
 ) -> None:
     await fill(backend, {"u1": {"v": 1}, "u2": {"v": 1}})
     store = cached(backend, clock)
@@ -149,7 +148,7 @@ async def test_a_write_through_the_cache_invalidates_its_users(
 
 
 async def test_a_lookup_that_overlapped_a_write_is_not_cached(
-    backend: CountingStore, clock: Clock
+    backend: CountingStore, clock: ManualClock
 ) -> None:
     await fill(backend, {"u1": {"v": 1}})
     store = cached(backend, clock)
@@ -164,7 +163,7 @@ async def test_a_lookup_that_overlapped_a_write_is_not_cached(
 
 
 async def test_users_written_behind_the_cache_are_forgotten(
-    backend: CountingStore, clock: Clock
+    backend: CountingStore, clock: ManualClock
 ) -> None:
     # The attributes follower writes to the backend itself and tells the cache who changed.
     await fill(backend, {"u1": {"v": 1}, "u2": {"v": 1}})
@@ -181,7 +180,7 @@ async def test_users_written_behind_the_cache_are_forgotten(
 
 
 async def test_a_lookup_that_overlapped_a_forget_is_not_cached(
-    backend: CountingStore, clock: Clock
+    backend: CountingStore, clock: ManualClock
 ) -> None:
     await fill(backend, {"u1": {"v": 1}})
     store = cached(backend, clock)
@@ -196,7 +195,7 @@ async def test_a_lookup_that_overlapped_a_forget_is_not_cached(
     assert await store.get_many(["u1"]) == {"u1": {"v": 2}}
 
 
-async def test_a_failed_lookup_caches_nothing(backend: CountingStore, clock: Clock) -> None:
+async def test_a_failed_lookup_caches_nothing(backend: CountingStore, clock: ManualClock) -> None:
     await fill(backend, {"u1": {"v": 1}})
     store = cached(backend, clock)
     backend.failing = True
@@ -207,7 +206,7 @@ async def test_a_failed_lookup_caches_nothing(backend: CountingStore, clock: Clo
     assert len(backend.lookups) == 2
 
 
-async def test_callers_get_their_own_copies(backend: CountingStore, clock: Clock) -> None:
+async def test_callers_get_their_own_copies(backend: CountingStore, clock: ManualClock) -> None:
     await fill(backend, {"u1": {"tags": ["a"]}})
     store = cached(backend, clock)
     (await store.get_many(["u1"]))["u1"]["tags"].append("mutated")
@@ -215,13 +214,13 @@ async def test_callers_get_their_own_copies(backend: CountingStore, clock: Clock
     assert await store.get_many(["u1"]) == {"u1": {"tags": ["a"]}}
 
 
-async def test_an_empty_lookup_asks_nothing(backend: CountingStore, clock: Clock) -> None:
+async def test_an_empty_lookup_asks_nothing(backend: CountingStore, clock: ManualClock) -> None:
     store = cached(backend, clock)
     assert await store.get_many([]) == {}
     assert backend.lookups == []
 
 
-async def test_close_closes_the_store(backend: CountingStore, clock: Clock) -> None:
+async def test_close_closes_the_store(backend: CountingStore, clock: ManualClock) -> None:
     await cached(backend, clock).close()
     assert backend.closed
 

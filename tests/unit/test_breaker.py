@@ -7,23 +7,17 @@ import asyncio
 import pytest
 
 from consumer.breaker import CircuitBreaker, State
+from tests.support.clock import ManualClock
+from tests.support.polling import wait_until
 
 FAILURES = 3
 COOLDOWN = 30.0
 MAX_COOLDOWN = 100.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def changes() -> list[tuple[State, float]]:
 
 
 @pytest.fixture
-def breaker(clock: Clock, changes: list[tuple[State, float]]) -> CircuitBreaker:
+def breaker(clock: ManualClock, changes: list[tuple[State, float]]) -> CircuitBreaker:
     return CircuitBreaker(
         FAILURES,
         COOLDOWN,
@@ -76,7 +70,7 @@ async def test_a_success_resets_the_consecutive_count(breaker: CircuitBreaker) -
 
 
 async def test_stays_open_until_the_cooldown_has_passed(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN - 0.25
@@ -86,7 +80,7 @@ async def test_stays_open_until_the_cooldown_has_passed(
 
 
 async def test_after_the_cooldown_exactly_one_probe_goes_out_and_the_rest_await_it(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN
@@ -94,7 +88,7 @@ async def test_after_the_cooldown_exactly_one_probe_goes_out_and_the_rest_await_
     assert await breaker.admit()
     assert breaker.state is State.HALF_OPEN
     waiting = [asyncio.create_task(breaker.admit()) for _ in range(5)]
-    await asyncio.sleep(0)
+    await wait_until(lambda: breaker.awaiting_probe == 5, what="all five wait for the probe")
     assert not any(task.done() for task in waiting)
     breaker.record(failure=False)  # the probe succeeded
     assert await asyncio.gather(*waiting) == [True] * 5
@@ -102,20 +96,20 @@ async def test_after_the_cooldown_exactly_one_probe_goes_out_and_the_rest_await_
 
 
 async def test_those_awaiting_a_failed_probe_are_refused(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN
     assert await breaker.admit()
     waiting = asyncio.create_task(breaker.admit())
-    await asyncio.sleep(0)
+    await wait_until(lambda: breaker.awaiting_probe == 1, what="waiting for the probe")
     breaker.record(failure=True)
     assert await waiting is False
     assert breaker.state is State.OPEN
 
 
 async def test_a_probe_that_never_reports_back_does_not_hold_others_forever(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN
@@ -124,7 +118,7 @@ async def test_a_probe_that_never_reports_back_does_not_hold_others_forever(
 
 
 async def test_each_failed_probe_doubles_the_cooldown_up_to_the_cap(
-    breaker: CircuitBreaker, clock: Clock, changes: list[tuple[State, float]]
+    breaker: CircuitBreaker, clock: ManualClock, changes: list[tuple[State, float]]
 ) -> None:
     await fail(breaker, FAILURES)
     cooldowns = []
@@ -146,7 +140,7 @@ async def test_each_failed_probe_doubles_the_cooldown_up_to_the_cap(
 
 
 async def test_a_successful_probe_closes_and_the_count_starts_again(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN
@@ -158,7 +152,7 @@ async def test_a_successful_probe_closes_and_the_count_starts_again(
 
 
 async def test_a_reset_closes_an_open_circuit_with_the_base_cooldown(
-    breaker: CircuitBreaker, clock: Clock, changes: list[tuple[State, float]]
+    breaker: CircuitBreaker, clock: ManualClock, changes: list[tuple[State, float]]
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN
@@ -174,7 +168,7 @@ async def test_a_reset_closes_an_open_circuit_with_the_base_cooldown(
 
 
 async def test_a_reset_releases_whoever_waits_for_a_probe(
-    breaker: CircuitBreaker, clock: Clock
+    breaker: CircuitBreaker, clock: ManualClock
 ) -> None:
     await fail(breaker, FAILURES)
     clock.now += COOLDOWN

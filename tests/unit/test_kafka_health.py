@@ -11,22 +11,15 @@ import aiokafka
 import pytest
 
 from consumer.kafka_health import EVIDENCE, FOLDED, KafkaHealth, KafkaHealthChange
+from tests.support.clock import ManualClock
 
 CONNECT = "Unable connect to node with id %s: %s"
 COORDINATOR = "Group Coordinator Request failed: %s"
 
 
 @dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
 class World:
-    clock: Clock = field(default_factory=Clock)
+    clock: ManualClock = field(default_factory=ManualClock)
     changes: list[KafkaHealthChange] = field(default_factory=list)
     health: KafkaHealth = field(init=False)
 

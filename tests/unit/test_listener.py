@@ -4,7 +4,6 @@ consumer stands in for Kafka."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,33 +17,14 @@ from consumer.config import KafkaConfig
 from consumer.delaypath import DUE_HEADER
 from consumer.delivery import Owner
 from consumer.listener import DUE_SLACK_MS, Listener
+from tests.support.polling import until
 
-from .fakes import Record
+from .fakes import FakeConsumer, Record
 
 PREFIX = "webhook-retry"
 DELAY_TOPIC = f"{PREFIX}.5s"
 INPUT_TOPIC = "user-threshold-events"
 TP = TopicPartition(DELAY_TOPIC, 0)
-
-
-class FakeConsumer:
-    """Records what the listener asks of Kafka."""
-
-    def __init__(self, *assigned: TopicPartition) -> None:
-        self.assigned = set(assigned)
-        self.calls: list[tuple[Any, ...]] = []
-
-    def pause(self, *tps: TopicPartition) -> None:
-        self.calls.append(("pause", *tps))
-
-    def resume(self, *tps: TopicPartition) -> None:
-        self.calls.append(("resume", *tps))
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.assigned)
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.calls.append(("commit", offsets))
 
 
 @dataclass
@@ -87,11 +67,12 @@ class World:
     async def release(self, within: float = 3.0) -> None:
         """Let the loop's due check run until something more is released."""
         before = len(self.redelivered.batches)
-        deadline = time.monotonic() + within
-        while len(self.redelivered.batches) == before:
-            assert time.monotonic() < deadline, "nothing fell due"
+
+        async def released() -> bool:
             await self.listener._release_due()
-            await asyncio.sleep(0.005)  # polling a condition, with a deadline
+            return len(self.redelivered.batches) > before
+
+        assert await until(released, within, every=0.005), "nothing fell due"
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import RebalanceInProgressError
 
 from consumer.config import KafkaConfig
 from consumer.delivery import Owner
@@ -25,38 +24,10 @@ from consumer.observer import (
     Stage,
 )
 
-from .fakes import Record
+from .fakes import FakeConsumer, Record
 
 INPUT = "user-threshold-events"
 DELAY = "webhook-retry.5s"
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.assigned: set[TopicPartition] = set()
-        self.ends: dict[TopicPartition, int] = {}
-        self.positions: dict[TopicPartition, int] = {}
-        self.fail_commits = False
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.assigned)
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        assert tp in self.assigned, "aiokafka asserts this too"
-        return self.ends.get(tp)
-
-    async def position(self, tp: TopicPartition) -> int:
-        return self.positions[tp]
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if self.fail_commits:
-            raise RebalanceInProgressError()
-
-    def pause(self, *tps: TopicPartition) -> None:
-        pass
-
-    def resume(self, *tps: TopicPartition) -> None:
-        pass
 
 
 class Finisher:
@@ -108,18 +79,20 @@ async def test_commits_and_failed_commits_with_their_time(
     await listener._dispatch(tp(0), [Record(INPUT, 0, 7, b"{}")])
     await listener._dispatch(tp(1), [Record(INPUT, 1, 3, b"{}")])
     seen.clear()
+    consumer.commit_seconds = 0.05  # the broker takes this long to answer
     await listener.commit()
     await listener.commit()  # nothing moved: no commit, nothing said
     (committed,) = seen
     assert isinstance(committed, Committed)
     assert committed.partitions == 2
-    assert committed.seconds >= 0
+    assert committed.seconds >= 0.05  # the commit's own time, not the time of something else
     await listener._dispatch(tp(0), [Record(INPUT, 0, 8, b"{}")])
     consumer.fail_commits = True
     seen.clear()
     await listener.commit()
     (failed,) = [d for d in seen if not isinstance(d, Consumed)]
     assert isinstance(failed, CommitFailed)
+    assert failed.seconds >= 0.05
     assert "RebalanceInProgressError" in failed.error
 
 

@@ -16,6 +16,7 @@ from consumer.receiver_server import ServedReceiver, env_key, serve_receiver
 from consumer.secrets import Secret
 from consumer.signing import sign
 from consumer.standard_webhooks import SigningKeys
+from tests.support.polling import wait_until
 
 BODY = (
     b'{"name":"coupon-system","templateParam":{"discount":"20%"},'
@@ -104,10 +105,9 @@ async def test_serve_receiver_listens_until_stopped() -> None:
     stop = asyncio.Event()
     with capture_logs() as logs:
         task = asyncio.create_task(serve_receiver("127.0.0.1", 0, ENVIRON, stop))
-        deadline = asyncio.get_running_loop().time() + 10
-        while not [e for e in logs if e["event"] == "receiver.listening"]:
-            assert asyncio.get_running_loop().time() < deadline, "never listened"
-            await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: any(e["event"] == "receiver.listening" for e in logs), 10, "listening"
+        )
         listening: dict[str, Any] = logs[0]
         url = f"http://127.0.0.1:{listening['port']}/hooks/coupon-system"
         assert await post(url, BODY, gio(BODY, SECRET)) == 200

@@ -95,10 +95,12 @@ def send(
     return run
 
 
-async def _drip(writer: asyncio.StreamWriter, data: bytes) -> None:
+async def _drip(writer: asyncio.StreamWriter, data: bytes, sent: RawServer | None = None) -> None:
     for byte in data:
         writer.write(bytes([byte]))
         await writer.drain()
+        if sent is not None:
+            sent.written += 1
         await asyncio.sleep(0.1)  # the hostile receiver's pace, not a wait for a condition
 
 
@@ -109,21 +111,25 @@ async def test_a_receiver_dripping_its_answer_is_cut_off_at_the_total_timeout(
     raw.handler = lambda w: _drip(w, b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"z" * 1000)
     outcome, elapsed = await send(timeout_seconds=0.5)
     assert (outcome.kind, outcome.retryable) == (Kind.TIMEOUT, True)
-    assert 0.45 <= elapsed < 1.5, f"{elapsed:.2f}s"
+    # The headers take 100 s to drip; cut at the timeout, give or take a loaded loop's delay.
+    assert 0.45 <= elapsed < 10, f"{elapsed:.2f}s"
     print(f"\ndrip at 10 B/s, timeout_seconds=0.5: timeout outcome after {elapsed:.3f}s")
 
 
 async def test_a_body_dripping_after_the_status_is_not_waited_for(
-    raw: RawServer, send: Any
+    raw: RawServer, send: Any, wait_until: Any
 ) -> None:
     async def answer(writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-        await _drip(writer, b"a" * 100_000)
+        await _drip(writer, b"a" * 100_000, raw)
 
     raw.handler = answer
-    outcome, elapsed = await send(timeout_seconds=5)
+    outcome, _ = await send(timeout_seconds=20)
+    # Delivered: waiting for the body (10,000 s at 10 B/s) would have met the total timeout
+    # and been a TIMEOUT outcome. And the sender hung up on the rest of it.
     assert outcome.kind is Kind.DELIVERED
-    assert elapsed < 1.0, f"{elapsed:.2f}s"
+    await wait_until(raw.finished.is_set, within=10, what="the server noticed the close")
+    assert raw.written < 100_000, "the body was read to its end"
 
 
 async def test_an_enormous_body_is_read_only_up_to_the_excerpt(
@@ -141,7 +147,6 @@ async def test_an_enormous_body_is_read_only_up_to_the_excerpt(
     outcome, elapsed = await send(timeout_seconds=30)
     assert outcome.kind is Kind.DELIVERED
     assert len(outcome.message) == EXCERPT_BYTES
-    assert elapsed < 2.0, f"{elapsed:.2f}s"
     await wait_until(raw.finished.is_set, within=10, what="the server noticed the close")
     # The sender hung up: the server could not write the rest (socket buffers hold a few MB).
     assert raw.error in ("ConnectionResetError", "BrokenPipeError"), raw.error

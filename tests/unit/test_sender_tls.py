@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -13,17 +12,17 @@ import pytest
 from aiohttp import web
 
 from consumer.outcome import Kind, Outcome
+from tests.support.tools import tool
 
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory, SendOnce, ServeHooks
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-
 
 def _self_signed(folder: Path, name: str, *extra: str) -> tuple[Path, Path]:
     cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    openssl = tool("openssl")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
          "-nodes", "-days", "1", "-subj", f"/CN={name}", *extra,
          "-keyout", str(key), "-out", str(cert)],
         check=True,

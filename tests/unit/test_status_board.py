@@ -29,20 +29,13 @@ from consumer.observer import (
     PartitionsOwned,
 )
 from consumer.outcome import Kind, Limit, Outcome, Wait, from_response
+from tests.support.clock import ManualClock
 
 if TYPE_CHECKING:
     from .conftest import CatalogFactory, ChannelFactory
 
 OK = from_response(200, None, "")
 DOWN = from_response(503, None, "")
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -55,12 +48,12 @@ def delivery(channel: Channel) -> Delivery:
     return Delivery("d", channel, "c", {}, [], [], [], attempts=1)
 
 
-def make_board(clock: Clock) -> StatusBoard:
+def make_board(clock: ManualClock) -> StatusBoard:
     return StatusBoard(["coupon-system", "push-service"], clock=clock, wall_clock=lambda: 5000.0)
 
 
 def test_the_last_minute_per_channel(coupon: Channel) -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = make_board(clock)
     for i in range(100):
         clock.now = 1000 + i * 0.5  # 100 attempts over 50 s
@@ -85,7 +78,7 @@ def test_the_last_minute_per_channel(coupon: Channel) -> None:
 
 
 def test_seconds_older_than_a_minute_drop_out(coupon: Channel) -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = make_board(clock)
     board(Attempted(delivery(coupon), OK, 0.02, 0.0))
     clock.now += 30
@@ -98,7 +91,7 @@ def test_seconds_older_than_a_minute_drop_out(coupon: Channel) -> None:
 
 
 def test_memory_is_sixty_buckets_however_long_it_runs(coupon: Channel) -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = make_board(clock)
     for second in range(10_000):
         clock.now = 1000 + second
@@ -108,7 +101,7 @@ def test_memory_is_sixty_buckets_however_long_it_runs(coupon: Channel) -> None:
 
 
 def test_now_states_dead_letters_and_partitions(coupon: Channel) -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = make_board(clock)
     board(LaneLoad("coupon-system", 12, 3))
     board(CircuitChanged("push-service", "open", 5, 30.0))
@@ -138,7 +131,7 @@ def test_now_states_dead_letters_and_partitions(coupon: Channel) -> None:
 
 
 def test_expired_deliveries_and_events_ahead_of_the_clock_are_counted(coupon: Channel) -> None:
-    board = make_board(Clock())
+    board = make_board(ManualClock())
     stale = Outcome(Kind.EXPIRED, retryable=False, message="not sent")
     board(GaveUp("coupon-system", delivery(coupon), stale, None))
     board(GaveUp("coupon-system", delivery(coupon), stale, None))
@@ -151,7 +144,7 @@ def test_expired_deliveries_and_events_ahead_of_the_clock_are_counted(coupon: Ch
 
 
 def test_the_attributes_follower(coupon: Channel) -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = StatusBoard(["coupon-system"], clock=clock, attributes_topic="users")
     assert board.snapshot().attributes is not None
     board(AttributesProgress(records=10, lag=990, caught_up=False))
@@ -172,7 +165,7 @@ def test_the_attributes_follower(coupon: Channel) -> None:
 
 
 def test_uptime_follows_the_clock() -> None:
-    clock = Clock()
+    clock = ManualClock()
     board = make_board(clock)
     clock.now += 125.5
     assert board.snapshot().uptime == 125.5
@@ -198,7 +191,7 @@ def test_quantile_of_nothing_is_nan() -> None:
 
 
 def test_a_disabled_channel_shows_who_when_and_why_until_enabled(coupon: Channel) -> None:
-    board = make_board(Clock())
+    board = make_board(ManualClock())
     board(ChannelStateChanged("coupon-system", True, "ops@host", "maintenance", 1_794_355_200.0))
     [status] = [c for c in board.snapshot().channels if c.name == "coupon-system"]
     assert status.disabled == "by ops@host at 2026-11-11 00:00:00 UTC: maintenance"

@@ -6,11 +6,13 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from consumer.supervisor import Backoff, Supervisor, WorkerIdentity, worker_identity
+from tests.support.polling import wait_until
 
 # A stand-in worker: says it started (unless told not to), writes every signal it gets to
 # <dir>/<index>.log, exits 0 on SIGTERM; "crash-once" dies with 7 in its first life.
@@ -49,12 +51,8 @@ def _supervisor(folder: Path, mode: str, workers: int = 2) -> Supervisor:
     )
 
 
-async def _until(condition, within: float = 20) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)  # polling a condition, with a deadline
+async def _until(condition: Callable[[], bool], within: float = 20) -> None:
+    await wait_until(condition, within, every=0.05)
 
 
 def _alive(pid: int) -> bool:

@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer import offsetmap
 from tests.integration.support import end_offsets
+from tests.support.polling import until
 
 Partition = tuple[str, int]
 
@@ -95,14 +96,14 @@ class CommitWatch:
     ) -> dict[Partition, Commit] | None:
         """The first commit that changes one of these partitions from `than` (a new owner
         committed it), asked for as fast as the broker answers; None on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while loop.time() < deadline:
+        seen: list[dict[Partition, Commit]] = []
+
+        async def changed() -> bool:
             now = await _read(self._admin, self._group)
-            if any(now.get(p) not in (None, than.get(p)) for p in partitions):
-                return now
-            await asyncio.sleep(0.01)  # polling the broker for a condition, with a deadline
-        return None
+            seen.append(now)
+            return any(now.get(p) not in (None, than.get(p)) for p in partitions)
+
+        return seen[-1] if await until(changed, within, every=0.01) else None
 
     def finished_per_second(self, partitions: set[Partition], before: float) -> float:
         """Records of `partitions` finished per second over the last second before `before`
