@@ -22,8 +22,8 @@ from ipaddress import ip_network
 import aiohttp
 from yarl import URL
 
-from consumer.cli import tune_gc
 from consumer.payload import encode_body
+from consumer.running import tune_gc
 from consumer.signing import sign
 from consumer.transport.lean import LeanTransport
 

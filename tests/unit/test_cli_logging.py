@@ -13,7 +13,8 @@ import pytest
 import structlog
 import yaml
 
-from consumer.cli import _parser, main
+from consumer.arguments import parser
+from consumer.cli import main
 from consumer.logs import configure_logging
 
 probe = structlog.get_logger("consumer.probe")
@@ -123,5 +124,5 @@ def test_a_bad_environment_value_is_a_usage_error(
     ],
 )
 def test_every_command_that_logs_takes_the_flags(command: list[str]) -> None:
-    args = _parser().parse_args([*command, "--log-level", "debug", "--log-format", "console"])
+    args = parser().parse_args([*command, "--log-level", "debug", "--log-format", "console"])
     assert (args.log_level, args.log_format) == ("debug", "console")

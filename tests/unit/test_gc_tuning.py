@@ -1,4 +1,4 @@
-"""`run` tunes the garbage collector before the service starts (figures in consumer/cli.py)."""
+"""`run` tunes the garbage collector before the service starts (figures in consumer/running.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumer.cli import tune_gc
+from consumer.running import tune_gc
 
 ALLOCATIONS = 200_000  # container objects, as a burst of deliveries would allocate
 
