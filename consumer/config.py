@@ -133,6 +133,12 @@ class KafkaConfig(_Model):
         description="Delay topics are `<prefix>.<delay>` (`.5s`, `.300s`, ...). "
         "Default: `<group_id>.retry`.",
     )
+    order_topic: TopicName = Field(
+        f"{DEFAULT_GROUP}.order",
+        description="Compacted topic naming the deliveries of `ordering: per_user` channels "
+        "that wait outside a process; used only when a channel asks for that ordering. "
+        "Default: `<group_id>.order`.",
+    )
     client_id: KafkaName = Field(
         "webhook-consumer", description="Client id every Kafka client of the process sends."
     )
@@ -229,7 +235,11 @@ class KafkaConfig(_Model):
         group = data.get("group_id", DEFAULT_GROUP)
         if not isinstance(group, str):
             return data  # reported by the field's own validation
-        derived = {"dead_letter_topic": f"{group}.dlq", "retry_topic_prefix": f"{group}.retry"}
+        derived = {
+            "dead_letter_topic": f"{group}.dlq",
+            "retry_topic_prefix": f"{group}.retry",
+            "order_topic": f"{group}.order",
+        }
         return {**data, **{k: v for k, v in derived.items() if data.get(k) is None}}
 
     @model_validator(mode="after")
@@ -528,6 +538,12 @@ class ChannelConfig(_Model):
         10.0, description="Bound of a whole attempt: connect, TLS, headers and body."
     )
     batch: BatchConfig = Field(BatchConfig(), description="Several users per request.")
+    ordering: Literal["none", "per_user"] = Field(
+        "none",
+        description="per_user: one user's deliveries to this channel are attempted one at a "
+        "time, in input order, also across retries, delay topics and restarts (needs "
+        "batch.max_users 1).",
+    )
     tls: ChannelTlsConfig = Field(ChannelTlsConfig(), description="TLS to this receiver.")
     standard_webhooks: StandardWebhooksConfig | None = Field(
         None, description="Also send Standard Webhooks signature headers."

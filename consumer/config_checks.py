@@ -55,6 +55,7 @@ def cross_check(
     yield from _duplicates(data.get("campaigns"), "campaigns", "id", "campaign id")
     for i, ch in _items(data.get("channels")):
         yield from _tls_checks(i, ch, _section(data, "tls"))
+        yield from _ordering_check(i, ch)
         if not webhook_secrets:
             continue
         yield from _secret_checks(f"channels[{i}]", ch, "secret_env", "secret_file", environ)
@@ -152,6 +153,18 @@ def _secret_checks(
     if isinstance(file, str) and not Path(file).is_file():
         yield (
             f"{prefix}.{file_key}: expected a readable file holding the secret, {file!r} is not one"
+        )
+
+
+def _ordering_check(i: int, channel: dict[str, Any]) -> Iterator[str]:
+    """A batch carries several users and succeeds or fails as one: one user's order across
+    batches would tie every user of a batch to every other, so the two are not combined."""
+    batch = _section(channel, "batch")
+    users = batch.get("max_users", 1)
+    if channel.get("ordering") == "per_user" and isinstance(users, int) and users > 1:
+        yield (
+            f"channels[{i}].ordering: per_user needs batch.max_users 1 (one user per request), "
+            f"got batch.max_users {users}"
         )
 
 
