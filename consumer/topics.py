@@ -17,13 +17,32 @@ log = structlog.get_logger(__name__)
 # Dead letters and delayed deliveries carry the original records plus context, so they can
 # outgrow the input's limit (a record the input took must never be one the hand-off cannot).
 DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
+HOUR_MS = str(3_600_000)
+
+
+def order_topic(config: KafkaConfig) -> NewTopic:
+    """One partition, so the ledger has one order (consumer/orderledger.py); compacted, but a
+    superseded fact stays until its successor is an hour old, longer than any healthy reader
+    lags behind; segments roll hourly so that compaction can reach them."""
+    return NewTopic(
+        config.order_topic,
+        1,
+        config.replication_factor,
+        topic_configs={
+            "cleanup.policy": "compact",
+            "min.compaction.lag.ms": HOUR_MS,
+            "segment.ms": HOUR_MS,
+        },
+    )
 
 
 async def ensure_topics(
     config: KafkaConfig,
     delay_topics: list[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    ordered: bool = False,
 ) -> None:
+    """`ordered`: a channel has `ordering: per_user`, so the order topic is needed too."""
     admin = AIOKafkaAdminClient(**client_options(config, environ))
     await admin.start()
     try:
@@ -50,6 +69,7 @@ async def ensure_topics(
                 )
                 for name in delay_topics or []
             ),
+            *([order_topic(config)] if ordered else []),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
