@@ -37,6 +37,7 @@ from .observer import (
     Observer,
     RetryingSoon,
 )
+from .ordering import Sequencer, Unordered
 from .outcome import (
     Decision,
     Delay,
@@ -75,6 +76,7 @@ class ChannelLane:
         limiter: RateLimiter | None = None,
         breaker: Breaker | None = None,
         gate: ConcurrencyGate = UNLIMITED,
+        sequencer: Sequencer | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -88,6 +90,8 @@ class ChannelLane:
         self._clock = clock
         self._limiter = limiter or limiter_for(channel)
         self._gate = gate  # a cap beyond this lane's workers (the fleet's), else a no-op
+        # Which deliveries may go now (ordering per_user keeps each user's in input order).
+        self._order = sequencer or Unordered(delays)
         self.parking = Parking(channel, self._limiter, retry, clock)
         self.breaker = breaker or local_breaker(
             channel, retry.circuit_breaker, self._circuit_changed
@@ -121,14 +125,24 @@ class ChannelLane:
     def submit(self, delivery: Delivery) -> None:
         if delivery.orphaned():
             self._drop(delivery)
+        elif self._order.admit(delivery):
+            self._take(delivery)
+
+    def _take(self, delivery: Delivery | None) -> None:
+        """Deliveries allowed to go (by their order): queued, or to the delay path while the
+        circuit is open or the lane is full. A dropped one may let the next of its user go."""
+        while delivery is not None:
+            if delivery.orphaned():
+                delivery = self._drop(delivery)
+                continue
+            blocked = self.breaker.blocked_for()
+            if blocked is not None:
+                self._wait_for_probe(delivery, blocked)
+            elif delivery.parks < self._retry.max_parks and self._overloaded():
+                self._park(delivery)
+            else:
+                self._enqueue(delivery)
             return
-        blocked = self.breaker.blocked_for()
-        if blocked is not None:
-            self._wait_for_probe(delivery, blocked)
-        elif delivery.parks < self._retry.max_parks and self._overloaded():
-            self._park(delivery)
-        else:
-            self._enqueue(delivery)
 
     def _enqueue(self, delivery: Delivery) -> None:
         self._queue.append((self._clock(), delivery))
@@ -164,7 +178,7 @@ class ChannelLane:
 
     async def _attempt(self, delivery: Delivery) -> None:
         if delivery.orphaned():
-            self._drop(delivery)
+            self._take(self._drop(delivery))
             return
         delivery.channel = self.channel  # queued before a reload: sent as configured now
         if not await self.breaker.admit():
@@ -248,7 +262,7 @@ class ChannelLane:
         match decision:
             case Done():
                 self._observer.emit(Delivered(delivery))
-                delivery.finish()
+                self._take(self._order.settled(delivery))
             case RetrySoon(delay):
                 # A timer, not a sleeping worker: the worker is free for other deliveries.
                 self._observer.emit(RetryingSoon(delivery, delay))
@@ -261,21 +275,24 @@ class ChannelLane:
                 elif why is Wait.PARKED:
                     delivery.parks += 1
                 self._observer.emit(Delayed(delivery, seconds, why))
-                self._delays.submit(delivery, seconds, delivery.finish)
+                self._order.delay(delivery, seconds)
             case GiveUp(reason, limit):
                 self._observer.emit(GaveUp(self.channel.name, delivery, reason, limit))
                 letter = for_delivery(delivery, reason, None if limit is None else limit.value)
-                self._dead_letters.submit(letter, delivery.finish)
+                # The next delivery of its user (ordering per_user) goes once this is written.
+                self._dead_letters.submit(letter, lambda: self._take(self._order.settled(delivery)))
 
     def _requeue(self, delivery: Delivery) -> None:
         self._timers.pop(id(delivery), None)
         if delivery.orphaned():
-            self._drop(delivery)
+            self._take(self._drop(delivery))
         else:
             self._enqueue(delivery)
 
-    def _drop(self, delivery: Delivery) -> None:
+    def _drop(self, delivery: Delivery) -> Delivery | None:
+        """Not sent: its next owner redoes it. Returns the next of its user that may go."""
         self._observer.emit(Dropped(delivery))
+        return self._order.dropped(delivery)
 
     def _circuit_changed(self, state: State, failures: int, cooldown: float) -> None:
         self._observer.emit(CircuitChanged(self.channel.name, state.value, failures, cooldown))
@@ -311,6 +328,7 @@ class ChannelLane:
         requests already out get `within` seconds to finish, then the lane stops."""
         self._surplus_workers = sys.maxsize
         pending = [d for _, d in self._queue] + [d for _, d in self._timers.values()]
+        pending += self._order.release_all()  # held behind an earlier one of their user
         self._queue.clear()
         for handle, _ in self._timers.values():
             handle.cancel()
