@@ -20,7 +20,10 @@ from .delaypath import (
 from .delivery import Owner, Source, Ticket
 from .dispatcher import Lanes, RecordLike
 from .observer import NO_OBSERVER, GaveUp, Held, Observer, Redelivered, Skipped
+from .orderledger import ORDER_SEEN, OrderLedger
 from .outcome import Kind, Outcome
+
+_LEDGER_LAG_SECONDS = 1.0  # how long a record waits for this process's order ledger to read on
 
 
 class Redelivery:
@@ -33,6 +36,7 @@ class Redelivery:
         group: str,
         max_age: float,
         observer: Observer = NO_OBSERVER,
+        ledger: OrderLedger | None = None,
     ) -> None:
         self._catalog = catalog
         self._lanes = lanes
@@ -41,6 +45,7 @@ class Redelivery:
         self._group = group.encode()
         self._max_age_ms = max_age * 1000
         self._observer = observer
+        self._ledger = ledger  # present when a channel keeps its users' order
 
     def use(self, catalog: Catalog) -> None:
         """A reloaded config: delay records come back to the channels as configured now."""
@@ -57,7 +62,7 @@ class Redelivery:
                 self._observer.emit(Skipped(record.topic, group.decode("utf-8", "replace")))
                 ticket.done()
                 continue
-            if self._held(record, ticket):
+            if self._held(record, ticket) or self._unseen(record, ticket):
                 continue
             delayed = parse_delayed(record.value)
             if isinstance(delayed, str):
@@ -93,6 +98,17 @@ class Redelivery:
             return False
         self._observer.emit(Held(channel, hold))
         self._delays.rewait(record, hold, ticket.done)
+        return True
+
+    def _unseen(self, record: RecordLike, ticket: Ticket) -> bool:
+        """An ordered delivery whose writer knew of order facts this process has not read
+        yet (its follower lags): back to wait a moment, rather than overtake one of them."""
+        seen = header(record.headers, ORDER_SEEN)
+        if seen is None or not seen.isdigit() or self._ledger is None:
+            return False
+        if self._ledger.caught_up(int(seen)):
+            return False
+        self._delays.rewait(record, _LEDGER_LAG_SECONDS, ticket.done)
         return True
 
     def _give_up(

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -36,6 +36,9 @@ from .lanes import ChannelLane
 from .limit_backends import open_limits
 from .listener import Listener
 from .observer import CircuitChanged, GaveUp, Lifecycle, Observer, Stage
+from .orderfollow import LedgerFollower, make_follower
+from .ordering import UserOrder
+from .orderledger import KafkaLedgerSink, OrderLedger
 from .outcome import Outcome
 from .redelivery import Redelivery
 from .redis_health import RedisHealth
@@ -108,8 +111,9 @@ async def run_service(
                 admin_bound(admin.port)
         observer.emit(Lifecycle(Stage.CONFIG_LOADED))
         await probe(config.kafka, environ)  # a wrong password or CA: one clear error, not retries
+        ordered = any(channel.per_user for channel in catalog.channels.values())
         if config.kafka.create_topics:
-            await ensure_topics(config.kafka, delay_topics_of(config), environ)
+            await ensure_topics(config.kafka, delay_topics_of(config), environ, ordered)
         redis_health = RedisHealth(observer)  # one gauge for every user of Redis
         store = open_store(config.attributes, environ, redis_health)
         stack.push_async_callback(store.close)
@@ -129,15 +133,27 @@ async def run_service(
             observer.emit(GaveUp(delivery.channel.name, delivery, reason, None))
             dead_letters.submit(for_delivery(delivery, reason), delivery.finish)
 
+        # Order facts are part of the delay hand-off: written on the same path, counted alike.
+        delay_handoff = Handoff("delay", observer, on_fatal=stop_on_bug)
         delays = DelayPath(
             KafkaDelaySink(producer),
             config.kafka.retry_topic_prefix,
             levels,
             config.kafka.group_id,
-            Handoff("delay", observer, on_fatal=stop_on_bug),
+            delay_handoff,
             on_unwritable=unwritable,
         )
         stack.push_async_callback(delays.close)
+        ledger: OrderLedger | None = None
+        follower: LedgerFollower | None = None
+        if ordered:
+            # Beyond any delivery's age: only a fact nobody will ever erase gets that old.
+            stale_after = config.retry.max_age + max(levels) + 86_400
+            sink = KafkaLedgerSink(producer, config.kafka.order_topic)
+            ledger = OrderLedger(sink, delay_handoff, stale_after)
+            follower = make_follower(config.kafka, ledger, environ)
+            await follower.start()
+            stack.push_async_callback(follower.close)
         if metrics is not None:
             metrics.track_pending("delay", lambda: delays.pending)
             metrics.track_pending("dead_letter", lambda: dead_letters.pending)
@@ -147,6 +163,18 @@ async def run_service(
 
         def make_lane(channel: Channel) -> ChannelLane:
             parts = limits.for_channel(channel, _circuit_log(channel.name, observer))
+            sequencer = None
+            if channel.per_user and ledger is not None:
+                sequencer = UserOrder(
+                    channel.name,
+                    ledger,
+                    delays,
+                    max_held=config.kafka.max_in_flight_per_partition // 10,
+                    backlog_seconds=config.retry.max_backlog_seconds,
+                    observer=observer,
+                )
+            elif channel.per_user:  # added by a reload: the order topic is read from the start
+                log.warning("config.restart_needed", sections=[f"channels.{channel.name}.ordering"])
             return ChannelLane(
                 channel,
                 sender,
@@ -157,6 +185,7 @@ async def run_service(
                 limiter=parts.limiter,
                 gate=parts.gate,
                 breaker=parts.breaker,
+                sequencer=sequencer,
             )
 
         lanes = {name: make_lane(channel) for name, channel in catalog.channels.items()}
@@ -190,6 +219,7 @@ async def run_service(
             config.kafka.group_id,
             config.retry.max_age,
             observer,
+            ledger,
         )
         listener = Listener(
             consumer,
@@ -198,6 +228,7 @@ async def run_service(
             config.kafka,
             load_committed=committed,
             observer=observer,
+            prepare=None if follower is None else _caught_up(follower, stop_on_bug),
         )
         if config_path is not None:
             reloader = Reloader(
@@ -265,6 +296,21 @@ async def _start_admin(
 
 
 INSTANCE_ID_ENV = "WEBHOOK_CONSUMER_INSTANCE_ID"
+
+
+def _caught_up(
+    follower: LedgerFollower, on_bug: Callable[[BaseException], None]
+) -> Callable[[], Awaitable[None]]:
+    """Before a new partition's records go anywhere, the order ledger has read to its end."""
+
+    async def prepare() -> None:
+        try:
+            await follower.catch_up()
+        except Exception as exc:  # the follower died: not safe to go on keeping any order
+            on_bug(exc)
+            raise
+
+    return prepare
 
 
 def _circuit_log(channel: str, observer: Observer) -> Callable[[State, int, float], None]:

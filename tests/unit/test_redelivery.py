@@ -12,6 +12,7 @@ from consumer.catalog import Catalog
 from consumer.deadletter import DeadLetterWriter, MemoryDeadLetterSink
 from consumer.delaypath import DelayedDelivery, DelayPath, MemoryDelaySink, headers_for
 from consumer.delivery import Delivery, Source, delivery_id
+from consumer.orderledger import ORDER_SEEN, MemoryLedgerSink, OrderLedger
 from consumer.outcome import from_response
 from consumer.redelivery import Redelivery
 
@@ -176,3 +177,33 @@ async def test_an_expired_delivery_is_not_held_again(world: World) -> None:
     # Decoded and handed to its lane, which writes its max_age dead letter.
     assert len(world.lanes["crm"].deliveries) == 1
     assert world.delayed.written == []
+
+
+async def test_an_ordered_record_waits_until_this_process_has_read_what_its_writer_knew(
+    world: World, wait_until: WaitUntil
+) -> None:
+    """Its writer had read the order topic up to 5: a process whose view is behind that could
+    miss an earlier delivery of the same user, so the record waits a moment, undecoded."""
+    ledger = OrderLedger(MemoryLedgerSink())
+    world.redelivery = Redelivery(
+        world.catalog,
+        world.lanes,
+        DeadLetterWriter(world.letters),
+        DelayPath(world.delayed, f"{GROUP}.retry", (5.0, 60.0), GROUP),
+        GROUP,
+        MAX_AGE,
+        ledger=ledger,
+    )
+    waiting = delayed(world.catalog)
+    ordered = raw(waiting, offset=3)
+    ordered = Record(
+        ordered.topic, 0, 3, ordered.value, [*ordered.headers, (ORDER_SEEN, b"5")], key=b"u1"
+    )
+    await world.dispatch(ordered)
+    assert world.lanes["crm"].deliveries == []
+    await wait_until(lambda: world.finished == [3], what="written back")
+    ((topic, again),) = world.delayed.written
+    assert (topic, again, world.delayed.keys) == (f"{GROUP}.retry.5s", waiting, [b"u1"])
+    ledger.read_to(5)  # the view has read as far
+    await world.dispatch(Record(ordered.topic, 0, 4, ordered.value, ordered.headers, key=b"u1"))
+    assert len(world.lanes["crm"].deliveries) == 1
