@@ -322,6 +322,10 @@ class DelayPath:
         key = record.key  # an ordered delivery keeps its partition, behind its predecessor
         self._handoff.submit(lambda: self._sink.send(topic, value, key, headers), on_written)
 
+    def level(self, seconds: float) -> float:
+        """The delay of the topic a wait of `seconds` rides."""
+        return level_for(seconds, self._levels)
+
     def _place(self, seconds: float, due_ms: int | None = None) -> tuple[str, int]:
         level = level_for(seconds, self._levels)
         if due_ms is None or seconds > level:

@@ -221,7 +221,8 @@ class UserOrder:
             members += chain.waiting
             for _, behind in chain.waiting:
                 self._observer.emit(Delayed(behind, seconds, Wait.BEHIND))
-        self._out(user, members, int((self._wall() + seconds) * 1000))
+        level = self._delays.level(seconds)
+        self._out(user, members, int((self._wall() + min(seconds, level)) * 1000), level)
 
     def dropped(self, delivery: Delivery) -> Delivery | None:
         place = place_of(delivery)
@@ -283,7 +284,7 @@ class UserOrder:
         due_ms = int(self._wall() * 1000)
         for seq, delivery in chain.members():
             if seq not in known:
-                self._ledger.record(self._channel, user, seq, _fact(delivery, due_ms))
+                self._ledger.record(self._channel, user, seq, _fact(delivery, due_ms, 0.0))
 
     def _behind(
         self,
@@ -292,29 +293,39 @@ class UserOrder:
         earlier: tuple[Seq, Fact] | None,
         held_ahead: int,
     ) -> None:
-        """Send these to the delay path behind the earliest unfinished delivery: back about
-        when it is due, plus the time what is held here ahead of them takes."""
+        """Send these to the delay path behind the earliest unfinished delivery. If that one
+        went to a delay topic: to the same topic and partition (keyed by user), due when it
+        is, so they come back to the replica that reads it, right behind it; should it be
+        there already (due, or being sent), they wait behind it in that replica's memory.
+        If it is held by a process instead: back after the time what is held ahead of them
+        takes, at least a second, to look again."""
         now = self._wall()
-        soonest = int((now + _MIN_WAIT_SECONDS) * 1000)
-        due_ms = max(soonest, 0 if earlier is None else earlier[1].due_ms)
-        due_ms += int(held_ahead * self._service * 1000)
+        now_ms = int(now * 1000)
+        ahead_ms = int(held_ahead * self._service * 1000)
+        fact = None if earlier is None else earlier[1]
+        if fact is not None and fact.level > 0:
+            due_ms, level = max(fact.due_ms, now_ms) + ahead_ms, fact.level
+        else:
+            due_ms = now_ms + max(int(_MIN_WAIT_SECONDS * 1000), ahead_ms)
+            level = self._delays.level(due_ms / 1000 - now)
         for _, delivery in members:
             self._observer.emit(Delayed(delivery, due_ms / 1000 - now, Wait.BEHIND))
-        self._out(user, members, due_ms)
+        self._out(user, members, due_ms, level)
 
-    def _out(self, user: str, members: list[tuple[Seq, Delivery]], due_ms: int) -> None:
-        """Facts first, then the delay records, in order, keyed by user, all due at the same
-        moment (rules 1 and 2): the first of them comes back first."""
+    def _out(
+        self, user: str, members: list[tuple[Seq, Delivery]], due_ms: int, level: float
+    ) -> None:
+        """Facts first, then the delay records, in order, keyed by user, on one topic and all
+        due at the same moment (rules 1 and 2): the first of them comes back first."""
         for seq, delivery in members:
-            self._ledger.record(self._channel, user, seq, _fact(delivery, due_ms))
+            self._ledger.record(self._channel, user, seq, _fact(delivery, due_ms, level))
         key = user.encode()
 
         def written() -> None:
             headers = [(ORDER_SEEN, str(self._ledger.seen()).encode())]
-            seconds = max(0.0, due_ms / 1000 - self._wall())
             for _, delivery in members:
                 self._delays.submit(
-                    delivery, seconds, delivery.finish, key=key, headers=headers, due_ms=due_ms
+                    delivery, level, delivery.finish, key=key, headers=headers, due_ms=due_ms
                 )
 
         self._ledger.after(self._channel, user, written)
@@ -324,8 +335,8 @@ class UserOrder:
         return max(1, min(self._max_held, int(self._backlog / max(self._service, 1e-3))))
 
 
-def _fact(delivery: Delivery, due_ms: int) -> Fact:
-    return Fact(due_ms, int(delivery.created_at * 1000), delivery.id)
+def _fact(delivery: Delivery, due_ms: int, level: float) -> Fact:
+    return Fact(due_ms, int(delivery.created_at * 1000), delivery.id, level)
 
 
 def _unhold(chain: _Chain, delivery: Delivery) -> None:

@@ -57,6 +57,7 @@ class Fact:
     due_ms: int  # when it is expected back (now, for one still held by a process)
     created_ms: int  # when the delivery was made
     delivery_id: str  # for whoever reads the topic to see who waits for what
+    level: float = 0.0  # the delay topic it waits on (its delay); 0 while held by a process
 
 
 def fact_key(channel: str, user: str, seq: Seq) -> bytes:
@@ -78,14 +79,24 @@ def parse_key(key: bytes | None) -> tuple[str, str, Seq] | None:
 
 def encode_fact(fact: Fact) -> bytes:
     return orjson.dumps(
-        {"due_ms": fact.due_ms, "created_ms": fact.created_ms, "delivery_id": fact.delivery_id}
+        {
+            "due_ms": fact.due_ms,
+            "created_ms": fact.created_ms,
+            "delivery_id": fact.delivery_id,
+            "level": fact.level,
+        }
     )
 
 
 def decode_fact(value: bytes) -> Fact | None:
     try:
         data = orjson.loads(value)
-        return Fact(int(data["due_ms"]), int(data["created_ms"]), str(data["delivery_id"]))
+        return Fact(
+            int(data["due_ms"]),
+            int(data["created_ms"]),
+            str(data["delivery_id"]),
+            float(data.get("level", 0.0)),
+        )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 

@@ -85,7 +85,11 @@ class Redelivery:
 
     def _held(self, record: RecordLike, ticket: Ticket) -> bool:
         """Back while its channel's circuit is still open: wait again for the next probe,
-        as the bytes it came in (a long outage rewrites many records many times)."""
+        as the bytes it came in (a long outage rewrites many records many times). Not an
+        ordered delivery: its lane sends it back with the rest of its user's chain, and
+        says in the order ledger when they are due, so later ones can wait beside them."""
+        if header(record.headers, ORDER_SEEN) is not None:
+            return False
         channel = (header(record.headers, CHANNEL_HEADER) or b"").decode("utf-8", "replace")
         created = header(record.headers, CREATED_HEADER)
         lane = self._lanes.get(channel)

@@ -207,3 +207,16 @@ async def test_an_ordered_record_waits_until_this_process_has_read_what_its_writ
     ledger.read_to(5)  # the view has read as far
     await world.dispatch(Record(ordered.topic, 0, 4, ordered.value, ordered.headers, key=b"u1"))
     assert len(world.lanes["crm"].deliveries) == 1
+
+
+async def test_an_ordered_record_back_while_the_circuit_is_open_goes_to_its_lane(
+    world: World,
+) -> None:
+    """Its lane sends it back with the rest of its user's chain and updates the order ledger,
+    rather than have it rewritten unread."""
+    world.lanes["crm"].held = 30.0
+    ordered = raw(delayed(world.catalog), offset=3)
+    headers = [*ordered.headers, (ORDER_SEEN, b"0")]
+    await world.dispatch(Record(ordered.topic, 0, 3, ordered.value, headers, key=b"u1"))
+    assert len(world.lanes["crm"].deliveries) == 1
+    assert world.delayed.written == []
