@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from consumer.delaypath import CHANNEL_HEADER, header, parse_delayed
 from consumer.delivery import delivery_id
 from consumer.kafkatools import stop_consumer
+from tests.integration.arrivals import ArrivalReceiver, order_violations
 from tests.integration.support import (
     Setup,
     channel,
@@ -35,7 +36,6 @@ from tests.integration.support import (
 )
 from tests.integration.support import end_offsets as partition_ends
 
-from .arrivals import ANSWERED, ARRIVED, ArrivalReceiver, order_violations
 from .commits import Commit, committed
 from .fleet import Fleet, Partition
 
@@ -262,26 +262,3 @@ async def test_per_user_order_survives_a_failing_receiver_and_a_killed_replica(
     for ch in CHANNELS:
         over = {d: n for d, n in again[ch].items() if n > 1 + redoable[d]}
         assert over == {}, (ch, over)
-
-
-def test_the_order_check_sees_disorder_and_lets_duplicates_be() -> None:
-    users = [["a0", "a1", "a2"], ["b0", "b1"]]
-    in_order = [
-        (ARRIVED, "a0"), (ARRIVED, "b0"), (ANSWERED, "b0"), (ANSWERED, "a0"),
-        (ARRIVED, "a1"), (ANSWERED, "a1"),
-        (ARRIVED, "a0"), (ANSWERED, "a0"),  # a duplicate after a kill: dropped by its id
-        (ARRIVED, "b1"), (ANSWERED, "b1"), (ARRIVED, "a2"), (ANSWERED, "a2"),
-    ]  # fmt: skip
-    assert order_violations(in_order, users) == []
-    out_of_order = [
-        (ARRIVED, "a0"),  # refused (503): a0 is not answered 2xx...
-        (ARRIVED, "a1"),  # ...so a1 must not come yet
-        (ARRIVED, "b0"), (ARRIVED, "b1"),  # b1 while b0 is still in flight
-        (ANSWERED, "b0"), (ANSWERED, "b1"),
-        (ARRIVED, "a0"), (ANSWERED, "a0"), (ARRIVED, "a2"), (ANSWERED, "a2"),  # a2 skips a1
-    ]  # fmt: skip
-    assert order_violations(out_of_order, users) == [
-        "user 0: #1 arrived while #0 was not answered 2xx",
-        "user 1: #1 arrived while #0 was not answered 2xx",
-        "user 0: #2 arrived while #1 was not answered 2xx",
-    ]
