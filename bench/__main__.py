@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import report, scenarios
+from . import ordering, report, scenarios
 from .context import QUICK, Bench, Sizes, receiver_for_bench
 from .kafka import create_topic, delete_topics, preload
 from .measure import Hook, nothing
@@ -53,6 +53,7 @@ def _scenarios(profile: bool) -> dict[str, Scenario]:
         "S4": scenarios.s4_isolation,
         "S4-f500": lambda b: scenarios.s4_isolation(b, in_flight=500),
         "S5": scenarios.s5_naive,
+        "S7": ordering.s7_ordering,
         "S6a": connect.scenario,
         "S6b": quix.scenario,
     }

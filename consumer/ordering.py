@@ -172,6 +172,9 @@ class UserOrder:
             return True
         user, seq = place
         chain = self._chains.get(user)
+        if chain is None and user not in self._facts:  # the usual case: nothing to wait for
+            self._chains[user] = _Chain(delivery, seq, self._clock())
+            return True
         earlier = self._earlier(user, seq, () if chain is None else chain.held())
         if chain is None:
             if earlier is None:
