@@ -16,9 +16,11 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .config import KafkaConfig
-from .kafkatools import client_options
-from .orderledger import OrderLedger
+from .config import KafkaConfig, ServiceConfig
+from .delaypath import delay_levels
+from .handoff import Handoff
+from .kafkatools import client_options, stop_consumer, topic_partitions
+from .orderledger import KafkaLedgerSink, OrderLedger
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +101,36 @@ class LedgerFollower:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._consumer.stop()
+        await stop_consumer(self._consumer)
+
+
+async def open_ledger(
+    config: ServiceConfig,
+    producer: Any,
+    handoff: Handoff,
+    environ: Mapping[str, str] | None = None,
+    *,
+    ordered: bool,
+) -> tuple[OrderLedger, LedgerFollower] | None:
+    """The order ledger, followed from the start of its topic; None when no channel keeps
+    order and the topic does not exist. Once it exists (a channel kept order before), it is
+    read anyway: deliveries that still carry order facts erase them as they end."""
+    kafka = config.kafka
+    try:
+        await topic_partitions(kafka.order_topic, **client_options(kafka, environ))
+    except LookupError:
+        if not ordered:
+            return None
+        raise RuntimeError(
+            f"the order topic {kafka.order_topic!r} does not exist: create it (one partition, "
+            "cleanup.policy compact) or let the service create it (kafka.create_topics)"
+        ) from None
+    # Beyond any delivery's age: only a fact nobody will ever erase gets that old.
+    stale_after = config.retry.max_age + max(delay_levels(config.retry)) + 86_400
+    ledger = OrderLedger(KafkaLedgerSink(producer, kafka.order_topic), handoff, stale_after)
+    follower = make_follower(kafka, ledger, environ)
+    await follower.start()
+    return ledger, follower
 
 
 def make_follower(

@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import time
 from bisect import insort
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .delaypath import DelayPath
 from .delivery import Delivery
@@ -79,16 +79,27 @@ class Sequencer(Protocol):
 
 
 class Unordered:
-    """A channel without ordering: every delivery goes at once."""
+    """A channel without ordering: every delivery goes at once. With a ledger (the
+    deployment keeps some channel's order, or did), a delivery that still has an order fact
+    from when its channel kept order erases it as it ends: a channel that gets its order
+    back later must not find users held back by facts nobody would ever erase."""
 
-    def __init__(self, delays: DelayPath) -> None:
+    def __init__(
+        self, delays: DelayPath, ledger: OrderLedger | None = None, channel: str = ""
+    ) -> None:
         self._delays = delays
+        self._ledger = ledger
+        self._channel = channel
+        self._facts = None if ledger is None else ledger.channel(channel)
 
     def admit(self, delivery: Delivery) -> bool:
         return True
 
     def settled(self, delivery: Delivery) -> Delivery | None:
-        delivery.finish()
+        if self._ledger is None or not self._facts:
+            delivery.finish()
+        else:
+            end(self._ledger, self._channel, delivery, place_of(delivery))
         return None
 
     def delay(self, delivery: Delivery, seconds: float) -> None:
@@ -101,15 +112,39 @@ class Unordered:
         return []
 
 
+def end(
+    ledger: OrderLedger, channel: str, delivery: Delivery, place: tuple[str, Seq] | None
+) -> None:
+    """Finish a delivery that ended (delivered or dead-lettered), erasing its fact first if
+    it has one. Finished only once the erasure is durable: a crash before it redoes the
+    delivery (a duplicate, never an overtaking), and the redo erases it again."""
+    if place is not None and place[1] in ledger.channel(channel).get(place[0], ()):
+        ledger.erase(channel, place[0], place[1], delivery.finish)
+    else:
+        delivery.finish()
+
+
 def place_of(delivery: Delivery) -> tuple[str, Seq] | None:
     """(user, input position); None for what has no single user (it then goes unordered)."""
-    if len(delivery.events) != 1 or not delivery.sources:
+    return place_in(delivery.events, delivery.sources)
+
+
+class _Position(Protocol):
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+def place_in(events: Sequence[Any], sources: Sequence[_Position]) -> tuple[str, Seq] | None:
+    """The same, from a delivery's events and sources however they are held."""
+    if len(events) != 1 or not sources:
         return None
-    event = delivery.events[0]
+    event = events[0]
     user = event.get("user_id") if isinstance(event, dict) else None
     if not isinstance(user, str):
         return None
-    source = delivery.sources[0]
+    source = sources[0]
     return user, (source.partition, source.offset)
 
 
@@ -194,13 +229,8 @@ class UserOrder:
         if place is None:
             delivery.finish()
             return None
-        user, seq = place
-        if seq in self._facts.get(user, ()):
-            # Finished only once the erasure is durable: a crash before it redoes the
-            # delivery (a duplicate), and the redo erases it again.
-            self._ledger.erase(self._channel, user, seq, delivery.finish)
-        else:
-            delivery.finish()
+        end(self._ledger, self._channel, delivery, place)
+        user = place[0]
         chain = self._chains.get(user)
         if chain is None:
             return None

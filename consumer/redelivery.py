@@ -20,7 +20,8 @@ from .delaypath import (
 from .delivery import Owner, Source, Ticket
 from .dispatcher import Lanes, RecordLike
 from .observer import NO_OBSERVER, GaveUp, Held, Observer, Redelivered, Skipped
-from .orderledger import ORDER_SEEN, OrderLedger
+from .ordering import place_in
+from .orderledger import ORDER_SEEN, OrderLedger, Seq
 from .outcome import Kind, Outcome
 
 _LEDGER_LAG_SECONDS = 1.0  # how long a record waits for this process's order ledger to read on
@@ -77,7 +78,7 @@ class Redelivery:
                     message=f"channel {delayed.channel!r} is no longer configured",
                 )
                 letter = _letter_for(delayed, reason, source)
-                self._give_up(letter, reason, ticket, delayed.channel)
+                self._give_up(letter, reason, ticket, delayed.channel, self._erasing(delayed))
                 continue
             delivery.tickets.append(ticket)
             self._observer.emit(Redelivered(delivery))
@@ -116,10 +117,31 @@ class Redelivery:
         return True
 
     def _give_up(
-        self, letter: DeadLetter, reason: Outcome, ticket: Ticket, channel: str | None = None
+        self,
+        letter: DeadLetter,
+        reason: Outcome,
+        ticket: Ticket,
+        channel: str | None = None,
+        erase: tuple[str, str, Seq] | None = None,
     ) -> None:
         self._observer.emit(GaveUp(channel, None, reason, None))
-        self._dead_letters.submit(letter, ticket.done)
+        ledger = self._ledger
+        if ledger is None or erase is None:
+            self._dead_letters.submit(letter, ticket.done)
+        else:  # its order fact goes with it, or the channel's users would wait for it
+            self._dead_letters.submit(letter, lambda: ledger.erase(*erase, ticket.done))
+
+    def _erasing(self, delayed: DelayedDelivery) -> tuple[str, str, Seq] | None:
+        """The order fact of a delivery that ends here, if this process's view has one."""
+        place = place_in(delayed.events, delayed.sources)
+        if self._ledger is None or place is None:
+            return None
+        user, seq = place
+        return (
+            (delayed.channel, user, seq)
+            if seq in self._ledger.channel(delayed.channel).get(user, ())
+            else None
+        )
 
     def flush(self) -> None:
         """Nothing lingers here; present so every handler can be flushed alike."""

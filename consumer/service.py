@@ -36,9 +36,9 @@ from .lanes import ChannelLane
 from .limit_backends import open_limits
 from .listener import Listener
 from .observer import CircuitChanged, GaveUp, Lifecycle, Observer, Stage
-from .orderfollow import LedgerFollower, make_follower
-from .ordering import UserOrder
-from .orderledger import KafkaLedgerSink, OrderLedger
+from .orderfollow import LedgerFollower, open_ledger
+from .ordering import Sequencer, Unordered, UserOrder
+from .orderledger import OrderLedger
 from .outcome import Outcome
 from .redelivery import Redelivery
 from .redis_health import RedisHealth
@@ -146,13 +146,9 @@ async def run_service(
         stack.push_async_callback(delays.close)
         ledger: OrderLedger | None = None
         follower: LedgerFollower | None = None
-        if ordered:
-            # Beyond any delivery's age: only a fact nobody will ever erase gets that old.
-            stale_after = config.retry.max_age + max(levels) + 86_400
-            sink = KafkaLedgerSink(producer, config.kafka.order_topic)
-            ledger = OrderLedger(sink, delay_handoff, stale_after)
-            follower = make_follower(config.kafka, ledger, environ)
-            await follower.start()
+        opened = await open_ledger(config, producer, delay_handoff, environ, ordered=ordered)
+        if opened is not None:
+            ledger, follower = opened
             stack.push_async_callback(follower.close)
         if metrics is not None:
             metrics.track_pending("delay", lambda: delays.pending)
@@ -163,8 +159,13 @@ async def run_service(
 
         def make_lane(channel: Channel) -> ChannelLane:
             parts = limits.for_channel(channel, _circuit_log(channel.name, observer))
-            sequencer = None
-            if channel.per_user and ledger is not None:
+            sequencer: Sequencer | None = None
+            if ledger is None:
+                if channel.per_user:  # added by a reload: the order topic is read at start
+                    log.warning(
+                        "config.restart_needed", sections=[f"channels.{channel.name}.ordering"]
+                    )
+            elif channel.per_user:
                 sequencer = UserOrder(
                     channel.name,
                     ledger,
@@ -173,8 +174,8 @@ async def run_service(
                     backlog_seconds=config.retry.max_backlog_seconds,
                     observer=observer,
                 )
-            elif channel.per_user:  # added by a reload: the order topic is read from the start
-                log.warning("config.restart_needed", sections=[f"channels.{channel.name}.ordering"])
+            else:
+                sequencer = Unordered(delays, ledger, channel.name)
             return ChannelLane(
                 channel,
                 sender,

@@ -23,7 +23,7 @@ from consumer.delivery import Delivery, Source, Ticket, delivery_id
 from consumer.handoff import Handoff
 from consumer.lanes import ChannelLane
 from consumer.observer import Delayed, Details, Dropped, Observer
-from consumer.ordering import UserOrder
+from consumer.ordering import Unordered, UserOrder
 from consumer.orderledger import ORDER_SEEN, MemoryLedgerSink, OrderLedger, parse_key
 from consumer.outcome import Kind, Outcome, Wait, from_response
 
@@ -403,3 +403,32 @@ async def test_a_removed_channel_dead_letters_what_it_held_back(
         letters = [letter.events[0]["event_id"] for letter in p.letters.letters]
     assert letters == ["e1", "e2"]
     assert receiver.started == ["e0"]
+
+
+async def test_a_channel_no_longer_ordered_erases_the_facts_left_from_when_it_was(
+    channel: Channel, wait_until: WaitUntil
+) -> None:
+    """Turned back to per_user later, it must not find its users held back for ever."""
+    topic = MemoryLedgerSink()
+    owner = FakeOwner()
+    async with process(channel, Receiver({"e0": [503] * 3}), topic, SCHEDULED) as ordered:
+        ordered.lane.submit(delivery(channel, owner, "u1", 0))
+        await wait_until(lambda: owner == [0], what="e0 waits on the delay path")
+    handoff = Handoff("delay")
+    ledger = OrderLedger(topic, handoff)
+    topic.replay_into(ledger)
+    delays = DelayPath(MemoryDelaySink(), "webhook-retry", delay_levels(QUICK), handoff=handoff)
+    letters = DeadLetterWriter(MemoryDeadLetterSink())
+    lane = ChannelLane(
+        channel, Receiver(), letters, delays, QUICK, sequencer=Unordered(delays, ledger, "crm")
+    )
+    lane.start()
+    try:
+        lane.submit(delivery(channel, owner, "u1", 0))  # back, now to a lane without order
+        await wait_until(lambda: owner == [0, 0], what="delivered")
+    finally:
+        await lane.close()
+        await delays.close()
+        await letters.close()
+    assert ledger.channel("crm") == {}
+    assert facts(topic) == [("e0", True), ("e0", False)]

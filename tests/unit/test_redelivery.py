@@ -12,7 +12,7 @@ from consumer.catalog import Catalog
 from consumer.deadletter import DeadLetterWriter, MemoryDeadLetterSink
 from consumer.delaypath import DelayedDelivery, DelayPath, MemoryDelaySink, headers_for
 from consumer.delivery import Delivery, Source, delivery_id
-from consumer.orderledger import ORDER_SEEN, MemoryLedgerSink, OrderLedger
+from consumer.orderledger import ORDER_SEEN, Fact, MemoryLedgerSink, OrderLedger
 from consumer.outcome import from_response
 from consumer.redelivery import Redelivery
 
@@ -220,3 +220,30 @@ async def test_an_ordered_record_back_while_the_circuit_is_open_goes_to_its_lane
     await world.dispatch(Record(ordered.topic, 0, 3, ordered.value, headers, key=b"u1"))
     assert len(world.lanes["crm"].deliveries) == 1
     assert world.delayed.written == []
+
+
+async def test_an_ordered_delivery_of_a_channel_gone_erases_its_order_fact(
+    world: World, channel_cfg: ChannelFactory, build_catalog: CatalogFactory, wait_until: WaitUntil
+) -> None:
+    """Dead-lettered (unknown_channel), it releases the next of its user, as a dead letter
+    does: its fact goes once the letter is written, and only then is its record finished."""
+    topic = MemoryLedgerSink()
+    ledger = OrderLedger(topic)
+    _, yesterday = build_catalog([channel_cfg("retired")])
+    waiting = delayed(yesterday, "retired")
+    ledger.record("retired", "u1", (INPUT.partition, INPUT.offset), Fact(0, 0, "d", 60.0))
+    redelivery = Redelivery(
+        world.catalog,
+        world.lanes,
+        DeadLetterWriter(world.letters),
+        DelayPath(world.delayed, f"{GROUP}.retry", (5.0, 60.0), GROUP),
+        GROUP,
+        MAX_AGE,
+        ledger=ledger,
+    )
+    await redelivery.dispatch([record(4, waiting.model_dump_json().encode())], world.finished)
+    await wait_until(lambda: world.finished == [4], what="dead-lettered, fact erased")
+    assert [letter.reason.kind for letter in world.letters.letters] == ["unknown_channel"]
+    assert ledger.channel("retired") == {}
+    assert [value is None for _, value in topic.records] == [False, True]
+    await ledger.close()
