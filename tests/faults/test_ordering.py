@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumer.delaypath import CHANNEL_HEADER, header, parse_delayed
@@ -155,8 +156,28 @@ async def _delay_records(bootstrap: str, group: str) -> Counter[str]:
     return counts
 
 
+def _kill_in_failure(receiver: ArrivalReceiver, failing_at: float, answered: int) -> bool:
+    """Halfway through the failure: heads wait on delay topics, their input committed, while
+    later events of their users keep coming; the killed replica's successor must find them."""
+    return time.monotonic() - failing_at >= KILL_INTO_FAILURE_SECONDS
+
+
+def _kill_in_recovery(receiver: ArrivalReceiver, failing_at: float, answered: int) -> bool:
+    """Once the receiver answers again and the chains are being sent: what the killed replica
+    had sent but not committed is sent again (duplicates), interleaved with the rest."""
+    return not receiver.failing and answered >= 0.5 * USERS * EVENTS_PER_USER
+
+
+KILLS = {"kill-in-failure": _kill_in_failure, "kill-in-recovery": _kill_in_recovery}
+
+
+@pytest.mark.parametrize("kill_now", KILLS.values(), ids=KILLS.keys())
 async def test_per_user_order_survives_a_failing_receiver_and_a_killed_replica(
-    bootstrap: str, redis_url: str, tmp_path: Path, report: Callable[[str], None]
+    kill_now: Callable[[ArrivalReceiver, float, int], bool],
+    bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+    report: Callable[[str], None],
 ) -> None:
     started = time.monotonic()
     receiver = ArrivalReceiver({})
@@ -202,10 +223,10 @@ async def test_per_user_order_survives_a_failing_receiver_and_a_killed_replica(
             receiver.fail_for(FAIL_SECONDS)
             failing_at, answered_before = time.monotonic(), len(ordered.answered)
 
-            def late_in_failure() -> bool:
-                return time.monotonic() - failing_at >= KILL_INTO_FAILURE_SECONDS
+            def time_to_kill() -> bool:
+                return kill_now(receiver, failing_at, len(ordered.answered))
 
-            assert await receiver.wait_for(late_in_failure, 30), "no request during the failure"
+            assert await receiver.wait_for(time_to_kill, 60), "the kill condition was never met"
             victim = fleet.replicas[1]
             owned = victim.assignment()
             await victim.kill()
@@ -238,7 +259,7 @@ async def test_per_user_order_survives_a_failing_receiver_and_a_killed_replica(
         f"{expected} events x {len(CHANNELS)} channels ({USERS} users x {EVENTS_PER_USER}, "
         f"{INPUT_PARTITIONS} partitions, {REPLICAS} replicas); receiver refused "
         f"{receiver.refused} requests over {FAIL_SECONDS:.0f} s from the {answered_before}th "
-        f"answer; SIGKILL {killed_at - failing_at:.1f} s into it to {victim.name} "
+        f"answer; SIGKILL {killed_at - failing_at:.1f} s after it began to {victim.name} "
         f"({len(owned)} partitions); per_user: {len(violations)} order violations, "
         f"{ordered.duplicates} duplicates ({len(again[ORDERED])} ids); none (control): "
         f"{len(disorder)} order violations, {control.duplicates} duplicates; "
