@@ -126,7 +126,15 @@ def end(
 
 def place_of(delivery: Delivery) -> tuple[str, Seq] | None:
     """(user, input position); None for what has no single user (it then goes unordered)."""
-    return place_in(delivery.events, delivery.sources)
+    events, sources = delivery.events, delivery.sources
+    if len(events) != 1 or not sources:
+        return None
+    event = events[0]
+    user = event.get("user_id") if isinstance(event, dict) else None
+    if not isinstance(user, str):
+        return None
+    source = sources[0]
+    return user, (source.partition, source.offset)
 
 
 class _Position(Protocol):
@@ -229,8 +237,11 @@ class UserOrder:
         if place is None:
             delivery.finish()
             return None
-        end(self._ledger, self._channel, delivery, place)
         user = place[0]
+        if user in self._facts:
+            end(self._ledger, self._channel, delivery, place)
+        else:
+            delivery.finish()  # the usual case: nothing of the user outside a process
         chain = self._chains.get(user)
         if chain is None:
             return None
@@ -239,6 +250,9 @@ class UserOrder:
             return None
         spent = self._clock() - chain.since
         self._service += 0.1 * (min(spent, self._backlog) - self._service)
+        if not chain.waiting:
+            del self._chains[user]
+            return None
         return self._next(user, chain)
 
     def delay(self, delivery: Delivery, seconds: float) -> None:
