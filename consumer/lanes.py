@@ -128,12 +128,14 @@ class ChannelLane:
         elif self._order.admit(delivery):
             self._take(delivery)
 
-    def _take(self, delivery: Delivery | None) -> None:
+    def _take(self, delivery: Delivery | None, *, released: bool = False) -> None:
         """Deliveries allowed to go (by their order): queued, or to the delay path while the
-        circuit is open or the lane is full. A dropped one may let the next of its user go."""
+        circuit is open or the lane is full. A dropped one may let the next of its user go.
+        `released`: it waited behind an earlier one of its user, so it is older than what
+        arrived meanwhile and goes to the front of the queue."""
         while delivery is not None:
             if delivery.orphaned():
-                delivery = self._drop(delivery)
+                delivery, released = self._drop(delivery), True
                 continue
             blocked = self.breaker.blocked_for()
             if blocked is not None:
@@ -141,11 +143,14 @@ class ChannelLane:
             elif delivery.parks < self._retry.max_parks and self._overloaded():
                 self._park(delivery)
             else:
-                self._enqueue(delivery)
+                self._enqueue(delivery, first=released)
             return
 
-    def _enqueue(self, delivery: Delivery) -> None:
-        self._queue.append((self._clock(), delivery))
+    def _enqueue(self, delivery: Delivery, first: bool = False) -> None:
+        if first and self._queue:  # the queue's oldest wait stays what it was
+            self._queue.appendleft((self._queue[0][0], delivery))
+        else:
+            self._queue.append((self._clock(), delivery))
         self._work_arrived.set()
         while self._idle:  # wake one idle worker, synchronously and without a task
             waiter = self._idle.popleft()
@@ -178,7 +183,7 @@ class ChannelLane:
 
     async def _attempt(self, delivery: Delivery) -> None:
         if delivery.orphaned():
-            self._take(self._drop(delivery))
+            self._take(self._drop(delivery), released=True)
             return
         delivery.channel = self.channel  # queued before a reload: sent as configured now
         if not await self.breaker.admit():
@@ -262,7 +267,7 @@ class ChannelLane:
         match decision:
             case Done():
                 self._observer.emit(Delivered(delivery))
-                self._take(self._order.settled(delivery))
+                self._take(self._order.settled(delivery), released=True)
             case RetrySoon(delay):
                 # A timer, not a sleeping worker: the worker is free for other deliveries.
                 self._observer.emit(RetryingSoon(delivery, delay))
@@ -280,12 +285,14 @@ class ChannelLane:
                 self._observer.emit(GaveUp(self.channel.name, delivery, reason, limit))
                 letter = for_delivery(delivery, reason, None if limit is None else limit.value)
                 # The next delivery of its user (ordering per_user) goes once this is written.
-                self._dead_letters.submit(letter, lambda: self._take(self._order.settled(delivery)))
+                self._dead_letters.submit(
+                    letter, lambda: self._take(self._order.settled(delivery), released=True)
+                )
 
     def _requeue(self, delivery: Delivery) -> None:
         self._timers.pop(id(delivery), None)
         if delivery.orphaned():
-            self._take(self._drop(delivery))
+            self._take(self._drop(delivery), released=True)
         else:
             self._enqueue(delivery)
 

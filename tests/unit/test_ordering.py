@@ -220,6 +220,22 @@ async def test_a_dead_letter_releases_the_next_once_it_is_written(
     assert receiver.delivered == ["e1", "e2"]
 
 
+async def test_the_next_of_a_user_goes_before_what_arrived_after_it(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory, wait_until: WaitUntil
+) -> None:
+    """It waited behind its user's earlier one, not behind the queue: one worker sends e1
+    right after e0, before the other users' e2 and e3 that were queued meanwhile."""
+    _, built = build_catalog([channel_cfg("crm", max_concurrency=1, ordering="per_user")])
+    one_at_a_time = built.channels["crm"]
+    receiver = Receiver()
+    finished = FakeOwner()
+    async with process(one_at_a_time, receiver, MemoryLedgerSink()) as p:
+        for offset, user in [(0, "u1"), (1, "u1"), (2, "u2"), (3, "u3")]:
+            p.lane.submit(delivery(one_at_a_time, finished, user, offset))
+        await wait_until(lambda: len(finished) == 4, what="all delivered")
+    assert receiver.started == ["e0", "e1", "e2", "e3"]
+
+
 # Leaving the process, and coming back
 
 
