@@ -53,7 +53,7 @@ def _scenarios(profile: bool) -> dict[str, Scenario]:
         "S4": scenarios.s4_isolation,
         "S4-f500": lambda b: scenarios.s4_isolation(b, in_flight=500),
         "S5": scenarios.s5_naive,
-        "S7": ordering.s7_ordering,
+        "S8": ordering.s8_ordering,
         "S6a": connect.scenario,
         "S6b": quix.scenario,
     }

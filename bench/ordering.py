@@ -1,4 +1,4 @@
-"""S7: what `ordering: per_user` costs a healthy stream of 10,000 users, A/B against `none`.
+"""S8: what `ordering: per_user` costs a healthy stream of 10,000 users, A/B against `none`.
 
 The same pre-loaded topic (the "mid" one: every event of user `u-<i % 10,000>`), three
 channels, one worker, run alternately without and with per-user order: A B B A A B, so a
@@ -20,13 +20,13 @@ PAIRS = 3
 ORDER = ("none", "per_user", "per_user", "none", "none", "per_user")  # A B B A A B
 
 
-async def s7_ordering(bench: Bench, pairs: int = PAIRS) -> Result:
+async def s8_ordering(bench: Bench, pairs: int = PAIRS) -> Result:
     topic = bench.topic("mid")
     expected = topic.records * len(CHANNELS)
     runs: list[dict[str, Any]] = []
     for i, mode in enumerate((ORDER * pairs)[: 2 * pairs]):
         options = {"*": {"ordering": mode}}
-        setup = _setup(bench, f"s7-{i}-{mode}", topic, channel_options=options)
+        setup = _setup(bench, f"s8-{i}-{mode}", topic, channel_options=options)
         figures = (await _service_run(bench, setup, 1, expected, healthy_paths())).figures()
         # Healthy work parked on the delay path (a backlog over max_backlog_seconds), and
         # the order facts written for it: what the ordered path added to Kafka.
@@ -78,4 +78,4 @@ async def s7_ordering(bench: Bench, pairs: int = PAIRS) -> Result:
         "order_of_runs": [r["ordering"] for r in runs],
         "rate": "receiver clock, first to last receipt",
     }
-    return _result("S7", "service, ordering per_user vs none (A/B)", params, figures)
+    return _result("S8", "service, ordering per_user vs none (A/B)", params, figures)

@@ -81,8 +81,8 @@ def ratios(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["S2 events per second per channel / GrowingIO 1,000 users/s"] = _ratio(
         s2.get("events_per_second_per_channel"), GROWINGIO_USERS_PER_SECOND
     )
-    s7 = _find(results, "S7")
-    out["S7 ordering per_user/none deliveries per second (10,000 users)"] = s7.get(
+    s8 = _find(results, "S8")
+    out["S8 ordering per_user/none deliveries per second (10,000 users)"] = s8.get(
         "per_user_over_none"
     )
     return out
