@@ -37,7 +37,6 @@ from .observer import (
     Observer,
     RetryingSoon,
 )
-from .ordering import Sequencer, Unordered
 from .outcome import (
     Decision,
     Delay,
@@ -52,6 +51,7 @@ from .outcome import (
 )
 from .parking import Parking
 from .ratelimit import RateLimiter, limiter_for
+from .sequencer import Sequencer, Unordered
 
 _TICK_SECONDS = 0.25
 # A tick this much late means the event loop itself is the bottleneck: then a queue that waits

@@ -2,12 +2,13 @@
 
 Input records are keyed by user id, so one user's events share an input partition and their
 offsets give their order: a delivery's place is (input partition, input offset), kept by its
-sources through retries, delay topics and replays.
+sources through retries, delay topics and replays (`sequencer.place_of`).
 
 Inside a process, the lane keeps a chain per user: the delivery being sent (queued, in
 flight, or waiting on a retry timer) and the later ones behind it, in memory, lowest first.
-When it ends (delivered, or its dead letter written), the next one goes. While all goes well
-that costs a dict look-up per delivery and nothing on Kafka.
+When it ends (delivered, or its dead letter written), the next one goes, to the front of the
+lane's queue (it is older than what arrived meanwhile). While all goes well that costs a dict
+look-up per delivery and nothing on Kafka.
 
 A delivery that leaves the process (a retry round, an open circuit, a full lane) takes the
 deliveries behind it along to the same delay topic, keyed by user so they share a partition
@@ -45,115 +46,18 @@ from __future__ import annotations
 
 import time
 from bisect import insort
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from .delaypath import DelayPath
 from .delivery import Delivery
 from .observer import NO_OBSERVER, Delayed, Observer
 from .orderledger import ORDER_SEEN, Fact, OrderLedger, Seq
 from .outcome import Wait
+from .sequencer import end, place_of
 
 _MIN_WAIT_SECONDS = 1.0  # the shortest wait behind an earlier delivery on the delay path
 _SERVICE_SECONDS = 0.05  # a first guess of how long a delivery takes, until measured
-
-
-class Sequencer(Protocol):
-    """What a lane asks about the order of its deliveries."""
-
-    def admit(self, delivery: Delivery) -> bool:
-        """True: send it now. False: it waits (held here, or sent behind on the delay path)."""
-
-    def settled(self, delivery: Delivery) -> Delivery | None:
-        """It ended (delivered, or its dead letter durable): finish it; the next to send."""
-
-    def delay(self, delivery: Delivery, seconds: float) -> None:
-        """Hand it to the delay path, finishing it once that is durable."""
-
-    def dropped(self, delivery: Delivery) -> Delivery | None:
-        """Not sent, and left unfinished (its partition moved away): the next to send."""
-
-    def release_all(self) -> list[Delivery]:
-        """Give up everything held back (the channel is being removed)."""
-
-
-class Unordered:
-    """A channel without ordering: every delivery goes at once. With a ledger (the
-    deployment keeps some channel's order, or did), a delivery that still has an order fact
-    from when its channel kept order erases it as it ends: a channel that gets its order
-    back later must not find users held back by facts nobody would ever erase."""
-
-    def __init__(
-        self, delays: DelayPath, ledger: OrderLedger | None = None, channel: str = ""
-    ) -> None:
-        self._delays = delays
-        self._ledger = ledger
-        self._channel = channel
-        self._facts = None if ledger is None else ledger.channel(channel)
-
-    def admit(self, delivery: Delivery) -> bool:
-        return True
-
-    def settled(self, delivery: Delivery) -> Delivery | None:
-        if self._ledger is None or not self._facts:
-            delivery.finish()
-        else:
-            end(self._ledger, self._channel, delivery, place_of(delivery))
-        return None
-
-    def delay(self, delivery: Delivery, seconds: float) -> None:
-        self._delays.submit(delivery, seconds, delivery.finish)
-
-    def dropped(self, delivery: Delivery) -> Delivery | None:
-        return None
-
-    def release_all(self) -> list[Delivery]:
-        return []
-
-
-def end(
-    ledger: OrderLedger, channel: str, delivery: Delivery, place: tuple[str, Seq] | None
-) -> None:
-    """Finish a delivery that ended (delivered or dead-lettered), erasing its fact first if
-    it has one. Finished only once the erasure is durable: a crash before it redoes the
-    delivery (a duplicate, never an overtaking), and the redo erases it again."""
-    if place is not None and place[1] in ledger.channel(channel).get(place[0], ()):
-        ledger.erase(channel, place[0], place[1], delivery.finish)
-    else:
-        delivery.finish()
-
-
-def place_of(delivery: Delivery) -> tuple[str, Seq] | None:
-    """(user, input position); None for what has no single user (it then goes unordered)."""
-    events, sources = delivery.events, delivery.sources
-    if len(events) != 1 or not sources:
-        return None
-    event = events[0]
-    user = event.get("user_id") if isinstance(event, dict) else None
-    if not isinstance(user, str):
-        return None
-    source = sources[0]
-    return user, (source.partition, source.offset)
-
-
-class _Position(Protocol):
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-
-
-def place_in(events: Sequence[Any], sources: Sequence[_Position]) -> tuple[str, Seq] | None:
-    """The same, from a delivery's events and sources however they are held."""
-    if len(events) != 1 or not sources:
-        return None
-    event = events[0]
-    user = event.get("user_id") if isinstance(event, dict) else None
-    if not isinstance(user, str):
-        return None
-    source = sources[0]
-    return user, (source.partition, source.offset)
 
 
 def _position(entry: tuple[Seq, Delivery]) -> Seq:

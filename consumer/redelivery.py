@@ -20,9 +20,9 @@ from .delaypath import (
 from .delivery import Owner, Source, Ticket
 from .dispatcher import Lanes, RecordLike
 from .observer import NO_OBSERVER, GaveUp, Held, Observer, Redelivered, Skipped
-from .ordering import place_in
 from .orderledger import ORDER_SEEN, OrderLedger, Seq
 from .outcome import Kind, Outcome
+from .sequencer import place_in
 
 _LEDGER_LAG_SECONDS = 1.0  # how long a record waits for this process's order ledger to read on
 

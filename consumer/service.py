@@ -37,13 +37,14 @@ from .limit_backends import open_limits
 from .listener import Listener
 from .observer import CircuitChanged, GaveUp, Lifecycle, Observer, Stage
 from .orderfollow import LedgerFollower, open_ledger
-from .ordering import Sequencer, Unordered, UserOrder
+from .ordering import UserOrder
 from .orderledger import OrderLedger
 from .outcome import Outcome
 from .redelivery import Redelivery
 from .redis_health import RedisHealth
 from .reload import Reloader
 from .sender import Sender, make_session
+from .sequencer import Sequencer, Unordered
 from .status_page import ServiceInfo, render
 from .supervisor import worker_identity
 from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics

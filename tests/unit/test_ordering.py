@@ -23,9 +23,10 @@ from consumer.delivery import Delivery, Source, Ticket, delivery_id
 from consumer.handoff import Handoff
 from consumer.lanes import ChannelLane
 from consumer.observer import Delayed, Details, Dropped, Observer
-from consumer.ordering import Unordered, UserOrder
+from consumer.ordering import UserOrder
 from consumer.orderledger import ORDER_SEEN, MemoryLedgerSink, OrderLedger, parse_key
 from consumer.outcome import Kind, Outcome, Wait, from_response
+from consumer.sequencer import Unordered
 
 from .fakes import FakeOwner
 
