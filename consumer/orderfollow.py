@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -29,10 +29,17 @@ _WARN_EVERY_SECONDS = 10.0
 
 
 class LedgerFollower:
-    def __init__(self, consumer: Any, topic: str, ledger: OrderLedger) -> None:
+    def __init__(
+        self,
+        consumer: Any,
+        topic: str,
+        ledger: OrderLedger,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._consumer = consumer
         self._partition = TopicPartition(topic, 0)
         self._ledger = ledger
+        self._on_fatal = on_fatal  # a follower that stopped would hold ordered records back
         self._progress = asyncio.Event()  # set whenever the ledger read further
         self._task: asyncio.Task[None] | None = None
 
@@ -41,6 +48,15 @@ class LedgerFollower:
         self._consumer.assign([self._partition])
         await self._consumer.seek_to_beginning(self._partition)
         self._task = asyncio.create_task(self._follow(), name="order-ledger")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("order.ledger_stopped", error=repr(error)[:300])
+        if self._on_fatal is not None and error is not None:
+            self._on_fatal(error)  # a bug: stop, rather than hold ordered records back for ever
 
     async def _follow(self) -> None:
         failing = False
@@ -98,9 +114,8 @@ class LedgerFollower:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._task.cancel()  # one that died has said why already
+            await asyncio.gather(self._task, return_exceptions=True)
         await stop_consumer(self._consumer)
 
 
@@ -111,6 +126,7 @@ async def open_ledger(
     environ: Mapping[str, str] | None = None,
     *,
     ordered: bool,
+    on_fatal: Callable[[BaseException], None] | None = None,
 ) -> tuple[OrderLedger, LedgerFollower] | None:
     """The order ledger, followed from the start of its topic; None when no channel keeps
     order and the topic does not exist. Once it exists (a channel kept order before), it is
@@ -128,13 +144,16 @@ async def open_ledger(
     # Beyond any delivery's age: only a fact nobody will ever erase gets that old.
     stale_after = config.retry.max_age + max(delay_levels(config.retry)) + 86_400
     ledger = OrderLedger(KafkaLedgerSink(producer, kafka.order_topic), handoff, stale_after)
-    follower = make_follower(kafka, ledger, environ)
+    follower = make_follower(kafka, ledger, environ, on_fatal)
     await follower.start()
     return ledger, follower
 
 
 def make_follower(
-    config: KafkaConfig, ledger: OrderLedger, environ: Mapping[str, str] | None = None
+    config: KafkaConfig,
+    ledger: OrderLedger,
+    environ: Mapping[str, str] | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
 ) -> LedgerFollower:
     consumer = AIOKafkaConsumer(
         **client_options(config, environ),
@@ -142,4 +161,4 @@ def make_follower(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    return LedgerFollower(consumer, config.order_topic, ledger)
+    return LedgerFollower(consumer, config.order_topic, ledger, on_fatal)

@@ -44,7 +44,7 @@ from .redelivery import Redelivery
 from .redis_health import RedisHealth
 from .reload import Reloader
 from .sender import Sender, make_session
-from .sequencer import Sequencer, Unordered
+from .sequencer import Sequencer, Unordered, end, place_of
 from .status_page import ServiceInfo, render
 from .supervisor import worker_identity
 from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
@@ -132,7 +132,14 @@ async def run_service(
 
         def unwritable(delivery: Delivery, reason: Outcome) -> None:
             observer.emit(GaveUp(delivery.channel.name, delivery, reason, None))
-            dead_letters.submit(for_delivery(delivery, reason), delivery.finish)
+
+            def ended() -> None:  # a dead letter ends it: its order fact, if any, goes too
+                if ledger is None:
+                    delivery.finish()
+                else:
+                    end(ledger, delivery.channel.name, delivery, place_of(delivery))
+
+            dead_letters.submit(for_delivery(delivery, reason), ended)
 
         # Order facts are part of the delay hand-off: written on the same path, counted alike.
         delay_handoff = Handoff("delay", observer, on_fatal=stop_on_bug)
@@ -147,7 +154,9 @@ async def run_service(
         stack.push_async_callback(delays.close)
         ledger: OrderLedger | None = None
         follower: LedgerFollower | None = None
-        opened = await open_ledger(config, producer, delay_handoff, environ, ordered=ordered)
+        opened = await open_ledger(
+            config, producer, delay_handoff, environ, ordered=ordered, on_fatal=stop_on_bug
+        )
         if opened is not None:
             ledger, follower = opened
             stack.push_async_callback(follower.close)

@@ -39,22 +39,14 @@ from tests.integration.support import end_offsets as partition_ends
 
 from .commits import Commit, committed
 from .fleet import Fleet, Partition
+from .scenario import INPUT_PARTITIONS, KAFKA, REPLICAS  # the fleet of the other scenarios
 
 ORDERED, CONTROL = "ordered", "control"
 CHANNELS = (ORDERED, CONTROL)
 USERS = 300
 EVENTS_PER_USER = 10  # one round of USERS events per second: 10 s of input
-INPUT_PARTITIONS = 6
-REPLICAS = 3
 FAIL_SECONDS = 10.0
 KILL_INTO_FAILURE_SECONDS = 5.0
-KAFKA = {
-    "max_in_flight_per_partition": 200,
-    "max_poll_records": 100,
-    "delay_lookahead_records": 200,
-    "commit_interval_ms": 200,
-    "shutdown_grace_seconds": 20,
-}
 # Enough rounds that the failure never dead-letters a delivery: an open circuit waits without
 # using one, and a probe that fails uses one (ten probes of one delivery in 10 s cannot happen
 # with a cool-down of 1 s growing to 2 s).
@@ -125,6 +117,8 @@ async def _redoable(
                     if record.offset >= ends[key]:
                         left.discard(tp)
                         break
+                    if record.offset + 1 >= ends[key]:
+                        left.discard(tp)  # the last one to read, whether named or not
                     if record.offset in named:
                         continue
                     if tp.topic == input_topic:
@@ -134,8 +128,6 @@ async def _redoable(
                         delayed = parse_delayed(record.value)
                         if not isinstance(delayed, str):
                             ids[delayed.delivery_id] += 1
-                    if record.offset + 1 >= ends[key]:
-                        left.discard(tp)
         assert not left, f"could not read {left} to their end"
     finally:
         await stop_consumer(consumer)
@@ -226,7 +218,10 @@ async def test_per_user_order_survives_a_failing_receiver_and_a_killed_replica(
             def time_to_kill() -> bool:
                 return kill_now(receiver, failing_at, len(ordered.answered))
 
-            assert await receiver.wait_for(time_to_kill, 60), "the kill condition was never met"
+            assert await receiver.wait_for(time_to_kill, 60), (
+                f"the kill condition was never met: {len(ordered.answered)} ordered and "
+                f"{len(control.answered)} other answered\n{fleet.logs()}"
+            )
             victim = fleet.replicas[1]
             owned = victim.assignment()
             await victim.kill()

@@ -179,13 +179,9 @@ async def test_an_expired_delivery_is_not_held_again(world: World) -> None:
     assert world.delayed.written == []
 
 
-async def test_an_ordered_record_waits_until_this_process_has_read_what_its_writer_knew(
-    world: World, wait_until: WaitUntil
-) -> None:
-    """Its writer had read the order topic up to 5: a process whose view is behind that could
-    miss an earlier delivery of the same user, so the record waits a moment, undecoded."""
-    ledger = OrderLedger(MemoryLedgerSink())
-    world.redelivery = Redelivery(
+def ordered_redelivery(world: World, ledger: OrderLedger) -> Redelivery:
+    """The world's redelivery, with an order ledger (a channel keeps its users' order)."""
+    return Redelivery(
         world.catalog,
         world.lanes,
         DeadLetterWriter(world.letters),
@@ -194,6 +190,15 @@ async def test_an_ordered_record_waits_until_this_process_has_read_what_its_writ
         MAX_AGE,
         ledger=ledger,
     )
+
+
+async def test_an_ordered_record_waits_until_this_process_has_read_what_its_writer_knew(
+    world: World, wait_until: WaitUntil
+) -> None:
+    """Its writer had read the order topic up to 5: a process whose view is behind that could
+    miss an earlier delivery of the same user, so the record waits a moment, undecoded."""
+    ledger = OrderLedger(MemoryLedgerSink())
+    world.redelivery = ordered_redelivery(world, ledger)
     waiting = delayed(world.catalog)
     ordered = raw(waiting, offset=3)
     ordered = Record(
@@ -232,15 +237,7 @@ async def test_an_ordered_delivery_of_a_channel_gone_erases_its_order_fact(
     _, yesterday = build_catalog([channel_cfg("retired")])
     waiting = delayed(yesterday, "retired")
     ledger.record("retired", "u1", (INPUT.partition, INPUT.offset), Fact(0, 0, "d", 60.0))
-    redelivery = Redelivery(
-        world.catalog,
-        world.lanes,
-        DeadLetterWriter(world.letters),
-        DelayPath(world.delayed, f"{GROUP}.retry", (5.0, 60.0), GROUP),
-        GROUP,
-        MAX_AGE,
-        ledger=ledger,
-    )
+    redelivery = ordered_redelivery(world, ledger)
     await redelivery.dispatch([record(4, waiting.model_dump_json().encode())], world.finished)
     await wait_until(lambda: world.finished == [4], what="dead-lettered, fact erased")
     assert [letter.reason.kind for letter in world.letters.letters] == ["unknown_channel"]
