@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import enrichment, report, scenarios
+from . import enrichment, ordering, report, scenarios
 from .context import QUICK, Bench, Sizes, receiver_for_bench
 from .kafka import create_topic, delete_topics, preload
 from .measure import Hook, nothing
@@ -37,7 +37,7 @@ EXTRA = {"S1/1w-f500", "S4-f500"}
 # The pre-loaded topics each scenario reads; a scenario not listed needs none.
 NEEDS = {
     "main": {"S0b", "S1/1w", "S1/2w", "S1/1w-f500", "S2", "S7c"},
-    "mid": {"S4", "S4-f500", "S6a", "S6b"},
+    "mid": {"S4", "S4-f500", "S6a", "S6b", "S8"},
     "small": {"S5"},
 }
 
@@ -61,6 +61,7 @@ def _scenarios(profile: bool) -> dict[str, Scenario]:
         "S4": scenarios.s4_isolation,
         "S4-f500": lambda b: scenarios.s4_isolation(b, in_flight=500),
         "S5": scenarios.s5_naive,
+        "S8": ordering.s8_ordering,
         "S6a": connect.scenario,
         "S6b": quix.scenario,
         "S7a": lambda b: enrichment.catch_up(b, "sqlite"),

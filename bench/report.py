@@ -88,6 +88,10 @@ def ratios(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["S2 events per second per channel / GrowingIO 1,000 users/s"] = _ratio(
         s2.get("events_per_second_per_channel"), GROWINGIO_USERS_PER_SECOND
     )
+    s8 = _find(results, "S8")
+    out["S8 ordering per_user/none deliveries per second (10,000 users)"] = s8.get(
+        "per_user_over_none"
+    )
     return out
 
 
@@ -173,6 +177,12 @@ def print_table(document: dict[str, Any]) -> None:
             notes.append(f"parked {f['delay_records']}")
         if "users_per_request" in f:
             notes.append(f"{f['users_per_request']} users/request")
+        if "per_user_over_none" in f:
+            runs = ", ".join(
+                f"{r['ordering']} {_cell(r['deliveries_per_second_to_last_receipt'])}"
+                for r in f["runs"]
+            )
+            notes.append(f"{f['per_user_over_none']} of none ({runs})")
         if "hang_requests" in f:
             notes.append(
                 f"hang {f['hang_requests']} req, 503 {f['fail_requests']} req, "

@@ -35,12 +35,17 @@ class Channel:
     batch_linger_seconds: float
     tls: ssl.SSLContext | None = None  # None: verify against the system's CAs
     standard_webhooks: SigningKeys | None = None  # also sign the Standard Webhooks way
+    ordering: str = "none"  # "per_user": one user's deliveries one at a time, in input order
     # What a receiver could echo back of this channel's secrets, scrubbed from its answers.
     redactions: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def batched(self) -> bool:
         return self.batch_max_users > 1
+
+    @property
+    def per_user(self) -> bool:
+        return self.ordering == "per_user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +138,7 @@ def _channel(
         batch_linger_seconds=config.batch.linger_ms / 1000,
         tls=None if bundle is None else contexts(bundle),
         standard_webhooks=keys,
+        ordering=config.ordering,
         redactions=redactions(secrets),
     )
 

@@ -133,6 +133,12 @@ class KafkaConfig(_Model):
         "`webhook-consumer channels`), followed by every replica; created when missing. "
         "Default: `<group_id>.channels`.",
     )
+    order_topic: TopicName = Field(
+        f"{DEFAULT_GROUP}.order",
+        description="Compacted topic naming the deliveries of `ordering: per_user` channels "
+        "that wait outside a process; used only when a channel asks for that ordering. "
+        "Default: `<group_id>.order`.",
+    )
     client_id: KafkaName = Field(
         "webhook-consumer", description="Client id every Kafka client of the process sends."
     )
@@ -246,6 +252,7 @@ class KafkaConfig(_Model):
             "dead_letter_topic": f"{group}.dlq",
             "retry_topic_prefix": f"{group}.retry",
             "channels_topic": f"{group}.channels",
+            "order_topic": f"{group}.order",
         }
         return {**data, **{k: v for k, v in derived.items() if data.get(k) is None}}
 
@@ -577,6 +584,12 @@ class ChannelConfig(_Model):
         10.0, description="Bound of a whole attempt: connect, TLS, headers and body."
     )
     batch: BatchConfig = Field(BatchConfig(), description="Several users per request.")
+    ordering: Literal["none", "per_user"] = Field(
+        "none",
+        description="per_user: one user's deliveries to this channel are attempted one at a "
+        "time, in input order, also across retries, delay topics and restarts (needs "
+        "batch.max_users 1).",
+    )
     tls: ChannelTlsConfig = Field(ChannelTlsConfig(), description="TLS to this receiver.")
     standard_webhooks: StandardWebhooksConfig | None = Field(
         None, description="Also send Standard Webhooks signature headers."

@@ -60,6 +60,7 @@ def cross_check(
     for i, ch in _items(data.get("channels")):
         yield from _tls_checks(i, ch, _section(data, "tls"))
         yield from _destination_checks(i, ch, allowed)
+        yield from _ordering_check(i, ch)
         if not webhook_secrets:
             continue
         yield from _secret_checks(f"channels[{i}]", ch, "secret_env", "secret_file", environ)
@@ -211,6 +212,18 @@ def _destination_checks(i: int, channel: dict[str, Any], allowed: list[Any]) -> 
             f"which the destination guard refuses (every delivery would become a "
             f'blocked_destination dead letter); expected it allowed: add "{entry}" to '
             "allowed_networks"
+        )
+
+
+def _ordering_check(i: int, channel: dict[str, Any]) -> Iterator[str]:
+    """A batch carries several users and succeeds or fails as one: one user's order across
+    batches would tie every user of a batch to every other, so the two are not combined."""
+    batch = _section(channel, "batch")
+    users = batch.get("max_users", 1)
+    if channel.get("ordering") == "per_user" and isinstance(users, int) and users > 1:
+        yield (
+            f"channels[{i}].ordering: per_user needs batch.max_users 1 (one user per request), "
+            f"got batch.max_users {users}"
         )
 
 

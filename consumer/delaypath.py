@@ -218,10 +218,11 @@ class DelaySink(Protocol):
 
 
 class MemoryDelaySink:
-    """For unit tests: (topic, record) pairs in write order, and the raw headers."""
+    """For unit tests: (topic, record) pairs in write order, and the raw keys and headers."""
 
     def __init__(self) -> None:
         self.written: list[tuple[str, DelayedDelivery]] = []
+        self.keys: list[bytes | None] = []
         self.headers: list[list[tuple[str, bytes]]] = []
 
     async def send(
@@ -230,6 +231,7 @@ class MemoryDelaySink:
         record = parse_delayed(value)
         assert isinstance(record, DelayedDelivery), record
         self.written.append((topic, record))
+        self.keys.append(key)
         self.headers.append(headers)
         return ACKNOWLEDGED
 
@@ -294,11 +296,24 @@ class DelayPath:
     def pending(self) -> int:
         return self._handoff.pending
 
-    def submit(self, delivery: Delivery, seconds: float, on_written: Callable[[], None]) -> None:
-        topic, due_ms = self._place(seconds)
+    def submit(
+        self,
+        delivery: Delivery,
+        seconds: float,
+        on_written: Callable[[], None],
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        due_ms: int | None = None,
+    ) -> None:
+        """`key`: the records of one key share a partition and keep their order (a user's
+        ordered deliveries); `headers` are added to the path's own; `due_ms`: the exact due
+        time `seconds` stands for, so that records written one after another can be due at
+        the very same moment."""
+        topic, due_ms = self._place(seconds, due_ms)
         record = DelayedDelivery.of(delivery, due_ms=due_ms)
         value = record.model_dump_json().encode()
-        headers = headers_for(record, self._group)
+        headers = [*headers_for(record, self._group), *headers]
         on_written = self._handoff.traced(
             on_written, record.traceparent, record.tracestate, delivery.id, delivery.channel.name
         )
@@ -310,10 +325,10 @@ class DelayPath:
                 reason = Outcome(Kind.UNWRITABLE, retryable=False, message=repr(exc)[:500])
                 give_up(delivery, reason)
 
-        # No key: a delivery has no order to keep with others, and an unkeyed record is
-        # spread over the partitions without hashing.
+        # Mostly no key: a delivery has no order to keep with others, and an unkeyed record
+        # is spread over the partitions without hashing.
         self._handoff.submit(
-            lambda: self._sink.send(topic, value, None, headers), on_written, fallback
+            lambda: self._sink.send(topic, value, key, headers), on_written, fallback
         )
 
     def rewait(self, record: RawRecord, seconds: float, on_written: Callable[[], None]) -> None:
@@ -323,11 +338,17 @@ class DelayPath:
         value = record.value or b""
         headers = [(k, v) for k, v in record.headers if k != DUE_HEADER]
         headers.insert(0, (DUE_HEADER, str(due_ms).encode()))
-        self._handoff.submit(lambda: self._sink.send(topic, value, None, headers), on_written)
+        key = record.key  # an ordered delivery keeps its partition, behind its predecessor
+        self._handoff.submit(lambda: self._sink.send(topic, value, key, headers), on_written)
 
-    def _place(self, seconds: float) -> tuple[str, int]:
+    def level(self, seconds: float) -> float:
+        """The delay of the topic a wait of `seconds` rides."""
+        return level_for(seconds, self._levels)
+
+    def _place(self, seconds: float, due_ms: int | None = None) -> tuple[str, int]:
         level = level_for(seconds, self._levels)
-        due_ms = int((time.time() + min(seconds, level)) * 1000)
+        if due_ms is None or seconds > level:
+            due_ms = int((time.time() + min(seconds, level)) * 1000)
         return delay_topic(self._prefix, level), due_ms
 
     async def close(self) -> None:

@@ -55,6 +55,7 @@ from .outcome import (
 )
 from .parking import Parking
 from .ratelimit import RateLimiter, limiter_for
+from .sequencer import Sequencer, Unordered
 
 _TICK_SECONDS = 0.25
 # A tick this much late means the event loop itself is the bottleneck: then a queue that waits
@@ -80,6 +81,7 @@ class ChannelLane:
         breaker: Breaker | None = None,
         gate: ConcurrencyGate = UNLIMITED,
         control: ChannelControl | None = None,
+        sequencer: Sequencer | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -95,6 +97,8 @@ class ChannelLane:
         self._clock = clock
         self._limiter = limiter or limiter_for(channel)
         self._gate = gate  # a cap beyond this lane's workers (the fleet's), else a no-op
+        # Which deliveries may go now (ordering per_user keeps each user's in input order).
+        self._order = sequencer or Unordered(delays)
         self.parking = Parking(channel, self._limiter, retry, clock)
         self.breaker = breaker or local_breaker(
             channel, retry.circuit_breaker, self._circuit_changed
@@ -128,22 +132,38 @@ class ChannelLane:
     def submit(self, delivery: Delivery) -> None:
         if delivery.orphaned():
             self._drop(delivery)
-            return
-        if self._disabled(self.channel.name) is not None:
-            self._refuse(delivery)
-            return
-        if self._expired(delivery):
-            return
-        blocked = self.breaker.blocked_for()
-        if blocked is not None:
-            self._wait_for_probe(delivery, blocked)
-        elif delivery.parks < self._retry.max_parks and self._overloaded():
-            self._park(delivery)
-        else:
-            self._enqueue(delivery)
+        elif self._order.admit(delivery):
+            self._take(delivery)
 
-    def _enqueue(self, delivery: Delivery) -> None:
-        self._queue.append((self._clock(), delivery))
+    def _take(self, delivery: Delivery | None, *, released: bool = False) -> None:
+        """Deliveries allowed to go (by their order): queued, or to the delay path while the
+        circuit is open or the lane is full; dead-lettered when the channel is disabled or the
+        delivery expired. A dropped one may let the next of its user go.
+        `released`: it waited behind an earlier one of its user, so it is older than what
+        arrived meanwhile and goes to the front of the queue."""
+        while delivery is not None:
+            if delivery.orphaned():
+                delivery, released = self._drop(delivery), True
+                continue
+            if self._disabled(self.channel.name) is not None:
+                self._refuse(delivery)  # the dead letter, once written, lets the next go
+                return
+            if self._expired(delivery):
+                return
+            blocked = self.breaker.blocked_for()
+            if blocked is not None:
+                self._wait_for_probe(delivery, blocked)
+            elif delivery.parks < self._retry.max_parks and self._overloaded():
+                self._park(delivery)
+            else:
+                self._enqueue(delivery, first=released)
+            return
+
+    def _enqueue(self, delivery: Delivery, first: bool = False) -> None:
+        if first and self._queue:  # the queue's oldest wait stays what it was
+            self._queue.appendleft((self._queue[0][0], delivery))
+        else:
+            self._queue.append((self._clock(), delivery))
         self._work_arrived.set()
         while self._idle:  # wake one idle worker, synchronously and without a task
             waiter = self._idle.popleft()
@@ -176,7 +196,7 @@ class ChannelLane:
 
     async def _attempt(self, delivery: Delivery) -> None:
         if delivery.orphaned():
-            self._drop(delivery)
+            self._take(self._drop(delivery), released=True)
             return
         if self._expired(delivery):
             return
@@ -289,7 +309,7 @@ class ChannelLane:
         match decision:
             case Done():
                 self._observer.emit(Delivered(delivery))
-                delivery.finish()
+                self._take(self._order.settled(delivery), released=True)
             case RetrySoon(delay):
                 # A timer, not a sleeping worker: the worker is free for other deliveries.
                 self._observer.emit(RetryingSoon(delivery, delay))
@@ -302,21 +322,26 @@ class ChannelLane:
                 elif why is Wait.PARKED:
                     delivery.parks += 1
                 self._observer.emit(Delayed(delivery, seconds, why))
-                self._delays.submit(delivery, seconds, delivery.finish)
+                self._order.delay(delivery, seconds)
             case GiveUp(reason, limit):
                 self._observer.emit(GaveUp(self.channel.name, delivery, reason, limit))
                 letter = for_delivery(delivery, reason, None if limit is None else limit.value)
-                self._dead_letters.submit(letter, delivery.finish)
+                # The next delivery of its user (ordering per_user) goes once this is written.
+                self._dead_letters.submit(
+                    letter, lambda: self._take(self._order.settled(delivery), released=True)
+                )
 
     def _requeue(self, delivery: Delivery) -> None:
         self._timers.pop(id(delivery), None)
         if delivery.orphaned():
-            self._drop(delivery)
+            self._take(self._drop(delivery), released=True)
         else:
             self._enqueue(delivery)
 
-    def _drop(self, delivery: Delivery) -> None:
+    def _drop(self, delivery: Delivery) -> Delivery | None:
+        """Not sent: its next owner redoes it. Returns the next of its user that may go."""
         self._observer.emit(Dropped(delivery))
+        return self._order.dropped(delivery)
 
     def _circuit_changed(self, state: State, failures: int, cooldown: float) -> None:
         self._observer.emit(CircuitChanged(self.channel.name, state.value, failures, cooldown))
@@ -352,6 +377,7 @@ class ChannelLane:
         requests already out get `within` seconds to finish, then the lane stops."""
         self._surplus_workers = sys.maxsize
         pending = [d for _, d in self._queue] + [d for _, d in self._timers.values()]
+        pending += self._order.release_all()  # held behind an earlier one of their user
         self._queue.clear()
         for handle, _ in self._timers.values():
             handle.cancel()

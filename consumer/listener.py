@@ -70,13 +70,17 @@ class Listener:
         config: KafkaConfig,
         load_committed: CommittedLoader | None = None,
         observer: Observer = NO_OBSERVER,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`prepare` is awaited after each assignment, before any record of the new
+        partitions is handed on (the order ledger reads to its end)."""
         self._consumer = consumer
         self._dispatcher = dispatcher
         self._redelivery = redelivery
         self._config = config
         self._load_committed = load_committed
         self._observer = observer
+        self._prepare = prepare
         self._owned: set[int] = set()  # input partitions assigned to this member
         self._progress = asyncio.Event()  # set whenever some record finished
         self._tracker = OffsetTracker(on_progress=self._progress.set)
@@ -282,7 +286,17 @@ class Listener:
             self._tracker.assign(_key(tp))
         self._owned.update(tp.partition for tp in assigned if self._is_input(tp))
         self._observer.emit(PartitionsOwned(frozenset(self._owned), assigned=True))
-        skipped = await self._resume(assigned)
+        # aiokafka may fetch for the new partitions while this runs: nothing of them is
+        # handed on before what they need is known (finished offsets, the order ledger).
+        if assigned:
+            self._consumer.pause(*assigned)
+        try:
+            skipped = await self._resume(assigned)
+            if self._prepare is not None:
+                await self._prepare()
+        finally:
+            if assigned and not self._draining:
+                self._consumer.resume(*assigned)
         log.info(
             "partitions.assigned",
             partitions=sorted(_key(tp) for tp in assigned),

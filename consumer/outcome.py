@@ -80,6 +80,7 @@ class Wait(StrEnum):
     CIRCUIT_OPEN = "circuit_open"  # the channel's circuit is open: wait for its next probe
     PARKED = "parked"  # the lane has more work than it can send within the backlog bound
     THROTTLED = "throttled"  # the receiver asked us to slow down (429, Retry-After)
+    BEHIND = "behind"  # ordering per_user: an earlier delivery of the same user comes first
 
 
 class Limit(StrEnum):

@@ -21,7 +21,11 @@ from .delaypath import (
 from .delivery import Owner, Source, Ticket
 from .dispatcher import Lanes, RecordLike
 from .observer import NO_OBSERVER, GaveUp, Held, Observer, Redelivered, Skipped
+from .orderledger import ORDER_SEEN, OrderLedger, Seq
 from .outcome import Kind, Outcome
+from .sequencer import place_in
+
+_LEDGER_LAG_SECONDS = 1.0  # how long a record waits for this process's order ledger to read on
 
 
 class Redelivery:
@@ -34,6 +38,7 @@ class Redelivery:
         group: str,
         max_age: float,
         observer: Observer = NO_OBSERVER,
+        ledger: OrderLedger | None = None,
     ) -> None:
         self._catalog = catalog
         self._lanes = lanes
@@ -42,6 +47,7 @@ class Redelivery:
         self._group = group.encode()
         self._max_age_ms = max_age * 1000
         self._observer = observer
+        self._ledger = ledger  # present when a channel keeps its users' order
 
     def use(self, catalog: Catalog) -> None:
         """A reloaded config: delay records come back to the channels as configured now."""
@@ -58,7 +64,7 @@ class Redelivery:
                 self._observer.emit(Skipped(record.topic, group.decode("utf-8", "replace")))
                 ticket.done()
                 continue
-            if self._held(record, ticket):
+            if self._held(record, ticket) or self._unseen(record, ticket):
                 continue
             delayed = parse_delayed(record.value)
             if isinstance(delayed, str):
@@ -73,7 +79,7 @@ class Redelivery:
                     message=f"channel {delayed.channel!r} is no longer configured",
                 )
                 letter = _letter_for(delayed, reason, source)
-                self._give_up(letter, reason, ticket, delayed.channel)
+                self._give_up(letter, reason, ticket, delayed.channel, self._erasing(delayed))
                 continue
             delivery.tickets.append(ticket)
             self._observer.emit(Redelivered(delivery))
@@ -81,7 +87,11 @@ class Redelivery:
 
     def _held(self, record: RecordLike, ticket: Ticket) -> bool:
         """Back while its channel's circuit is still open: wait again for the next probe,
-        as the bytes it came in (a long outage rewrites many records many times)."""
+        as the bytes it came in (a long outage rewrites many records many times). Not an
+        ordered delivery: its lane sends it back with the rest of its user's chain, and
+        says in the order ledger when they are due, so later ones can wait beside them."""
+        if header(record.headers, ORDER_SEEN) is not None:
+            return False
         channel = (header(record.headers, CHANNEL_HEADER) or b"").decode("utf-8", "replace")
         created = header(record.headers, CREATED_HEADER)
         lane = self._lanes.get(channel)
@@ -100,11 +110,43 @@ class Redelivery:
         self._delays.rewait(record, hold, ticket.done)
         return True
 
+    def _unseen(self, record: RecordLike, ticket: Ticket) -> bool:
+        """An ordered delivery whose writer knew of order facts this process has not read
+        yet (its follower lags): back to wait a moment, rather than overtake one of them."""
+        seen = header(record.headers, ORDER_SEEN)
+        if seen is None or not seen.isdigit() or self._ledger is None:
+            return False
+        if self._ledger.caught_up(int(seen)):
+            return False
+        self._delays.rewait(record, _LEDGER_LAG_SECONDS, ticket.done)
+        return True
+
     def _give_up(
-        self, letter: DeadLetter, reason: Outcome, ticket: Ticket, channel: str | None = None
+        self,
+        letter: DeadLetter,
+        reason: Outcome,
+        ticket: Ticket,
+        channel: str | None = None,
+        erase: tuple[str, str, Seq] | None = None,
     ) -> None:
         self._observer.emit(GaveUp(channel, None, reason, None))
-        self._dead_letters.submit(letter, ticket.done)
+        ledger = self._ledger
+        if ledger is None or erase is None:
+            self._dead_letters.submit(letter, ticket.done)
+        else:  # its order fact goes with it, or the channel's users would wait for it
+            self._dead_letters.submit(letter, lambda: ledger.erase(*erase, ticket.done))
+
+    def _erasing(self, delayed: DelayedDelivery) -> tuple[str, str, Seq] | None:
+        """The order fact of a delivery that ends here, if this process's view has one."""
+        place = place_in(delayed.events, delayed.sources)
+        if self._ledger is None or place is None:
+            return None
+        user, seq = place
+        return (
+            (delayed.channel, user, seq)
+            if seq in self._ledger.channel(delayed.channel).get(user, ())
+            else None
+        )
 
     def flush(self) -> None:
         """Nothing lingers here; present so every handler can be flushed alike."""

@@ -117,6 +117,12 @@ class Reloader:
             if section not in LIVE_SECTIONS
             and getattr(config, section) != getattr(old_config, section)
         )
+        # A lane keeps the ordering it started with: its chains cannot change shape live.
+        restart += [
+            f"channels.{name}.ordering"
+            for name in changed
+            if before[name].ordering != after[name].ordering
+        ]
         gone = Outcome(
             Kind.UNKNOWN_CHANNEL,
             retryable=False,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -38,11 +38,15 @@ from .lanes import ChannelLane
 from .limit_backends import open_limits
 from .listener import Listener
 from .observer import CircuitChanged, GaveUp, Lifecycle, Observer, Stage
+from .orderfollow import LedgerFollower, open_ledger
+from .ordering import UserOrder
+from .orderledger import OrderLedger
 from .outcome import Outcome
 from .redelivery import Redelivery
 from .redis_health import RedisHealth
 from .reload import Reloader
 from .sender import Sender
+from .sequencer import Sequencer, Unordered, end, place_of
 from .status_page import ServiceInfo, render
 from .supervisor import worker_identity
 from .topics import DEAD_LETTER_MAX_BYTES, ensure_topics
@@ -128,9 +132,12 @@ async def run_service(
             summary.close()
             return
         attributes_topic = config.attributes.topic
+        ordered = any(channel.per_user for channel in catalog.channels.values())
         if config.kafka.create_topics:
             compacted = [] if attributes_topic is None else [attributes_topic]
-            await ensure_topics(config.kafka, delay_topics_of(config), environ, compacted)
+            await ensure_topics(
+                config.kafka, delay_topics_of(config), environ, compacted, ordered=ordered
+            )
         redis_health = RedisHealth(observer)  # one gauge for every user of Redis
         backend = open_backend(config.attributes, environ, redis_health)
         cache = cache_for(backend, config.attributes)
@@ -165,17 +172,34 @@ async def run_service(
 
         def unwritable(delivery: Delivery, reason: Outcome) -> None:
             observer.emit(GaveUp(delivery.channel.name, delivery, reason, None))
-            dead_letters.submit(for_delivery(delivery, reason), delivery.finish)
 
+            def ended() -> None:  # a dead letter ends it: its order fact, if any, goes too
+                if ledger is None:
+                    delivery.finish()
+                else:
+                    end(ledger, delivery.channel.name, delivery, place_of(delivery))
+
+            dead_letters.submit(for_delivery(delivery, reason), ended)
+
+        # Order facts are part of the delay hand-off: written on the same path, counted alike.
+        delay_handoff = Handoff("delay", observer, on_fatal=stop_on_bug)
         delays = DelayPath(
             KafkaDelaySink(producer),
             config.kafka.retry_topic_prefix,
             levels,
             config.kafka.group_id,
-            Handoff("delay", observer, on_fatal=stop_on_bug),
+            delay_handoff,
             on_unwritable=unwritable,
         )
         stack.push_async_callback(delays.close)
+        ledger: OrderLedger | None = None
+        ledger_follower: LedgerFollower | None = None
+        opened = await open_ledger(
+            config, producer, delay_handoff, environ, ordered=ordered, on_fatal=stop_on_bug
+        )
+        if opened is not None:
+            ledger, ledger_follower = opened
+            stack.push_async_callback(ledger_follower.close)
         if metrics is not None:
             metrics.track_pending("delay", lambda: delays.pending)
             metrics.track_pending("dead_letter", lambda: dead_letters.pending)
@@ -185,6 +209,23 @@ async def run_service(
 
         def make_lane(channel: Channel) -> ChannelLane:
             parts = limits.for_channel(channel, _circuit_log(channel.name, observer))
+            sequencer: Sequencer | None = None
+            if ledger is None:
+                if channel.per_user:  # added by a reload: the order topic is read at start
+                    log.warning(
+                        "config.restart_needed", sections=[f"channels.{channel.name}.ordering"]
+                    )
+            elif channel.per_user:
+                sequencer = UserOrder(
+                    channel.name,
+                    ledger,
+                    delays,
+                    max_held=config.kafka.max_in_flight_per_partition // 10,
+                    backlog_seconds=config.retry.max_backlog_seconds,
+                    observer=observer,
+                )
+            else:
+                sequencer = Unordered(delays, ledger, channel.name)
             return ChannelLane(
                 channel,
                 sender,
@@ -196,6 +237,7 @@ async def run_service(
                 gate=parts.gate,
                 breaker=parts.breaker,
                 control=channel_state,
+                sequencer=sequencer,
             )
 
         lanes.update({name: make_lane(channel) for name, channel in catalog.channels.items()})
@@ -229,6 +271,7 @@ async def run_service(
             config.kafka.group_id,
             config.retry.max_age,
             observer,
+            ledger,
         )
         listener = Listener(
             consumer,
@@ -237,6 +280,7 @@ async def run_service(
             config.kafka,
             load_committed=committed,
             observer=observer,
+            prepare=(None if ledger_follower is None else _caught_up(ledger_follower, stop_on_bug)),
         )
         if config_path is not None:
             reloader = Reloader(
@@ -320,6 +364,21 @@ def _start_follower(follower: AttributeFollower, on_bug: Callable[[BaseException
 
     assert follower.task is not None
     follower.task.add_done_callback(ended)
+
+
+def _caught_up(
+    follower: LedgerFollower, on_bug: Callable[[BaseException], None]
+) -> Callable[[], Awaitable[None]]:
+    """Before a new partition's records go anywhere, the order ledger has read to its end."""
+
+    async def prepare() -> None:
+        try:
+            await follower.catch_up()
+        except Exception as exc:  # the follower died: not safe to go on keeping any order
+            on_bug(exc)
+            raise
+
+    return prepare
 
 
 def _circuit_log(channel: str, observer: Observer) -> Callable[[State, int, float], None]:

@@ -37,14 +37,37 @@ def _topic(config: KafkaConfig, name: str, settings: dict[str, str] | None = Non
     )
 
 
+HOUR_MS = str(3_600_000)
+
+
+def order_topic(config: KafkaConfig) -> NewTopic:
+    """One partition, so the ledger has one order (consumer/orderledger.py); compacted, but a
+    superseded fact stays until its successor is an hour old, longer than any healthy reader
+    lags behind; segments roll hourly so that compaction can reach them."""
+    return NewTopic(
+        config.order_topic,
+        1,
+        config.replication_factor,
+        topic_configs={
+            **durability(config),
+            "cleanup.policy": "compact",
+            "min.compaction.lag.ms": HOUR_MS,
+            "segment.ms": HOUR_MS,
+        },
+    )
+
+
 async def ensure_topics(
     config: KafkaConfig,
     delay_topics: list[str] | None = None,
     environ: Mapping[str, str] | None = None,
     compacted: Sequence[str] = (),
+    *,
+    ordered: bool = False,
 ) -> None:
-    """The input, dead-letter and delay topics, and `compacted` ones (the attributes topic),
-    created where missing; a topic that exists is left as it is."""
+    """The input, dead-letter and delay topics, `compacted` ones (the attributes topic), and
+    with `ordered` (a channel has `ordering: per_user`) the order topic, created where
+    missing; a topic that exists is left as it is."""
     admin = AIOKafkaAdminClient(**client_options(config, environ))
     await admin.start()
     try:
@@ -68,6 +91,7 @@ async def ensure_topics(
             # Only the latest record of each key is needed, and a tombstone's key goes too,
             # once every reader has had a day to see it.
             *(_topic(config, name, {"cleanup.policy": "compact"}) for name in compacted),
+            *([order_topic(config)] if ordered else []),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:

@@ -60,7 +60,7 @@ RESULTS = (
     "blocked",
     "error",
 )
-WAIT_REASONS = ("circuit_open", "parked", "throttled")
+WAIT_REASONS = ("circuit_open", "parked", "throttled", "behind")
 DEAD_LETTER_REASONS = (
     "http_status",
     "timeout",

@@ -75,6 +75,20 @@ def test_contract_example_loads(config_file: Callable[..., Path]) -> None:
     assert config.campaigns[0].template_params["quota"] == 3
     assert config.retry.quick_attempts == 3
     assert config.kafka.dead_letter_topic == "webhook-dead-letters"
+    assert channel.ordering == "none"  # per_user is asked for, never assumed
+    assert config.kafka.order_topic == "webhook-consumer.order"  # derived from the group
+
+
+def test_per_user_order_loads_and_the_order_topic_follows_the_group(
+    config_file: Callable[..., Path],
+) -> None:
+    def mutate(data: dict[str, Any]) -> None:
+        data["kafka"]["group_id"] = "hooks-eu"
+        data["channels"][0]["ordering"] = "per_user"
+
+    config = load_config(config_file(mutate), environ=ENV)
+    assert config.channels[0].ordering == "per_user"
+    assert config.kafka.order_topic == "hooks-eu.order"
 
 
 def _campaign(data: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +183,16 @@ CASES = {
         "kafka.topic",
         ["expected a Kafka topic name", "'user events'"],
     ),
+    "unknown ordering": (
+        lambda d: d["channels"][0].update(ordering="per_event"),
+        "channels[0].ordering",
+        ["'none' or 'per_user'", "'per_event'"],
+    ),
+    "per-user order of a batched channel": (
+        lambda d: d["channels"][0].update(ordering="per_user", batch={"max_users": 20}),
+        "channels[0].ordering",
+        ["per_user needs batch.max_users 1", "got batch.max_users 20"],
+    ),
 }
 KAFKA_NAMES = [
     "bootstrap_servers",
@@ -176,6 +200,7 @@ KAFKA_NAMES = [
     "topic",
     "dead_letter_topic",
     "retry_topic_prefix",
+    "order_topic",
     "client_id",
 ]
 

@@ -4,6 +4,7 @@ consumer stands in for Kafka."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -224,3 +225,31 @@ async def test_unreadable_commit_metadata_costs_duplicates_not_the_start() -> No
     await listener.assigned({TP})
     await listener._dispatch(TP, [record(o, None) for o in range(50, 53)])
     assert redelivered.batches == [[50, 51, 52]]
+
+
+async def test_no_record_of_a_new_partition_is_handed_on_before_it_is_prepared() -> None:
+    """aiokafka may fetch for new partitions while the assignment callback runs: they stay
+    paused until their finished offsets and the order ledger are known."""
+    consumer = FakeConsumer(TP)
+    preparing, prepared = asyncio.Event(), asyncio.Event()
+    seen_while_preparing: list[list[tuple[Any, ...]]] = []
+
+    async def prepare() -> None:
+        seen_while_preparing.append(list(consumer.calls))
+        preparing.set()
+        await prepared.wait()
+
+    config = KafkaConfig(retry_topic_prefix=PREFIX)
+    listener = Listener(
+        consumer,  # type: ignore[arg-type]
+        RecordingHandler(),
+        RecordingHandler(),
+        config,
+        prepare=prepare,
+    )
+    assigning = asyncio.create_task(listener.assigned({TP}))
+    await asyncio.wait_for(preparing.wait(), 5)
+    assert seen_while_preparing == [[("pause", TP)]]
+    prepared.set()
+    await assigning
+    assert consumer.calls == [("pause", TP), ("resume", TP)]

@@ -12,6 +12,7 @@ from consumer.catalog import Catalog
 from consumer.deadletter import DeadLetterWriter, MemoryDeadLetterSink
 from consumer.delaypath import DelayedDelivery, DelayPath, MemoryDelaySink, headers_for
 from consumer.delivery import Delivery, Source, delivery_id
+from consumer.orderledger import ORDER_SEEN, Fact, MemoryLedgerSink, OrderLedger
 from consumer.outcome import from_response
 from consumer.redelivery import Redelivery
 
@@ -176,3 +177,70 @@ async def test_an_expired_delivery_is_not_held_again(world: World) -> None:
     # Decoded and handed to its lane, which writes its max_age dead letter.
     assert len(world.lanes["crm"].deliveries) == 1
     assert world.delayed.written == []
+
+
+def ordered_redelivery(world: World, ledger: OrderLedger) -> Redelivery:
+    """The world's redelivery, with an order ledger (a channel keeps its users' order)."""
+    return Redelivery(
+        world.catalog,
+        world.lanes,
+        DeadLetterWriter(world.letters),
+        DelayPath(world.delayed, f"{GROUP}.retry", (5.0, 60.0), GROUP),
+        GROUP,
+        MAX_AGE,
+        ledger=ledger,
+    )
+
+
+async def test_an_ordered_record_waits_until_this_process_has_read_what_its_writer_knew(
+    world: World, wait_until: WaitUntil
+) -> None:
+    """Its writer had read the order topic up to 5: a process whose view is behind that could
+    miss an earlier delivery of the same user, so the record waits a moment, undecoded."""
+    ledger = OrderLedger(MemoryLedgerSink())
+    world.redelivery = ordered_redelivery(world, ledger)
+    waiting = delayed(world.catalog)
+    ordered = raw(waiting, offset=3)
+    ordered = Record(
+        ordered.topic, 0, 3, ordered.value, [*ordered.headers, (ORDER_SEEN, b"5")], key=b"u1"
+    )
+    await world.dispatch(ordered)
+    assert world.lanes["crm"].deliveries == []
+    await wait_until(lambda: world.finished == [3], what="written back")
+    ((topic, again),) = world.delayed.written
+    assert (topic, again, world.delayed.keys) == (f"{GROUP}.retry.5s", waiting, [b"u1"])
+    ledger.read_to(5)  # the view has read as far
+    await world.dispatch(Record(ordered.topic, 0, 4, ordered.value, ordered.headers, key=b"u1"))
+    assert len(world.lanes["crm"].deliveries) == 1
+
+
+async def test_an_ordered_record_back_while_the_circuit_is_open_goes_to_its_lane(
+    world: World,
+) -> None:
+    """Its lane sends it back with the rest of its user's chain and updates the order ledger,
+    rather than have it rewritten unread."""
+    world.lanes["crm"].held = 30.0
+    ordered = raw(delayed(world.catalog), offset=3)
+    headers = [*ordered.headers, (ORDER_SEEN, b"0")]
+    await world.dispatch(Record(ordered.topic, 0, 3, ordered.value, headers, key=b"u1"))
+    assert len(world.lanes["crm"].deliveries) == 1
+    assert world.delayed.written == []
+
+
+async def test_an_ordered_delivery_of_a_channel_gone_erases_its_order_fact(
+    world: World, channel_cfg: ChannelFactory, build_catalog: CatalogFactory, wait_until: WaitUntil
+) -> None:
+    """Dead-lettered (unknown_channel), it releases the next of its user, as a dead letter
+    does: its fact goes once the letter is written, and only then is its record finished."""
+    topic = MemoryLedgerSink()
+    ledger = OrderLedger(topic)
+    _, yesterday = build_catalog([channel_cfg("retired")])
+    waiting = delayed(yesterday, "retired")
+    ledger.record("retired", "u1", (INPUT.partition, INPUT.offset), Fact(0, 0, "d", 60.0))
+    redelivery = ordered_redelivery(world, ledger)
+    await redelivery.dispatch([record(4, waiting.model_dump_json().encode())], world.finished)
+    await wait_until(lambda: world.finished == [4], what="dead-lettered, fact erased")
+    assert [letter.reason.kind for letter in world.letters.letters] == ["unknown_channel"]
+    assert ledger.channel("retired") == {}
+    assert [value is None for _, value in topic.records] == [False, True]
+    await ledger.close()
