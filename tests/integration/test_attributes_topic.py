@@ -31,6 +31,7 @@ def config_for(bootstrap: str, topic: str, attributes: dict[str, Any]) -> Servic
         "kafka": {"bootstrap_servers": bootstrap},
         "attributes": {**attributes, "topic": topic},
         "channels": [{"name": "unused", "url": "http://127.0.0.1:9/hooks"}],
+        "allowed_networks": ["127.0.0.0/8"],  # check-config refuses a loopback URL otherwise
     }
     return parse_config(document, "test", {})
 
@@ -366,6 +367,7 @@ async def test_attributes_publish_writes_the_file_to_the_topic(
         "kafka": {"bootstrap_servers": bootstrap, "topic_partitions": 2},
         "attributes": {"url": f"sqlite:///{tmp_path}/a.db", "topic": topic},
         "channels": [{"name": "unused", "url": "http://127.0.0.1:9/hooks"}],
+        "allowed_networks": ["127.0.0.0/8"],  # check-config refuses a loopback URL otherwise
     }
     config.write_text(yaml.safe_dump(document), encoding="utf-8")
     code, out, err = await run_cli(
@@ -390,6 +392,7 @@ async def test_attributes_publish_without_a_topic_is_a_usage_error(tmp_path: Pat
     document = {
         "attributes": {"url": f"sqlite:///{tmp_path}/a.db"},
         "channels": [{"name": "unused", "url": "http://127.0.0.1:9/hooks"}],
+        "allowed_networks": ["127.0.0.0/8"],  # check-config refuses a loopback URL otherwise
     }
     config.write_text(yaml.safe_dump(document), encoding="utf-8")
     users = tmp_path / "users.jsonl"
