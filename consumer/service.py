@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from .admin import AdminServer
 from .attributes import open_store
+from .attributes.backends import SentAttributes
 from .breaker import State
 from .catalog import Catalog, Channel
 from .config import ServiceConfig
@@ -111,7 +112,10 @@ async def run_service(
         if config.kafka.create_topics:
             await ensure_topics(config.kafka, delay_topics_of(config), environ)
         redis_health = RedisHealth(observer)  # one gauge for every user of Redis
-        store = open_store(config.attributes, environ, redis_health)
+        sent_attributes = SentAttributes(catalog)  # a lookup fetches only these
+        store = open_store(
+            config.attributes, environ, redis_health, fields=sent_attributes, observer=observer
+        )
         stack.push_async_callback(store.close)
         session = make_session(config.allowed_networks)
         stack.push_async_callback(session.close)
@@ -206,7 +210,7 @@ async def run_service(
                 catalog,
                 lanes,
                 make_lane,
-                [dispatcher, redelivery],
+                [dispatcher, redelivery, sent_attributes],
                 environ,
                 observer,
                 limits.pacing,

@@ -17,6 +17,7 @@ import structlog
 from ..delivery import Delivery
 from ..observer import (
     Attempted,
+    AttributesCorrupt,
     CircuitChanged,
     Delayed,
     Delivered,
@@ -58,6 +59,8 @@ class TransitionLog:
                 log.warning("handoff.failing", what=what, error=error)
             case HandoffChanged(what, False, failed, _):
                 log.info("handoff.recovered", what=what, failed_tries=failed)
+            case AttributesCorrupt(key, reason, True):  # once per user: it stays corrupt
+                log.warning("attributes.corrupt", key=key, reason=reason, sent_as="not found")
             case _ if self._debug:
                 self._debug_line(details)
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..observer import (
     Attempted,
+    AttributesCorrupt,
     CircuitChanged,
     CommitFailed,
     Committed,
@@ -112,6 +113,9 @@ HELP = {
     "last_success_timestamp_seconds": "Unix time of a channel's last 2xx answer.",
     "redis_available": (
         "1 while Redis answers, 0 when not; only exported with a redis backend configured."
+    ),
+    "attributes_corrupt_total": (
+        "Lookups that met a user whose stored attributes cannot be read (sent as not found)."
     ),
     "config_reloads_total": (
         "Config reloads, applied or rejected (a rejected one keeps the running config)."
@@ -227,6 +231,7 @@ class PrometheusHook:
         self._lag: dict[int, int] = {}
         self._pending: dict[str, Callable[[], int]] = {}
         self._redis: bool | None = None  # no sample until Redis was first asked
+        self._corrupt = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
             Attempted: self._attempted,
             Delayed: self._delayed,
@@ -243,6 +248,7 @@ class PrometheusHook:
             PartitionsOwned: self._partitions_owned,
             LaneLoad: self._lane_load,
             RedisChanged: self._redis_changed,
+            AttributesCorrupt: self._attributes_corrupt,
             ConfigReloaded: self._config_reloaded,
         }
 
@@ -339,6 +345,9 @@ class PrometheusHook:
 
     def _redis_changed(self, details: RedisChanged) -> None:
         self._redis = details.available
+
+    def _attributes_corrupt(self, details: AttributesCorrupt) -> None:
+        self._corrupt += 1
 
     def _config_reloaded(self, details: ConfigReloaded) -> None:
         self._reloads["applied" if details.applied else "rejected"] += 1
@@ -441,6 +450,9 @@ class PrometheusHook:
             yield GaugeMetricFamily(
                 P + "redis_available", HELP["redis_available"], 1 if self._redis else 0
             )
+        yield CounterMetricFamily(
+            P + "attributes_corrupt_total", HELP["attributes_corrupt_total"], self._corrupt
+        )
         reloads = counter("config_reloads_total", ["result"])
         for result, count in self._reloads.items():
             reloads.add_metric([result], count)

@@ -32,7 +32,7 @@ def alerts() -> dict[str, dict[str, Any]]:
 
 
 def test_the_catalogue_is_well_formed() -> None:
-    assert len(catalogue()["metrics"]) == 21
+    assert len(catalogue()["metrics"]) == 22
     assert catalogue_problems(catalogue()) == []
 
 
