@@ -34,6 +34,8 @@ from .circuit import Circuit, CircuitStore
 from .shared import Availability, FleetUnavailable
 
 REFRESH: Final = 0.5  # seconds between reads of the shared state while the lane is busy
+# A copy older than this (an idle lane's, or one never read) is read again before a request.
+_STALE_COPY: Final = 2 * REFRESH
 _IDLE_AFTER: Final = 5.0  # a closed circuit nobody asked about this long is not refreshed
 
 OnChange = Callable[[State, int, float], None]
@@ -70,6 +72,7 @@ class FleetBreaker:
         self._changed = asyncio.Event()  # set at every change of state
         self._claiming = asyncio.Lock()
         self._last_asked = -math.inf
+        self._read_at = -math.inf  # when Redis last told the copy
         self._was_shared = True
         self._stale = False  # back from the fallback: the copy predates the outage
         self._refresher: asyncio.Task[None] | None = None
@@ -90,16 +93,14 @@ class FleetBreaker:
         return left if left > 0 else None
 
     async def admit(self) -> bool:
-        if self._shared() and self._stale:
-            await self.refresh()  # what the fleet decided meanwhile, before anything goes
+        if self._shared() and (self._stale or self._clock() - self._read_at > _STALE_COPY):
+            # Back from an outage, idle for a while, or never read: what the fleet decided
+            # meanwhile, before anything goes.
+            await self.refresh()
         if not self._shared() or self._stale:
             return await self._fallback.admit()
         self._asked()
-        if self._reporting:
-            # After a failure here, learn the fleet's count before sending again (bounded by
-            # the round trip's timeout): the circuit opens after `failures` in total, not
-            # `failures` plus what each replica sent while its write was on its way.
-            await asyncio.wait(set(self._reporting))
+        await self._reported()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._probe_timeout  # waiting is real time, like the local one
         while self._shared():
@@ -124,6 +125,7 @@ class FleetBreaker:
     async def confirm(self) -> Admission | None:
         if not self._shared() or self._stale:
             return await self._fallback.confirm()
+        await self._reported()  # a failure of this replica's since admission counts too
         circuit = self._circuit
         if circuit.state is State.CLOSED:
             return REGULAR
@@ -179,6 +181,13 @@ class FleetBreaker:
             with contextlib.suppress(FleetUnavailable):
                 self._learn(await self._store.reset())
 
+    async def _reported(self) -> None:
+        """After a failure here, learn the fleet's count before sending again (bounded by
+        the round trip's timeout): the circuit opens after `failures` in total, not
+        `failures` plus what each replica sent while its write was on its way."""
+        if self._reporting:
+            await asyncio.wait(set(self._reporting))
+
     def _probe_of(self, admission: Admission | None) -> str | None:
         """The claim's holder when `admission` is this replica's probe out now."""
         if admission is None or self._probe is None or self._probe[0] is not admission:
@@ -206,6 +215,7 @@ class FleetBreaker:
 
     def _learn(self, circuit: Circuit) -> None:
         """The shared state as Redis answered it; an answer older than the copy is ignored."""
+        self._read_at = self._clock()
         if circuit.version >= self._circuit.version:
             self._adopt(circuit, circuit.version)
 
@@ -262,6 +272,7 @@ class FleetBreaker:
             with contextlib.suppress(FleetUnavailable):
                 circuit = await self._store.read()
                 if self._stale:
+                    self._read_at = self._clock()
                     self._adopt(circuit, circuit.version)  # Redis may have restarted empty
                 else:
                     self._learn(circuit)

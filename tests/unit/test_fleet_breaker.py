@@ -100,8 +100,36 @@ async def test_a_healthy_channel_costs_no_round_trip_per_request(changes: Change
         assert await send(breaker) is REGULAR
         breaker.record(False, REGULAR)
     await settle()
-    assert store.calls == 0
+    assert store.calls == 1  # one read before the first request, none after
     assert changes == []
+    await breaker.close()
+
+
+async def test_a_replica_reads_the_circuit_before_its_first_request(changes: Changes) -> None:
+    """A replica whose lane was idle while the fleet opened the circuit (it never read it,
+    or long ago) does not send on what it knew then."""
+    clock, switch = Clock(), Switch(count=2)
+    store, (a, idle) = fleet(2, switch, clock, changes)
+    await opened(store, a)
+    assert not await idle.admit()
+    assert idle.blocked_for() == pytest.approx(COOLDOWN)
+    await a.close()
+    await idle.close()
+
+
+async def test_a_failure_on_its_way_counts_before_the_next_request_goes(
+    changes: Changes,
+) -> None:
+    """A request admitted while the circuit was closed waits, right before it goes, for a
+    failure this replica reported meanwhile: if that one opened the circuit, it stays."""
+    clock, switch = Clock(), Switch(count=1)
+    store, [breaker] = fleet(1, switch, clock, changes)
+    for _ in range(FAILURES - 1):
+        await fail(breaker)
+    assert await breaker.admit()  # admitted, then waits for its permit and lease
+    breaker.record(True, await send(breaker))  # meanwhile the threshold's failure
+    assert await breaker.confirm() is None
+    assert store.state is State.OPEN
     await breaker.close()
 
 
