@@ -121,6 +121,7 @@ class FleetLimiter:
     async def acquire(self) -> float:
         started = self._clock()
         self._demand.arrived()
+        overslept = False
         while True:
             if not self._availability.shared:
                 return self._clock() - started + await self._local().acquire()
@@ -133,6 +134,13 @@ class FleetLimiter:
             wait = slot - self._clock()
             if wait > 0:
                 await self._sleep(wait)
+                if not overslept and self._clock() - slot > _STALE:
+                    # The event loop woke this caller late (it was busy): the slots of every
+                    # caller it held back have passed together, and spent now they would go
+                    # out in a bunch. Take the next one instead (once: a loop that is always
+                    # late must still send).
+                    overslept = True
+                    continue
             if self.paused_for() <= 0:
                 return self._clock() - started
             # A pause arrived while this caller slept: its slot is void.

@@ -6,8 +6,9 @@ members holding partitions), not from a Redis heartbeat remembered from before t
 Kafka answers while Redis does not, and it sees the replicas started during the outage, which
 is exactly when an autoscaler on the input lag adds some. Only a Stable group's answer counts:
 a group that is rebalancing lists members with empty assignments, and a coordinator that is
-moving answers with an error and no members. Until a first Stable answer, a replica assumes
-as many replicas as the input topic has partitions, or one more than the fleet last counted
+moving answers with an error and no members. A higher count is taken at once, a lower one
+only when the next Stable answer agrees. Until a first Stable answer, a replica assumes as
+many replicas as the input topic has partitions, or one more than the fleet last counted
 (kept in Redis for replicas yet to start).
 """
 
@@ -82,6 +83,7 @@ class GroupMembers:
         self._count = kafka.topic_partitions
         self._source = "configured"  # where the count came from
         self._settled = False  # a Stable group has been counted
+        self._lower: int | None = None  # a lower count, heard once: asked again to confirm
         self._assumed = False  # the input topic's partitions were asked for
         self._task: asyncio.Task[None] | None = None
 
@@ -105,6 +107,8 @@ class GroupMembers:
                         await self._assume_partitions(admin)
                     counted = await self._described(admin)
                     if counted is None:
+                        self._lower = None
+                    if counted is None or not self._confirmed(counted):
                         wait = min(delay, _UNSETTLED_REFRESH)  # soon: a rebalance ends soon
                     else:
                         self._settled = True
@@ -119,6 +123,15 @@ class GroupMembers:
         finally:
             if admin is not None:
                 await admin.close()
+
+    def _confirmed(self, counted: int) -> bool:
+        """More replicas count at once; fewer only once two Stable answers in a row say so
+        (a group still forming is Stable with its first members alone for a moment)."""
+        if counted >= self._count or counted == self._lower:
+            self._lower = None
+            return True
+        self._lower = counted
+        return False
 
     async def _recall(self) -> None:
         """One more than the fleet counted last: this replica is joining it."""

@@ -230,3 +230,25 @@ async def test_back_from_the_fallback_no_burst_is_granted_on_top() -> None:
     # local one than its share's interval: one permit per replica, no more (21 with a burst).
     switching_back = [t for t in sent if t >= start + 5]
     assert busiest_second(switching_back) <= rate + len(limiters)
+
+
+async def test_callers_woken_late_by_a_busy_loop_do_not_go_out_in_a_bunch() -> None:
+    """The event loop is busy for 300 ms while six callers sleep on slots 50 ms apart: they
+    wake together, their slots long passed. Spent now, six requests would go out at once;
+    they take the next slots instead, and go out at the rate."""
+    time, switch = VirtualTime(), Switch()
+    permits, [limiter] = replicas(1, per_second=20, burst=1, time=time, switch=switch)
+    stalled = False
+
+    async def late_sleep(seconds: float) -> None:
+        nonlocal stalled
+        await time.sleep(seconds)
+        if not stalled and time() > 1001:
+            stalled = True
+            time.now += 0.3  # the loop was busy elsewhere: every sleeper wakes late
+
+    limiter._sleep = late_sleep
+    sent: list[float] = []
+    await time.run(*(demand(limiter, time, time() + 3, sent) for _ in range(6)))
+    gaps = [round(b - a, 3) for a, b in zip(sent, sent[1:], strict=False)]
+    assert sum(gap < 0.05 - 1e-6 for gap in gaps) <= 1, gaps

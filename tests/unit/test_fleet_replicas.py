@@ -125,13 +125,29 @@ async def counted(
 
 async def test_a_rebalance_never_lowers_the_count() -> None:
     seen, last, logs = await counted(
-        [STABLE_2, REBALANCING, MOVING, COMPLETING, LOADING, STABLE_3, REBALANCING]
+        [STABLE_2, STABLE_2, REBALANCING, MOVING, COMPLETING, LOADING, STABLE_3, REBALANCING]
     )
-    # Before the first Stable answer: the input topic's 6 partitions, never 1.
-    assert seen == [6, 2, 2, 2, 2, 2, 3, 3]
+    # Before the first Stable answer: the input topic's 6 partitions, never 1; fewer once two
+    # Stable answers in a row agree; more at once.
+    assert seen == [6, 6, 2, 2, 2, 2, 2, 3, 3]
     assert last == 3
     changes = [line["replicas"] for line in logs if line["event"] == "rate_limiter.replicas"]
     assert changes == [6, 2, 3]  # each change said once
+
+
+async def test_a_group_still_forming_is_not_counted_by_its_first_member() -> None:
+    """Three replicas start together: for a moment the group is Stable with the first one
+    alone, before the others join. That moment must not make anyone divide by 1."""
+    alone = group("Stable", member(0, 1, 2, 3, 4, 5))
+    seen, last, _ = await counted([alone, REBALANCING, COMPLETING, STABLE_3, STABLE_3])
+    assert min(seen) >= 3
+    assert last == 3
+
+
+async def test_a_replica_that_left_is_counted_out_once_confirmed() -> None:
+    seen, last, _ = await counted([STABLE_3, STABLE_3, STABLE_2, STABLE_2])
+    assert seen == [6, 6, 3, 3, 2]  # the count before each answer, and after the last
+    assert last == 2
 
 
 async def test_a_replica_that_starts_during_a_rebalance_assumes_the_partition_count() -> None:
