@@ -146,7 +146,7 @@ async def run_service(
             metrics.track_pending("delay", lambda: delays.pending)
             metrics.track_pending("dead_letter", lambda: dead_letters.pending)
         sender = Sender(session)
-        limits = open_limits(config, environ, redis_health)
+        limits = open_limits(config, environ, redis_health, observer)
         stack.push_async_callback(limits.close)
 
         def make_lane(channel: Channel) -> ChannelLane:

@@ -21,6 +21,7 @@ from consumer.limits import (
     local_breaker,
     probe_timeout,
 )
+from consumer.observer import Observer
 from consumer.ratelimit import LocalLimiter, RateLimiter
 from consumer.redis_health import RedisHealth
 from consumer.redisclient import open_redis
@@ -73,6 +74,7 @@ class FleetLimits:
         config: ServiceConfig,
         environ: Mapping[str, str] | None = None,
         health: RedisHealth | None = None,
+        observer: Observer | None = None,
     ) -> FleetLimits:
         settings = config.rate_limiter
         assert settings.url is not None  # check-config requires it with backend redis
@@ -105,6 +107,8 @@ class FleetLimits:
         memory = RedisCountMemory(link, group_key(prefix, group, "replicas"))
         members = GroupMembers(config.kafka, environ, memory=memory)
         count.append(members)
+        if observer is not None:
+            observer.add(members.heard)  # a rebalance here: count the group again
         members.start()
         return cls(config, link, members)
 

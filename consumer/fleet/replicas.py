@@ -25,6 +25,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from consumer.config import KafkaConfig
 from consumer.kafkatools import client_options
+from consumer.observer import PartitionsOwned
 
 from .link import Runner, Script
 
@@ -84,11 +85,18 @@ class GroupMembers:
         self._source = "configured"  # where the count came from
         self._settled = False  # a Stable group has been counted
         self._lower: int | None = None  # a lower count, heard once: asked again to confirm
+        self._rebalanced = asyncio.Event()  # this member got partitions: count again now
         self._assumed = False  # the input topic's partitions were asked for
         self._task: asyncio.Task[None] | None = None
 
     def count(self) -> int:
         return self._count
+
+    def heard(self, details: object) -> None:
+        """An observer hook: a rebalance gave this member its partitions, so the group
+        changed. Count it again now rather than at the next refresh, up to 10 s away."""
+        if isinstance(details, PartitionsOwned) and details.assigned:
+            self._rebalanced.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="rate_limiter:replicas")
@@ -114,11 +122,13 @@ class GroupMembers:
                         self._settled = True
                         self._learn(counted, "group")
                         await self._share(counted)
-                except (
-                    Exception
-                ) as exc:  # keep the last count; Kafka's outages are logged elsewhere
+                except Exception as exc:  # keep the count; Kafka's outages are logged elsewhere
                     log.debug("rate_limiter.replicas_unknown", error=repr(exc)[:300])
-                await asyncio.sleep(wait)
+                self._rebalanced.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._rebalanced.wait(), wait)
+                    delay = _FIRST_REFRESH  # a rebalance: follow it closely for a while
+                    continue
                 delay = min(delay * 2, self._refresh)
         finally:
             if admin is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import tempfile
@@ -94,7 +95,15 @@ class _Server:
         return web.Response(body=orjson.dumps(self.arrivals), content_type="application/json")
 
 
+def _ahead_of_the_load() -> None:
+    """A higher priority than the replicas and the broker (where allowed: root): on 2 shared
+    cores, a receiver waiting for its turn would stamp a second's arrivals all at once."""
+    with contextlib.suppress(OSError):
+        os.nice(-10)
+
+
 async def _serve(port_file: Path) -> None:
+    _ahead_of_the_load()
     server = _Server()
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/hooks/{channel}", server.hook)

@@ -15,6 +15,9 @@ from structlog.testing import capture_logs
 from consumer.config import KafkaConfig
 from consumer.fleet import replicas as replicas_module
 from consumer.fleet.replicas import GroupMembers, members_with_partitions
+from consumer.observer import PartitionsOwned
+
+from .conftest import WaitUntil
 
 NOT_COORDINATOR, LOAD_IN_PROGRESS = 16, 14
 
@@ -162,3 +165,27 @@ async def test_a_new_replica_starts_one_above_what_the_fleet_counted_last() -> N
     assert seen[0] == 3  # the fleet's 2, and this replica joining
     assert last == 3
     assert memory.remembered == [3]  # for the replicas that start later
+
+
+async def test_a_rebalance_of_its_own_makes_a_replica_count_the_group_again(
+    monkeypatch: pytest.MonkeyPatch, wait_until: WaitUntil
+) -> None:
+    """Settled, a replica asks ever more rarely (here: not again within the test). A replica
+    joining rebalances the group, and each member hears of it (its partitions are assigned
+    again): it counts the group at once."""
+    monkeypatch.setattr(replicas_module, "_FIRST_REFRESH", 60.0)
+    kafka = KafkaConfig(bootstrap_servers="127.0.0.1:1", group_id="g", topic="events")
+    members = GroupMembers(kafka, {}, refresh_seconds=60)
+    admin = Admin(members, 6, [STABLE_2, STABLE_2, STABLE_3])
+
+    async def started() -> Admin:
+        return admin
+
+    members._started_admin = started  # type: ignore[assignment,method-assign]
+    members.start()
+    try:
+        await wait_until(lambda: members.count() == 2, what="two replicas counted")
+        members.heard(PartitionsOwned(frozenset({0, 1}), assigned=True))
+        await wait_until(lambda: members.count() == 3, what="counted again, not in 60 s")
+    finally:
+        await members.close()
