@@ -16,7 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ class Limits:
         return self.timeout + 1 + 2 + self.cap / self.per_second
 
 
-def _timestamp(line: dict[str, Any]) -> float:
+def timestamp(line: dict[str, Any]) -> float:
     return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
@@ -90,15 +90,19 @@ class LimitsFleet:
     redis: PrivateRedis
     proxy: FaultProxy
     receiver: RemoteReceiver
-    expected: set[str]  # delivery ids: one per event
     replicas: list[Replica]
     keys: ChannelKeys
+    expected: set[str] = field(default_factory=set)  # delivery ids: one per event
     since: float = 0.0  # arrivals before this (time.monotonic, the host's) are not measured
 
-    def measure_from_now(self) -> None:
-        """The fleet has formed: the fault comes next. What a group forming costs is another
-        matter (a replica alone in the group for a moment sends at the whole rate)."""
+    async def produce(self, events: int) -> None:
+        """The work, once the fleet has formed (what a group forming costs is another
+        matter: a replica alone in the group for a moment sends at the whole rate); the
+        figures count from here."""
+        documents = [event("c", f"u-{len(self.expected) + i}") for i in range(events)]
         self.since = time.monotonic()  # the same clock as the receiver's, on one host
+        await produce(self.setup.bootstrap, self.setup.topic, encoded(documents))
+        self.expected |= {delivery_id(CHANNEL, [d["event_id"]]) for d in documents}
 
     def measured(self, arrivals: list[Arrival]) -> list[Arrival]:
         return [a for a in arrivals if a.at >= self.since]
@@ -136,7 +140,7 @@ class LimitsFleet:
         def all_fell_back() -> bool:
             return all(
                 any(
-                    _timestamp(e) >= since
+                    timestamp(e) >= since
                     for e in log_events(self.replicas[i], "rate_limiter.fallback")
                 )
                 for i in indexes
@@ -152,9 +156,9 @@ class LimitsFleet:
             return [
                 min(
                     (
-                        _timestamp(e)
+                        timestamp(e)
                         for e in log_events(self.replicas[i], "rate_limiter.recovered")
-                        if _timestamp(e) >= since
+                        if timestamp(e) >= since
                     ),
                     default=float("inf"),
                 )
@@ -218,11 +222,9 @@ def busiest(arrivals: list[Arrival]) -> tuple[int, float]:
 
 
 @contextlib.asynccontextmanager
-async def limits_fleet(
-    bootstrap: str, folder: Path, limits: Limits, events: int
-) -> AsyncIterator[LimitsFleet]:
-    """Topic, Redis, proxy and receiver ready, the events produced; replicas started by the
-    scenario (`start`), every one killed at the end if still running."""
+async def limits_fleet(bootstrap: str, folder: Path, limits: Limits) -> AsyncIterator[LimitsFleet]:
+    """Topic, Redis, proxy and receiver ready; replicas started and events produced by the
+    scenario (`start`, `produce`), every replica killed at the end if still running."""
     with private_redis(folder / "redis") as redis:
         async with fault_proxy(redis.port) as proxy, remote_receiver() as receiver:
             ch = channel(
@@ -255,13 +257,8 @@ async def limits_fleet(
             config = write_config(setup, folder)
             await receiver.share_secrets()
             await create_topic(bootstrap, setup.topic, PARTITIONS)
-            documents = [event("c", f"u-{i}") for i in range(events)]
-            await produce(bootstrap, setup.topic, encoded(documents))
-            expected = {delivery_id(CHANNEL, [d["event_id"]]) for d in documents}
             keys = ChannelKeys(prefix, setup.group, CHANNEL)
-            fleet = LimitsFleet(
-                setup, config, folder, limits, redis, proxy, receiver, expected, [], keys
-            )
+            fleet = LimitsFleet(setup, config, folder, limits, redis, proxy, receiver, [], keys)
             try:
                 yield fleet
             finally:
