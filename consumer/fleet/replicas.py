@@ -164,11 +164,10 @@ class GroupMembers:
                 self._learn(partitions, "partitions")
 
     def _learn(self, count: int, source: str) -> None:
-        self._source = source
-        if count != self._count:
-            # What the limits are divided by if Redis stops answering: worth a line.
+        if count != self._count or source != self._source:
+            # What the limits are divided by if Redis stops answering, and whence: a line.
             log.info("rate_limiter.replicas", group=self._group, replicas=count, source=source)
-            self._count = count
+        self._count, self._source = count, source
 
     async def _share(self, count: int) -> None:
         if self._memory is not None:
