@@ -32,6 +32,10 @@ from .shared import Availability, FleetUnavailable, share
 
 LOOKAHEAD: Final = 0.2  # seconds of demand one round trip fetches permits for, at most
 _STALE: Final = 0.05  # a slot is good this long after its time, then dropped unused
+# After a fallback, this replica keeps to its share as well as to Redis's permits this long:
+# the other replicas' probes find Redis within 2 s (+ 20 % jitter) of this one's, and until
+# then they send their shares, which Redis does not see.
+REJOIN_SECONDS: Final = 3.0
 
 
 class _RedisClock:
@@ -115,17 +119,26 @@ class FleetLimiter:
         self._last_slot = -math.inf  # the latest shared slot this replica was granted
         self._on_fallback = False
         self._resume = False  # the next grant follows a fallback: no burst left to grant
+        self._rejoining_until = -math.inf  # keeps to its share as well until then
         self._redis_clock = _RedisClock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> float:
         started = self._clock()
         self._demand.arrived()
-        overslept = False
+        overslept = rejoined = False
         while True:
             if not self._availability.shared:
                 return self._clock() - started + await self._local().acquire()
             if self._on_fallback and await self._fallback_drained():
+                continue
+            if not rejoined and self._clock() < self._rejoining_until:
+                # Just back: the others may still send their shares, which Redis does not
+                # see. Keep to this replica's share too (first, so the shared slot that
+                # follows is fresh).
+                rejoined = True
+                assert self._fallback is not None  # a fallback preceded
+                await self._fallback.acquire()
                 continue
             slot = self._take()
             if slot is None:
@@ -240,6 +253,7 @@ class FleetLimiter:
         if left <= 0:
             self._on_fallback = False
             self._resume = True
+            self._rejoining_until = self._clock() + REJOIN_SECONDS
             self._redis_clock.forget()  # it may be another Redis now, on another clock
             return False
         await self._sleep(left)

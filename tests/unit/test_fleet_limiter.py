@@ -253,3 +253,25 @@ async def test_callers_woken_late_by_a_busy_loop_do_not_go_out_in_a_bunch() -> N
     await time.run(*(demand(limiter, time, time() + 3, sent) for _ in range(6)))
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(sent)]
     assert sum(gap < 0.05 - 1e-6 for gap in gaps) <= 1, gaps
+
+
+async def test_replicas_that_come_back_one_after_the_other_keep_to_the_rate() -> None:
+    """Two replicas on their fallbacks (half the rate each) find Redis 2 s apart: the first
+    one back must not take the whole shared rate while the other still sends its half, which
+    Redis does not see. Until the others have had time to come back, it keeps to its share."""
+    time, redis = VirtualTime(), Switch()
+    a, b = Switch(shared=False, count=2), Switch(shared=False, count=2)
+    rate, burst = 10, 10
+    permits = MemoryPermits(rate, burst, time, redis)
+    limiters = [
+        FleetLimiter(permits, side, rate, burst, clock=time, sleep=time.sleep) for side in (a, b)
+    ]
+    sent: list[float] = []
+    start = time()
+    await time.run(
+        flip(a, time, start + 3, shared=True),
+        flip(b, time, start + 5, shared=True),
+        *(demand(lim, time, start + 10, sent) for lim in limiters for _ in range(8)),
+    )
+    # From the fallbacks' steady pace on; one permit per replica as in the test above.
+    assert busiest_second([t for t in sent if t >= start + 2]) <= rate + len(limiters)
