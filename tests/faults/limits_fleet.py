@@ -94,6 +94,10 @@ class LimitsFleet:
     keys: ChannelKeys
     expected: set[str] = field(default_factory=set)  # delivery ids: one per event
     since: float = 0.0  # arrivals before this (time.monotonic, the host's) are not measured
+    faulted: float = 0.0  # when the fault began, on the same clock
+
+    def fault_begins(self) -> None:
+        self.faulted = time.monotonic()
 
     async def produce(self, events: int) -> None:
         """The work, once the fleet has formed (what a group forming costs is another

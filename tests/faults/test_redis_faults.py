@@ -45,13 +45,15 @@ def figures(
     (fleet.folder / "arrivals.json").write_bytes(orjson.dumps(arrivals))
     most, at = busiest(fleet.measured(arrivals))
     most_sent = busiest_second([a.sent_ms / 1000 for a in fleet.measured(arrivals)])
+    # The work's first second holds its burst; from the fault on, what the fault costs.
+    during = busiest_second([a.at for a in arrivals if a.at >= fleet.faulted])
     lost = len(fleet.expected - delivered(arrivals))
     limits = fleet.limits
     fallbacks = len(fleet.events("rate_limiter.fallback"))
     report(
         f"busiest second {most} received ({most_sent} sent) / limit {limits.per_second:g} "
-        f"(burst {limits.burst}, at most {limits.most_in_a_second:g}), {at:.1f} s into the fault's "
-        f"{arrivals[-1].at - fleet.since:.0f} s; "
+        f"(burst {limits.burst}, at most {limits.most_in_a_second:g}), {at:.1f} s into the "
+        f"{arrivals[-1].at - fleet.since:.0f} s of work; from the fault on {during}; "
         + ("" if back is None else f"back on Redis {back:.1f} s after the heal; ")
         + f"leases leaked {leaked}; lost {lost}; dead-lettered {dead_letters}; "
         f"fallbacks logged {fallbacks}"
@@ -75,6 +77,7 @@ async def test_a_partition_that_heals(
         await fleet.produce(EVENTS)
         await fleet.receiver_until(lambda a: len(a) >= SENDING, 30, "under way")
         cut = time.time()
+        fleet.fault_begins()
         await fleet.proxy.mode("blackhole")
         await fleet.fell_back(0, 1, 2, since=cut)
         await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.time() - cut)))  # the partition
@@ -103,6 +106,7 @@ async def test_a_partition_while_a_replica_joins(
         await fleet.produce(EVENTS)
         await fleet.receiver_until(lambda a: len(a) >= SENDING, 30, "under way")
         cut = time.time()
+        fleet.fault_begins()
         await fleet.proxy.mode("blackhole")
         await fleet.fell_back(0, 1, since=cut)
         await fleet.start(2)
@@ -141,6 +145,7 @@ async def test_redis_restarted_empty(
         await fleet.produce(EVENTS)
         await fleet.receiver_until(lambda a: len(a) >= SENDING, 30, "under way")
         cut = time.time()
+        fleet.fault_begins()
         fleet.redis.kill()
         await fleet.fell_back(0, 1, 2, since=cut)
         await asyncio.sleep(max(0.0, OUTAGE_SECONDS / 2 - (time.time() - cut)))  # the outage
@@ -177,6 +182,7 @@ async def test_a_lease_holder_killed(
         victim = max(fleet.replicas, key=lambda r: holders[r.name])
         prefix = f"{host}:{victim.pid}:"
         killed_at = asyncio.get_running_loop().time()
+        fleet.fault_begins()
         await victim.kill()
         await victim.start()  # the StatefulSet restarts the pod under its name
         await fleet.receiver.script("limited", hold=False)
@@ -211,6 +217,7 @@ async def test_a_receiver_that_stalls_then_answers_a_burst(
         await fleet.start(0, 1, 2)
         await fleet.counted(3, 0, 1, 2)
         await fleet.receiver.script("limited", hold=True)  # from the first request
+        fleet.fault_begins()
         await fleet.produce(300)  # 15 s at the limit
         await fleet.receiver_until(lambda a: len(a) >= limits.cap, 30, "the cap held")
         await asyncio.sleep(2)  # the stall, as scripted
