@@ -13,6 +13,7 @@ burst. Each scenario asserts, and reports at the end of `make faults`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Callable
@@ -29,6 +30,26 @@ LIMITS = Limits(per_second=50, burst=50, cap=8)
 EVENTS = 800  # 16 s at the limit: the channel is busy through every fault
 SENDING = 150  # requests received before the fault comes: 2 s of sending after the burst
 OUTAGE_SECONDS = 6.0
+
+
+async def under_way(fleet: LimitsFleet, *replicas: int) -> None:
+    """These replicas started, the group formed and counted, the work produced and flowing."""
+    await fleet.start(*replicas)
+    await fleet.counted(len(replicas), *replicas)
+    await fleet.produce(EVENTS)
+    await fleet.receiver_until(lambda a: len(a) >= SENDING, 30, "under way")
+
+
+async def wound_up(fleet: LimitsFleet) -> tuple[list[Arrival], int, int]:
+    """Once every delivery arrived: what arrived, the live leases left 3 s later (a lease's
+    expiry is 8 s: any left was left behind), every replica stopped cleanly (exit 0), and
+    the dead letters written."""
+    arrivals = await fleet.all_delivered()
+    with contextlib.suppress(AssertionError):  # reported as leaked, below
+        await fleet.no_lease_left(within=3)
+    leaked = await fleet.live_leases()
+    assert await fleet.stop() == [0] * len(fleet.replicas)
+    return arrivals, leaked, await fleet.dead_letters()
 
 
 def figures(
@@ -72,10 +93,7 @@ async def test_a_partition_that_heals(
     """Redis unreachable for 6 s, no reset (a black hole): every replica falls back to its
     share, and all are back on Redis within seconds of the heal, leaving no lease behind."""
     async with limits_fleet(bootstrap, tmp_path, LIMITS) as fleet:
-        await fleet.start(0, 1, 2)
-        await fleet.counted(3, 0, 1, 2)
-        await fleet.produce(EVENTS)
-        await fleet.receiver_until(lambda a: len(a) >= SENDING, 30, "under way")
+        await under_way(fleet, 0, 1, 2)
         cut = time.time()
         fleet.fault_begins()
         await fleet.proxy.mode("blackhole")
@@ -84,11 +102,7 @@ async def test_a_partition_that_heals(
         healed = time.time()
         await fleet.proxy.mode("pass")
         back = await fleet.recovered(0, 1, 2, since=healed)
-        arrivals = await fleet.all_delivered()
-        await fleet.no_lease_left(within=3)  # far less than a lease's 8 s: given back
-        leaked = await fleet.live_leases()
-        assert await fleet.stop() == [0, 0, 0]
-        dead = await fleet.dead_letters()
+        arrivals, leaked, dead = await wound_up(fleet)
     figures(fleet, arrivals, report, back=back, leaked=leaked, dead_letters=dead)
     assert back < 5  # the probe backs off to 2 s (+ 20 % jitter), plus one 1 s timeout
 
@@ -101,10 +115,7 @@ async def test_a_partition_while_a_replica_joins(
     new one assumes the input topic's partitions until the group is counted, the others keep
     their count through the rebalance."""
     async with limits_fleet(bootstrap, tmp_path, LIMITS) as fleet:
-        await fleet.start(0, 1)
-        await fleet.counted(2, 0, 1)
-        await fleet.produce(EVENTS)
-        await fleet.receiver_until(lambda a: len(a) >= SENDING, 30, "under way")
+        await under_way(fleet, 0, 1)
         cut = time.time()
         fleet.fault_begins()
         await fleet.proxy.mode("blackhole")
@@ -114,11 +125,7 @@ async def test_a_partition_while_a_replica_joins(
         healed = time.time()
         await fleet.proxy.mode("pass")
         back = await fleet.recovered(0, 1, 2, since=healed)
-        arrivals = await fleet.all_delivered()
-        await fleet.no_lease_left(within=3)
-        leaked = await fleet.live_leases()
-        assert await fleet.stop() == [0, 0, 0]
-        dead = await fleet.dead_letters()
+        arrivals, leaked, dead = await wound_up(fleet)
         # From the partition on (before it, two replicas formed a group: one of them may
         # rightly have counted itself alone for a moment).
         counts = {
@@ -140,10 +147,7 @@ async def test_redis_restarted_empty(
     are gone. The replicas fall back, come back, and the first second on the empty Redis
     grants no burst on top of what the fallbacks just sent."""
     async with limits_fleet(bootstrap, tmp_path, LIMITS) as fleet:
-        await fleet.start(0, 1, 2)
-        await fleet.counted(3, 0, 1, 2)
-        await fleet.produce(EVENTS)
-        await fleet.receiver_until(lambda a: len(a) >= SENDING, 30, "under way")
+        await under_way(fleet, 0, 1, 2)
         cut = time.time()
         fleet.fault_begins()
         fleet.redis.kill()
@@ -152,11 +156,7 @@ async def test_redis_restarted_empty(
         restarted = time.time()
         fleet.redis.start()  # same port, nothing in it
         back = await fleet.recovered(0, 1, 2, since=restarted)
-        arrivals = await fleet.all_delivered()
-        await fleet.no_lease_left(within=3)
-        leaked = await fleet.live_leases()
-        assert await fleet.stop() == [0, 0, 0]
-        dead = await fleet.dead_letters()
+        arrivals, leaked, dead = await wound_up(fleet)
     figures(fleet, arrivals, report, back=back, leaked=leaked, dead_letters=dead)
     assert back < 5
 
@@ -168,10 +168,7 @@ async def test_a_lease_holder_killed(
     holding most of them is killed (SIGKILL: no give-back) and comes back under its name.
     Its leases are gone once their expiry passed, not later, and never counted twice."""
     async with limits_fleet(bootstrap, tmp_path, LIMITS) as fleet:
-        await fleet.start(0, 1, 2)
-        await fleet.counted(3, 0, 1, 2)
-        await fleet.produce(EVENTS)
-        await fleet.receiver_until(lambda a: len(a) >= SENDING, 30, "under way")
+        await under_way(fleet, 0, 1, 2)
         await fleet.receiver.script("limited", hold=True)
         held = len(await fleet.receiver.arrivals())
         cap = LIMITS.cap
@@ -192,11 +189,7 @@ async def test_a_lease_holder_killed(
             assert loop.time() - killed_at < LIMITS.lease_ttl + 2, "the dead holder's leases stay"
             await asyncio.sleep(0.1)  # polling Redis for a condition, with a deadline
         gone_after = loop.time() - killed_at
-        arrivals = await fleet.all_delivered()
-        await fleet.no_lease_left(within=3)
-        leaked = await fleet.live_leases()
-        assert await fleet.stop() == [0, 0, 0]
-        dead = await fleet.dead_letters()
+        arrivals, leaked, dead = await wound_up(fleet)
     report(
         f"killed holder of {holders[victim.name]} of {cap} leases; its leases gone "
         f"{gone_after:.1f} s after the kill (expiry {LIMITS.lease_ttl:.1f} s)"
@@ -223,9 +216,5 @@ async def test_a_receiver_that_stalls_then_answers_a_burst(
         await asyncio.sleep(2)  # the stall, as scripted
         await fleet.receiver.script("limited", hold=False)
         await fleet.receiver.release()
-        arrivals = await fleet.all_delivered()
-        await fleet.no_lease_left(within=3)
-        leaked = await fleet.live_leases()
-        assert await fleet.stop() == [0, 0, 0]
-        dead = await fleet.dead_letters()
+        arrivals, leaked, dead = await wound_up(fleet)
     figures(fleet, arrivals, report, back=None, leaked=leaked, dead_letters=dead)

@@ -11,7 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
+from consumer.attributes.urls import shown_url
+from consumer.fleet.channel_link import ChannelLink
 from consumer.fleet.gate import FleetGate
 from consumer.fleet.leases import RedisLeases
 from consumer.fleet.limiter import FleetLimiter
@@ -45,7 +49,11 @@ def link_to(url: str, replicas: int = 1) -> RedisLink:
         url, timeout_seconds=0.5, max_connections=4, retry_once=False, reply_timeout_seconds=2
     )
     return RedisLink(
-        client, timeout_seconds=0.5, replicas=lambda: replicas, shown_url=url, blocking=blocking
+        client,
+        timeout_seconds=0.5,
+        replicas=lambda: replicas,
+        shown_url=shown_url(url),  # as the service shows it: no password
+        blocking=blocking,
     )
 
 
@@ -175,3 +183,62 @@ async def test_a_redis_that_stops_answering_costs_one_timeout_then_the_fallback(
     assert first < 0.5 + 2
     assert asked_meanwhile == 0  # the fallback's permits asked nothing of Redis
     assert back, f"not back {recovered:.1f} s after Redis answered again"
+
+
+async def test_one_channels_wrongly_typed_key_keeps_only_that_channel_on_its_share(
+    links: Links, redis_url: str
+) -> None:
+    """Another program wrote a hash where a channel's rate lives: the script's WRONGTYPE takes
+    that channel to its fallback alone; the link and every other channel stay fleet-wide."""
+    [link] = links(1)
+    broken, healthy = keys("broken"), keys("healthy")
+    raw = Redis.from_url(redis_url)
+    try:
+        await raw.hset(broken.rate, mapping={"not": "a number"})
+        views = [ChannelLink(link, "broken"), ChannelLink(link, "healthy")]
+        limiters = [
+            FleetLimiter(RedisPermits(view, k, 100, 10), view, 100, 10)
+            for view, k in zip(views, (broken, healthy), strict=True)
+        ]
+        with capture_logs() as logs:
+            for _ in range(5):
+                for limiter in limiters:
+                    await asyncio.wait_for(limiter.acquire(), 10)
+        assert link.shared
+        assert [view.shared for view in views] == [False, True]
+        assert await raw.exists(healthy.rate)  # the healthy channel's state is in Redis
+        [line] = [e for e in logs if e["event"] == "rate_limiter.channel_fallback"]
+        assert line["channel"] == "broken"
+        assert "WRONGTYPE" in line["reason"]
+    finally:
+        await raw.delete(broken.rate)
+        await raw.aclose()
+
+
+async def test_a_user_without_the_permissions_is_said_once_with_the_fix(tmp_path: Path) -> None:
+    """A Redis user that may not run scripts: NOPERM is an operator's problem, not an outage.
+    Said once at error level with the ACL to grant; the limits stay on the fallback (the
+    probe's script is refused too), never flapping back."""
+    with private_redis(tmp_path / "redis") as redis:
+        admin = Redis.from_url(redis.url)
+        try:
+            await admin.execute_command(
+                "ACL", "SETUSER", "limits", "on", ">secret-pw", "~*", "+@all", "-evalsha"
+            )
+        finally:
+            await admin.aclose()
+        url = f"redis://limits:secret-pw@127.0.0.1:{redis.port}/0"
+        link = link_to(url, replicas=2)
+        limiter = FleetLimiter(RedisPermits(link, keys(), 100, 10), link, 100, 10)
+        with capture_logs() as logs:
+            for _ in range(20):
+                await asyncio.wait_for(limiter.acquire(), 10)
+            probes = link.round_trips["probe"]
+            assert await eventually(lambda: link.round_trips["probe"] > probes, within=15)
+        assert not link.shared
+        await link.close()
+    fallbacks = [e for e in logs if e["event"] == "rate_limiter.fallback"]
+    assert [e["log_level"] for e in fallbacks] == ["error"]
+    assert "ACL" in fallbacks[0]["fix"]
+    assert "secret-pw" not in repr(logs)
+    assert not [e for e in logs if e["event"] == "rate_limiter.recovered"]
