@@ -116,7 +116,8 @@ class MemoryPermits(_Shared):
         slots: list[float] = []
         for _ in range(max(1, count)):
             slot = max(now, self._tat - self._tolerance, self.paused_until)
-            if slots and slot - (now + slots[0]) > self._span:
+            # The script counts whole microseconds; floats here must not cut a batch short.
+            if slots and slot - (now + slots[0]) > self._span + 1e-9:
                 break
             self._tat = max(self._tat, slot) + self._interval
             slots.append(slot - now)
