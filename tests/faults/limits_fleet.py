@@ -136,7 +136,10 @@ class LimitsFleet:
 
         def all_counted() -> bool:
             latest = [log_events(self.replicas[i], "rate_limiter.replicas")[-1:] for i in indexes]
-            return all(line and line[0]["replicas"] == replicas for line in latest)
+            return all(
+                line and (line[0]["replicas"], line[0]["source"]) == (replicas, "group")
+                for line in latest
+            )
 
         await self.until(all_counted, within, f"{replicas} replicas counted by {indexes}")
 

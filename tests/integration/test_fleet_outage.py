@@ -69,10 +69,12 @@ async def test_deliveries_go_on_at_the_replica_share_while_redis_is_down(
         logs = replicas.logs
         await replicas.start()
         try:
-            # The group has settled, and every replica counted its members.
+            # The group has settled, and every replica counted its members (not merely assumed
+            # as many as the topic has partitions).
             assert await _wait(
                 lambda: all(
-                    [e["replicas"] for e in log.events("rate_limiter.replicas")][-1:] == [REPLICAS]
+                    [(e["replicas"], e["source"]) for e in log.events("rate_limiter.replicas")][-1:]
+                    == [(REPLICAS, "group")]
                     for log in logs
                 ),
                 within=90,
