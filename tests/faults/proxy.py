@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import socket
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +27,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from tests.integration.helper_process import (
+    HelperProcess,
+    ahead_of_the_load,
+    ready,
+    until_stopped,
+)
 
 MODES = ("pass", "blackhole", "reset")
 _CHUNK = 64 * 1024
@@ -126,8 +130,7 @@ class _Proxy:
 
 
 async def _serve(port_file: Path, upstream: int) -> None:
-    with contextlib.suppress(OSError):
-        os.nice(-10)  # where allowed: its delays are the scripted ones, not the machine's load
+    ahead_of_the_load()  # its delays are the scripted ones, not the machine's load
     proxy = _Proxy(upstream)
     server = await asyncio.start_server(proxy.client, "127.0.0.1", 0, backlog=1024)
     port = server.sockets[0].getsockname()[1]
@@ -142,13 +145,8 @@ async def _serve(port_file: Path, upstream: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    control = runner.addresses[0][1]
-    written = port_file.with_suffix(".tmp")
-    written.write_text(f"{port} {control}")
-    written.rename(port_file)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
+    ready(port_file, port, runner.addresses[0][1])
+    await until_stopped()
     server.close()
     await runner.cleanup()
 
@@ -157,28 +155,16 @@ class FaultProxy:
     """The proxy process in front of `upstream` (a port on loopback)."""
 
     def __init__(self, upstream: int) -> None:
-        self._upstream = upstream
+        self._process = HelperProcess("tests.faults.proxy", str(upstream))
         self.port = 0
         self._control = 0
-        self._process: asyncio.subprocess.Process | None = None
-        self._folder = tempfile.TemporaryDirectory(prefix="proxy-")
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
-        port_file = Path(self._folder.name) / "ports"
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.faults.proxy", str(port_file), str(self._upstream)
-        )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while not port_file.exists():
-            if loop.time() > deadline or self._process.returncode is not None:
-                raise RuntimeError("the fault proxy did not start within 30 s")
-            await asyncio.sleep(0.05)  # polling for the port file, with a deadline
-        self.port, self._control = map(int, port_file.read_text().split())
+        self.port, self._control = await self._process.start()
 
     async def mode(self, mode: str, latency_ms: float = 0) -> None:
         async with (
@@ -191,14 +177,7 @@ class FaultProxy:
             answer.raise_for_status()
 
     async def stop(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self._process.wait(), 10)
-            except TimeoutError:
-                self._process.kill()
-                await self._process.wait()
-        self._folder.cleanup()
+        await self._process.stop()
 
 
 @contextlib.asynccontextmanager

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -37,6 +34,8 @@ import orjson
 from aiohttp import web
 
 from consumer.signing import verify
+
+from .helper_process import HelperProcess, ahead_of_the_load, ready, until_stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +94,8 @@ class _Server:
         return web.Response(body=orjson.dumps(self.arrivals), content_type="application/json")
 
 
-def _ahead_of_the_load() -> None:
-    """A higher priority than the replicas and the broker (where allowed: root): on 2 shared
-    cores, a receiver waiting for its turn would stamp a second's arrivals all at once."""
-    with contextlib.suppress(OSError):
-        os.nice(-10)
-
-
 async def _serve(port_file: Path) -> None:
-    _ahead_of_the_load()
+    ahead_of_the_load()  # else, on 2 shared cores, a second's arrivals get one stamp
     server = _Server()
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/hooks/{channel}", server.hook)
@@ -116,14 +108,8 @@ async def _serve(port_file: Path) -> None:
     # Keep-alive is aiohttp's default; the backlog holds every replica's connections at once.
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=2048)
     await site.start()
-    port = runner.addresses[0][1]
-    written = port_file.with_suffix(".tmp")
-    written.write_text(str(port))
-    written.rename(port_file)  # whole, or not at all
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
+    ready(port_file, runner.addresses[0][1])
+    await until_stopped()
     await runner.cleanup()
 
 
@@ -134,8 +120,7 @@ class RemoteReceiver:
     def __init__(self) -> None:
         self.secrets: dict[str, str] = {}
         self.port = 0
-        self._process: asyncio.subprocess.Process | None = None
-        self._folder = tempfile.TemporaryDirectory(prefix="receiver-")
+        self._process = HelperProcess("tests.integration.receiver_process")
         self._session: aiohttp.ClientSession | None = None
 
     def url(self, channel: str) -> str:
@@ -143,17 +128,7 @@ class RemoteReceiver:
 
     async def start(self) -> None:
         """Start the process; return once it listens."""
-        port_file = Path(self._folder.name) / "port"
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.integration.receiver_process", str(port_file)
-        )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while not port_file.exists():
-            if loop.time() > deadline or self._process.returncode is not None:
-                raise RuntimeError("the receiver process did not start within 30 s")
-            await asyncio.sleep(0.05)  # polling for the port file, with a deadline
-        self.port = int(port_file.read_text())
+        [self.port] = await self._process.start()
         self._session = aiohttp.ClientSession()
 
     async def share_secrets(self) -> None:
@@ -193,14 +168,7 @@ class RemoteReceiver:
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
-        if self._process is not None and self._process.returncode is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self._process.wait(), 10)
-            except TimeoutError:
-                self._process.kill()
-                await self._process.wait()
-        self._folder.cleanup()
+        await self._process.stop()
 
 
 def delivered(arrivals: list[Arrival]) -> set[str]:
