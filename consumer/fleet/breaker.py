@@ -76,6 +76,7 @@ class FleetBreaker:
         self._was_shared = True
         self._stale = False  # back from the fallback: the copy predates the outage
         self._refresher: asyncio.Task[None] | None = None
+        self._reading: asyncio.Future[None] | None = None  # a read of the store on its way
         self._tasks: set[asyncio.Task[None]] = set()
         self._reporting: set[asyncio.Task[None]] = set()  # failures on their way to Redis
 
@@ -267,7 +268,13 @@ class FleetBreaker:
             await self.refresh()
 
     async def refresh(self) -> None:
-        """Read the shared state now (the background task does every `REFRESH` seconds)."""
+        """Read the shared state now (the background task does every `REFRESH` seconds).
+        Callers that ask while a read is on its way share it: one round trip, not one each."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read())
+        await asyncio.shield(self._reading)
+
+    async def _read(self) -> None:
         if self._shared():
             with contextlib.suppress(FleetUnavailable):
                 circuit = await self._store.read()
@@ -282,4 +289,6 @@ class FleetBreaker:
         if self._refresher is not None:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
+        if self._reading is not None:
+            await asyncio.gather(self._reading, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -105,6 +105,14 @@ async def test_a_healthy_channel_costs_no_round_trip_per_request(changes: Change
     await breaker.close()
 
 
+async def test_many_requests_at_once_share_one_read_of_the_circuit(changes: Changes) -> None:
+    clock, switch = Clock(), Switch(count=3)
+    store, [breaker] = fleet(1, switch, clock, changes)
+    assert all(await asyncio.gather(*(breaker.admit() for _ in range(16))))
+    assert store.calls == 1  # sixteen workers starting together: one round trip
+    await breaker.close()
+
+
 async def test_a_replica_reads_the_circuit_before_its_first_request(changes: Changes) -> None:
     """A replica whose lane was idle while the fleet opened the circuit (it never read it,
     or long ago) does not send on what it knew then."""
