@@ -32,8 +32,9 @@ test: setup kustomize
 	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) \
 	  deploy/local/with-services $(BIN)/python -m pytest -q -rs -p no:cacheprovider
 
-# Replicas killed, receivers that stall or cut connections, a broker stopped for 20 s: real
-# processes, real Kafka, bounds asserted and figures printed (tests/faults, a few minutes).
+# Replicas killed, receivers that stall or cut connections, a broker stopped for 20 s, the
+# limits' Redis partitioned or restarted empty: real processes, real Kafka and Redis, bounds
+# asserted and figures printed (tests/faults, a few minutes).
 faults: setup
 	deploy/local/with-services $(BIN)/python -m pytest -q -rs -p no:cacheprovider tests/faults
 

@@ -11,14 +11,26 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class State(StrEnum):
     CLOSED = "closed"  # sending normally
     OPEN = "open"  # not sending; deliveries wait on the delay path for the next probe
     HALF_OPEN = "half_open"  # one probe request is out; its result decides
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Admission:
+    """What `confirm` gives a request right before it goes out; its result is recorded with
+    it, so only the probe's own result settles a half-open circuit."""
+
+    probe: bool
+
+
+REGULAR: Final = Admission(probe=False)
 
 
 class Breaker(Protocol):
@@ -33,11 +45,18 @@ class Breaker(Protocol):
     async def admit(self) -> bool:
         """May this request go out now? In half-open, waits for the probe's result first."""
 
-    def record(self, failure: bool) -> None:
-        """The result of a request that `admit` let through."""
+    async def confirm(self) -> Admission | None:
+        """Right before the request, after its waits for a permit and a lease: its admission, or
+        None when it may not go after all (the circuit opened meanwhile, or another request
+        is the probe)."""
 
-    def reset(self) -> None:
-        """Closed, no failures, the base cool-down: an operator says the receiver is back."""
+    def record(self, failure: bool, admission: Admission | None = None) -> None:
+        """The result of a request; `admission`: what `confirm` gave it (None: not known, as
+        for the probe's)."""
+
+    async def reset(self) -> None:
+        """Closed, no failures, the base cool-down (for the whole fleet where the circuit is
+        shared): an operator says the receiver is back."""
 
 
 class CircuitBreaker:
@@ -62,6 +81,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._settled: asyncio.Event | None = None  # set when the probe's result is in
         self.awaiting_probe = 0  # callers waiting for the probe's result
+        self._probe: Admission | None = None  # the admission of the half-open circuit's probe
         self.state = State.CLOSED
 
     @property
@@ -95,9 +115,19 @@ class CircuitBreaker:
         self._move(State.HALF_OPEN)  # this caller is the probe
         return True
 
-    def record(self, failure: bool) -> None:
+    async def confirm(self) -> Admission | None:
+        if self.state is State.CLOSED:
+            return REGULAR
+        if self.state is State.HALF_OPEN and self._probe is None:
+            self._probe = Admission(probe=True)  # the one request of the half-open circuit
+            return self._probe
+        return None
+
+    def record(self, failure: bool, admission: Admission | None = None) -> None:
         """Permanent failures (4xx) and throttling (429) are not failures here: the receiver
         answered, so it is up."""
+        if self.state is State.HALF_OPEN and admission is not None and admission is not self._probe:
+            return  # a request sent before the circuit opened: the probe decides
         if not failure:
             self._failures = 0
             self._cooldown = self._base_cooldown
@@ -112,7 +142,21 @@ class CircuitBreaker:
             if self.state is not State.OPEN:
                 self._move(State.OPEN)
 
-    def reset(self) -> None:
+    def seed(self, state: State, failures: int, cooldown: float, open_for: float) -> None:
+        """Start from what the fleet knew (the shared circuit, before Redis stopped
+        answering), not from a blank closed circuit. A probe out elsewhere counts as open and
+        due: this process may probe once itself."""
+        self._failures = failures
+        self._cooldown = min(max(cooldown, self._base_cooldown), self._max_cooldown)
+        if state is State.CLOSED:
+            if self.state is not State.CLOSED:
+                self._move(State.CLOSED)
+            return
+        self._opened_at = self._clock() - self._cooldown + open_for
+        if self.state is not State.OPEN:
+            self._move(State.OPEN)
+
+    async def reset(self) -> None:
         self._failures = 0
         self._cooldown = self._base_cooldown
         if self.state is not State.CLOSED:
@@ -120,6 +164,7 @@ class CircuitBreaker:
 
     def _move(self, state: State) -> None:
         was_probing = self.state is State.HALF_OPEN
+        self._probe = None
         self.state = state
         if was_probing and self._settled is not None:
             self._settled.set()

@@ -319,6 +319,10 @@ class AttributesConfig(_Model):
     cache_max_users: PositiveInt = Field(
         100_000, description="Most users cached per process; the oldest go first."
     )
+    cache_max_bytes: PositiveInt = Field(
+        64 * 1024 * 1024,
+        description="Most bytes of attributes (as JSON) cached per process; the oldest go first.",
+    )
     # The password (AUTH) comes from here rather than from the URL, like every secret.
     password_env: str | None = Field(
         None, description="redis: environment variable holding the password."

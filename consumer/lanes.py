@@ -17,10 +17,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from .breaker import Breaker, State
+from .breaker import Admission, Breaker, State
 from .catalog import Channel
 from .channels import ChannelControl, ChannelState
-from .concurrency import UNLIMITED, ConcurrencyGate
+from .concurrency import UNLIMITED, ConcurrencyGate, Lease
 from .config import RetryConfig
 from .deadletter import DeadLetterWriter, for_delivery
 from .delaypath import DelayPath
@@ -61,6 +61,9 @@ _TICK_SECONDS = 0.25
 # A tick this much late means the event loop itself is the bottleneck: then a queue that waits
 # says nothing about the receiver, and parking would only add work to a busy process.
 _CONGESTED_SECONDS = _TICK_SECONDS * 1.2
+# A permit this old when its lease comes is taken again: requests that waited for leases
+# together would otherwise go out together, past the rate.
+_PERMIT_FRESH_SECONDS = 0.05
 
 
 class Transport(Protocol):
@@ -208,14 +211,18 @@ class ChannelLane:
             cooldown = self._retry.circuit_breaker.cooldown_seconds
             self._wait_for_probe(delivery, self.breaker.blocked_for() or cooldown)
             return
-        waited = await self._limiter.acquire()
-        lease = await self._gate.acquire()
+        paced = await self._paced()
+        if paced is None:  # the circuit opened while this request waited
+            cooldown = self._retry.circuit_breaker.cooldown_seconds
+            self._wait_for_probe(delivery, self.breaker.blocked_for() or cooldown)
+            return
+        waited, lease, admission = paced
         if self._disabled(self.channel.name) is not None:
             # Disabled while it waited: only requests already out reach the receiver.
             self._refuse(delivery)
             lease.release()
             if self.breaker.state is not State.CLOSED:
-                self.breaker.reset()  # release a probe it may hold: the channel sends nothing
+                await self.breaker.reset()  # release a probe it may hold: nothing is sent
             return
         now = time.time()
         delivery.attempts += 1
@@ -235,7 +242,7 @@ class ChannelLane:
             if not self.in_flight:
                 self._no_requests.set()
         self.parking.throughput.completed()
-        self._learn(outcome)
+        self._learn(outcome, admission)
         if not outcome.ok:
             delivery.last_error = outcome
         self._observer.emit(Attempted(delivery, outcome, self._clock() - started, waited))
@@ -252,14 +259,39 @@ class ChannelLane:
             self._apply(delivery, stale)
         return stale is not None
 
-    def _learn(self, outcome: Outcome) -> None:
+    async def _paced(self) -> tuple[float, Lease, Admission] | None:
+        """A permit, a lease and the circuit's word as they stand when the request goes out:
+        a pause that came during the wait for the lease is waited out without the lease; a
+        permit gone stale meanwhile is taken again (holding the lease: a wait of at most
+        cap / rate); a circuit that opened meanwhile sends nothing (None)."""
+        waited = 0.0
+        while True:
+            waited += await self._limiter.acquire()
+            permitted = self._clock()
+            lease = await self._gate.acquire()
+            try:
+                if self._limiter.paused_for() > 0:
+                    lease.release()
+                    continue
+                if self._clock() - permitted > _PERMIT_FRESH_SECONDS:
+                    waited += await self._limiter.acquire()
+                admission = await self.breaker.confirm()
+            except BaseException:
+                lease.release()
+                raise
+            if admission is None:
+                lease.release()
+                return None
+            return waited, lease, admission
+
+    def _learn(self, outcome: Outcome, admission: Admission | None = None) -> None:
         """What an answer says about the receiver, for every delivery of the lane: 5xx,
         timeouts and connection errors count towards opening the circuit; 429 and Retry-After
         slow the whole lane down instead."""
         throttled = outcome.status == 429
         if outcome.status == GONE:
             self._control.gone(self.channel.name, outcome)
-        self.breaker.record(failure=outcome.retryable and not throttled)
+        self.breaker.record(outcome.retryable and not throttled, admission)
         if throttled or outcome.retry_after is not None:
             self._throttled += throttled
             pause = outcome.retry_after
@@ -342,6 +374,13 @@ class ChannelLane:
         """Not sent: its next owner redoes it. Returns the next of its user that may go."""
         self._observer.emit(Dropped(delivery))
         return self._order.dropped(delivery)
+
+    def reset_circuit(self) -> None:
+        """`channels reset-circuit`: close the circuit now (for the whole fleet where it is
+        shared); runs beside the workers and ends with the lane."""
+        self._tasks.append(
+            asyncio.create_task(self.breaker.reset(), name=f"lane:{self.channel.name}:reset")
+        )
 
     def _circuit_changed(self, state: State, failures: int, cooldown: float) -> None:
         self._observer.emit(CircuitChanged(self.channel.name, state.value, failures, cooldown))

@@ -176,6 +176,16 @@ class RedisChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class AttributesCorrupt:
+    """A user's stored attributes cannot be read (another program's value under the prefix):
+    sent as a user the store does not have."""
+
+    key: str  # where it is stored
+    reason: str  # what is wrong, never the value
+    first: bool  # the first time this process met this user so
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigReloaded:
     """A new config was read: applied, or rejected (the running config is kept)."""
 
@@ -281,6 +291,7 @@ Details = (
     | PartitionsOwned
     | LaneLoad
     | RedisChanged
+    | AttributesCorrupt
     | ConfigReloaded
     | ChannelStateChanged
     | RecordsTraced

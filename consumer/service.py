@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from .admin import AdminServer
-from .attributes.backends import cache_for, open_backend
+from .attributes.backends import SentAttributes, cache_for, open_backend
 from .attributes.follower import AttributeFollower, open_follower
 from .breaker import State
 from .catalog import Catalog, Channel
@@ -139,7 +139,10 @@ async def run_service(
                 config.kafka, delay_topics_of(config), environ, compacted, ordered=ordered
             )
         redis_health = RedisHealth(observer)  # one gauge for every user of Redis
-        backend = open_backend(config.attributes, environ, redis_health)
+        sent_attributes = SentAttributes(catalog)  # a lookup fetches only these
+        backend = open_backend(
+            config.attributes, environ, redis_health, fields=sent_attributes, observer=observer
+        )
         cache = cache_for(backend, config.attributes)
         store = cache or backend
         stack.push_async_callback(store.close)
@@ -158,7 +161,7 @@ async def run_service(
         def reset_circuit(name: str) -> None:  # `channels reset-circuit`, from any host
             lane = lanes.get(name)
             if lane is not None:
-                lane.breaker.reset()
+                lane.reset_circuit()
                 log.info("circuit.reset", channel=name)
 
         channel_state = await open_channel_state(
@@ -204,7 +207,7 @@ async def run_service(
             metrics.track_pending("delay", lambda: delays.pending)
             metrics.track_pending("dead_letter", lambda: dead_letters.pending)
         sender = Sender(transport)
-        limits = open_limits(config, environ, redis_health)
+        limits = open_limits(config, environ, redis_health, observer)
         stack.push_async_callback(limits.close)
 
         def make_lane(channel: Channel) -> ChannelLane:
@@ -289,7 +292,7 @@ async def run_service(
                 catalog,
                 lanes,
                 make_lane,
-                [dispatcher, redelivery],
+                [dispatcher, redelivery, sent_attributes],
                 environ,
                 observer,
                 limits.pacing,

@@ -14,10 +14,14 @@ from consumer.attributes.store import AttributeStore
 # What the cache knows of a user: when that knowledge expires, and the attributes as JSON
 # (None: the store has no such user).
 _Entry = tuple[float, bytes | None]
+# What an entry costs besides its JSON and its user id: the dict slot, the tuple, the objects.
+_ENTRY_OVERHEAD = 200
 
 
 class CachedAttributeStore:
-    """Remembers each lookup for `ttl_seconds`, found or not, for at most `max_users` users.
+    """Remembers each lookup for `ttl_seconds`, found or not, for at most `max_users` users
+    and about `max_bytes` bytes (a few big users must not take the memory many small ones
+    would).
 
     A user the store did not have is cached as absent for the same TTL, so a burst of events
     for unknown users costs one lookup, and attributes imported by another process show up
@@ -32,15 +36,19 @@ class CachedAttributeStore:
         *,
         ttl_seconds: float,
         max_users: int,
+        max_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if ttl_seconds <= 0 or max_users < 1:
+        if ttl_seconds <= 0 or max_users < 1 or max_bytes < 1:
             raise ValueError(
-                f"expected ttl_seconds > 0 and max_users >= 1, got {ttl_seconds}, {max_users}"
+                "expected ttl_seconds > 0, max_users >= 1 and max_bytes >= 1, got "
+                f"{ttl_seconds}, {max_users}, {max_bytes}"
             )
         self._backend = backend
         self._ttl = ttl_seconds
         self._max_users = max_users
+        self._max_bytes = max_bytes
+        self.bytes = 0  # what the entries cost, about
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest first
         # Bumped by every write: a lookup that overlapped one does not cache what it read,
@@ -86,15 +94,27 @@ class CachedAttributeStore:
 
     async def close(self) -> None:
         self._entries.clear()
+        self.bytes = 0
         await self._backend.close()
 
     def _remember(self, user_id: str, expires: float, value: bytes | None) -> None:
+        self._drop(user_id)
         self._entries[user_id] = (expires, value)
-        self._entries.move_to_end(user_id)
-        while len(self._entries) > self._max_users:
-            self._entries.popitem(last=False)
+        self.bytes += _cost(user_id, value)
+        while len(self._entries) > self._max_users or self.bytes > self._max_bytes:
+            oldest, (_, dropped) = self._entries.popitem(last=False)
+            self.bytes -= _cost(oldest, dropped)
+
+    def _drop(self, user_id: str) -> None:
+        entry = self._entries.pop(user_id, None)
+        if entry is not None:
+            self.bytes -= _cost(user_id, entry[1])
 
     def _forget(self, user_ids: Iterable[str]) -> None:
         self._generation += 1
         for user_id in user_ids:
-            self._entries.pop(user_id, None)
+            self._drop(user_id)
+
+
+def _cost(user_id: str, value: bytes | None) -> int:
+    return len(user_id) + (len(value) if value is not None else 0) + _ENTRY_OVERHEAD

@@ -3,7 +3,9 @@
 The hash holds the state, the failures in a row, the current cool-down, when the open circuit
 may be probed (Redis's clock) and a version that every change increments, so a replica never
 goes back to an older state it hears late. The probe is a key set NX with an expiry: exactly
-one replica probes, and if it dies another may after the expiry.
+one replica probes, and if it dies (or its answer is lost) the circuit counts it as a failed
+probe once the key expired: the next probe waits a whole cool-down. Only the holder of the
+claim settles a half-open circuit (compare and delete); `reset` closes it for everyone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Protocol
 
 from consumer.breaker import State
 
-from .link import RedisLink, Script
+from .link import Runner, Script
 from .shared import ChannelKeys
 
 
@@ -30,18 +32,24 @@ class Circuit:
 class CircuitStore(Protocol):
     async def read(self) -> Circuit: ...
 
-    async def failed(self, probe: bool) -> Circuit:
-        """A retryable failure; `probe`: the half-open probe's own (the cool-down doubles)."""
+    async def failed(self, probe: str | None) -> Circuit:
+        """A retryable failure; `probe`: the holder of the claim it was sent under, if any.
+        Only the probe that still holds the claim settles a half-open circuit (the cool-down
+        doubles); any other failure counts towards opening."""
 
-    async def succeeded(self) -> Circuit:
-        """The receiver answered: close, forget the failures."""
+    async def succeeded(self, probe: str | None) -> Circuit:
+        """The receiver answered. The probe that holds the claim closes the circuit; any
+        other answer forgets the failures of a closed one and leaves an open one open."""
 
-    async def claim_probe(self) -> tuple[bool, Circuit]:
-        """Whether this caller is the one probe of an open circuit whose cool-down is over."""
+    async def claim_probe(self, holder: str) -> tuple[bool, Circuit]:
+        """Whether `holder` is the one probe of an open circuit whose cool-down is over."""
+
+    async def reset(self) -> Circuit:
+        """Close the circuit for the whole fleet and forget its failures (an operator's)."""
 
 
 # ARGV: base cooldown (ms), max cooldown (ms), failures to open, probe expiry (ms), then one
-# argument of the script's own. KEYS: circuit, probe.
+# argument of the script's own (a probe's holder, or ''). KEYS: circuit, probe.
 _PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -61,6 +69,19 @@ local function reply(extra)
   return {state, failures, cooldown, math.max(0, open_until - now),
     redis.call('EXISTS', KEYS[2]), version, extra}
 end
+local function reopen()
+  cooldown = math.min(cooldown * 2, tonumber(ARGV[2]))
+  state = 'open'
+  open_until = now + cooldown
+end
+-- The probe's own result: its holder still holds the claim. Compare and delete.
+local function settles()
+  if ARGV[5] ~= '' and redis.call('GET', KEYS[2]) == ARGV[5] then
+    redis.call('DEL', KEYS[2])
+    return state == 'half_open'
+  end
+  return false
+end
 """
 
 _READ = Script.of("circuit_read", _PRELUDE + "return reply(0)")
@@ -70,11 +91,8 @@ _FAILED = Script.of(
     _PRELUDE
     + """
 failures = failures + 1
-if ARGV[5] == '1' and state == 'half_open' then
-  cooldown = math.min(cooldown * 2, tonumber(ARGV[2]))
-  state = 'open'
-  open_until = now + cooldown
-  redis.call('DEL', KEYS[2])
+if settles() then
+  reopen()
 elseif state == 'open' then
   open_until = now + cooldown
 elseif state == 'closed' and failures >= tonumber(ARGV[3]) then
@@ -90,9 +108,8 @@ _SUCCEEDED = Script.of(
     "circuit_succeeded",
     _PRELUDE
     + """
-if state ~= 'closed' or failures ~= 0 or cooldown ~= tonumber(ARGV[1]) then
+if settles() or (state == 'closed' and failures ~= 0) then
   state, failures, cooldown, open_until = 'closed', 0, tonumber(ARGV[1]), 0
-  redis.call('DEL', KEYS[2])
   save()
 end
 return reply(0)
@@ -103,7 +120,12 @@ _CLAIM = Script.of(
     "circuit_claim",
     _PRELUDE
     + """
-if (state == 'open' and now >= open_until) or state == 'half_open' then
+if state == 'half_open' and redis.call('EXISTS', KEYS[2]) == 0 then
+  -- Its probe went without a word (its replica died, its answer was lost): a failed probe,
+  -- so the next one waits a whole cool-down, never goes at once.
+  reopen()
+  save()
+elseif state == 'open' and now >= open_until then
   if redis.call('SET', KEYS[2], ARGV[5], 'NX', 'PX', tonumber(ARGV[4])) then
     state = 'half_open'
     save()
@@ -114,18 +136,28 @@ return reply(0)
 """,
 )
 
+_RESET = Script.of(
+    "circuit_reset",
+    _PRELUDE
+    + """
+redis.call('DEL', KEYS[2])
+state, failures, cooldown, open_until = 'closed', 0, tonumber(ARGV[1]), 0
+save()
+return reply(0)
+""",
+)
+
 
 class RedisCircuit:
     def __init__(
         self,
-        link: RedisLink,
+        link: Runner,
         keys: ChannelKeys,
         *,
         failures: int,
         cooldown_seconds: float,
         max_cooldown_seconds: float,
         probe_timeout: float,
-        holder: str,
     ) -> None:
         self._link = link
         self._keys = (keys.circuit, keys.probe)
@@ -135,21 +167,26 @@ class RedisCircuit:
             failures,
             round(probe_timeout * 1000),
         )
-        self._holder = holder
+
+    async def _run(self, script: Script, extra: str = "") -> list[Any]:
+        answer: list[Any] = await self._link.run(script, self._keys, (*self._args, extra))
+        return answer
 
     async def read(self) -> Circuit:
-        return _circuit(await self._link.run(_READ, self._keys, (*self._args, "")))
+        return _circuit(await self._run(_READ))
 
-    async def failed(self, probe: bool) -> Circuit:
-        args = (*self._args, "1" if probe else "0")
-        return _circuit(await self._link.run(_FAILED, self._keys, args))
+    async def failed(self, probe: str | None) -> Circuit:
+        return _circuit(await self._run(_FAILED, probe or ""))
 
-    async def succeeded(self) -> Circuit:
-        return _circuit(await self._link.run(_SUCCEEDED, self._keys, (*self._args, "")))
+    async def succeeded(self, probe: str | None) -> Circuit:
+        return _circuit(await self._run(_SUCCEEDED, probe or ""))
 
-    async def claim_probe(self) -> tuple[bool, Circuit]:
-        reply = await self._link.run(_CLAIM, self._keys, (*self._args, self._holder))
+    async def claim_probe(self, holder: str) -> tuple[bool, Circuit]:
+        reply = await self._run(_CLAIM, holder)
         return bool(int(reply[6])), _circuit(reply)
+
+    async def reset(self) -> Circuit:
+        return _circuit(await self._run(_RESET))
 
 
 def _circuit(reply: list[Any]) -> Circuit:

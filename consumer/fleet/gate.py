@@ -11,7 +11,10 @@ waiter of the fleet; `WAIT` bounds it, so an expired lease of a crashed replica 
 too); the others queue behind it in order.
 
 While the shared store does not answer, a local gate at this replica's share of the cap
-(`max(1, cap // replicas)`) stands in.
+(`max(1, cap // replicas)`) stands in. Nothing of an outage outlives it: a lease whose take or
+give-back got no answer may or may not hold a place in Redis, so it is remembered and freed
+once Redis answers again, and the requests the fallback let out that still run are counted
+in Redis then, so the replicas that are back do not fill the cap beside them.
 """
 
 from __future__ import annotations
@@ -56,6 +59,24 @@ class _FleetLease:
             gate._returned_lease(self._held)
 
 
+class _FallbackLease:
+    """A lease of the fallback's local gate, named so it can be counted in Redis once Redis
+    is back while its request still runs."""
+
+    __slots__ = ("_gate", "_holder", "_local")
+
+    def __init__(self, gate: FleetGate, local: Lease, holder: str) -> None:
+        self._gate: FleetGate | None = gate
+        self._local = local
+        self._holder = holder
+
+    def release(self) -> None:
+        if self._gate is not None:
+            gate, self._gate = self._gate, None
+            self._local.release()
+            gate._fallback_returned(self._holder)
+
+
 class FleetGate:
     def __init__(
         self,
@@ -78,26 +99,40 @@ class FleetGate:
         self._blocked = False  # that waiter is waiting for a give-back
         self._wanted_until = -math.inf  # other replicas wait for leases until then
         self._fallback: LocalGate | None = None
+        self._uncertain: set[str] = set()  # holders whose place in Redis nobody knows
+        self._running: dict[str, bool] = {}  # fallback leases out -> counted in Redis
+        self._settler: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> Lease:
         if self._availability.shared:
-            if not self._turn.locked() and (lease := self._reuse()) is not None:
+            if not self._turn.locked() and not self._unsettled() and (lease := self._reuse()):
                 return lease  # nobody here waits longer for one: no overtaking
             async with self._turn:
                 lease = await self._from_store()
             if lease is not None:
                 return lease
-        return await self._local().acquire()
+        local = await self._local().acquire()
+        holder = next(self._holders)
+        self._running[holder] = False  # counted in Redis once it answers, if still running
+        self._settle_later()
+        return _FallbackLease(self, local, holder)
 
     async def _from_store(self) -> Lease | None:
         """A lease, or None when the store stopped answering (the caller falls back)."""
         while self._availability.shared:
+            if self._unsettled() and not await self._settle():
+                return None
             if (lease := self._reuse()) is not None:
                 return lease
             holder = next(self._holders)
             try:
-                granted, wanted = await self._store.take(holder)
+                try:
+                    granted, wanted = await self._store.take(holder)
+                except BaseException:
+                    # Timed out or cancelled: the script may have run. Free it once heard.
+                    self._uncertain.add(holder)
+                    raise
                 self._heard(wanted)
                 if granted:
                     return self._lent(_Held(holder, self._clock()))
@@ -165,13 +200,56 @@ class FleetGate:
             self._give_back(held)
 
     def _give_back(self, held: _Held) -> None:
-        task = asyncio.create_task(self._send_back(held.holder))
+        self._give_back_holder(held.holder)
+
+    async def _send_back(self, holder: str) -> None:
+        try:
+            self._heard(await self._store.give_back(holder))
+        except FleetUnavailable:
+            self._uncertain.add(holder)  # freed once Redis answers, not at its expiry
+            self._settle_later()
+
+    def _fallback_returned(self, holder: str) -> None:
+        if self._running.pop(holder, False):
+            self._give_back_holder(holder)  # counted in Redis after the outage: free it
+
+    def _give_back_holder(self, holder: str) -> None:
+        task = asyncio.create_task(self._send_back(holder))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_back(self, holder: str) -> None:
-        with contextlib.suppress(FleetUnavailable):  # it expires in Redis by itself
-            self._heard(await self._store.give_back(holder))
+    def _unsettled(self) -> bool:
+        return bool(self._uncertain) or not all(self._running.values())
+
+    async def _settle(self) -> bool:
+        """Tell Redis what the outage left: free the uncertain places, count the requests
+        still running on the fallback. False when Redis did not answer."""
+        dropped = sorted(self._uncertain)
+        running = [holder for holder, counted in self._running.items() if not counted]
+        try:
+            self._heard(await self._store.settle(dropped, running))
+        except FleetUnavailable:
+            return False
+        self._uncertain.difference_update(dropped)
+        for holder in running:
+            if holder in self._running:
+                self._running[holder] = True
+            else:  # it ended during the round trip: its place goes again
+                self._uncertain.add(holder)
+        return True
+
+    def _settle_later(self) -> None:
+        """Settle as soon as the shared store answers, even if no request comes: a lease
+        left over would hold a place of the fleet's cap until its expiry."""
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_when_shared())
+
+    async def _settle_when_shared(self) -> None:
+        while self._unsettled():
+            await self._availability.until_shared()
+            async with self._turn:
+                if self._unsettled() and not await self._settle():
+                    continue  # down again: wait for the next recovery
 
     def _local(self) -> LocalGate:
         share = max(1, self._limit // self._availability.replicas())
@@ -188,3 +266,9 @@ class FleetGate:
             self._give_back(held)
         self._idle.clear()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._settler is not None:
+            self._settler.cancel()
+            await asyncio.gather(self._settler, return_exceptions=True)
+        if self._uncertain and self._availability.shared:
+            with contextlib.suppress(FleetUnavailable):  # else they expire by themselves
+                await self._store.settle(sorted(self._uncertain), ())

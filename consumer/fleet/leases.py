@@ -9,9 +9,10 @@ whether it is, so a replica keeps idle leases only while nobody else waits for o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from .link import RedisLink, Script
+from .link import Runner, Script
 from .shared import ChannelKeys
 
 
@@ -27,6 +28,12 @@ class LeaseStore(Protocol):
     async def freed(self, within: float) -> bool:
         """Wait up to `within` seconds for a lease of the channel to be given back anywhere
         in the fleet (a hint to try `take` again, not a grant)."""
+
+    async def settle(self, dropped: Sequence[str], running: Sequence[str]) -> bool:
+        """After an outage: free the places of `dropped` (leases that may or may not have
+        been taken or given back while Redis did not answer) and count `running` (requests
+        that went out on the fallback and still run) whatever the cap; whether replicas
+        wait for leases."""
 
 
 _WANTED_MS = 1000  # how long a refused take marks the channel wanted
@@ -65,8 +72,34 @@ return redis.call('EXISTS', KEYS[3])
 )
 
 
+# KEYS: leases, freed, wanted. ARGV: limit, ttl (ms), how many to drop, then the holders to
+# drop, then those to count. Returns whether others wait for leases.
+_SETTLE = Script.of(
+    "settle",
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dropping = tonumber(ARGV[3])
+for i = 4, 3 + dropping do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('RPUSH', KEYS[2], 1)
+  end
+end
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[1]), -1)
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]))
+for i = 4 + dropping, #ARGV do
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[i])
+end
+if #ARGV > 3 + dropping then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return redis.call('EXISTS', KEYS[3])
+""",
+)
+
+
 class RedisLeases:
-    def __init__(self, link: RedisLink, keys: ChannelKeys, limit: int, ttl_seconds: float) -> None:
+    def __init__(self, link: Runner, keys: ChannelKeys, limit: int, ttl_seconds: float) -> None:
         self._link = link
         self._keys = (keys.leases, keys.freed, keys.wanted)
         self._limit = limit
@@ -84,3 +117,7 @@ class RedisLeases:
 
     async def freed(self, within: float) -> bool:
         return await self._link.wait_pop(self._keys[1], within)
+
+    async def settle(self, dropped: Sequence[str], running: Sequence[str]) -> bool:
+        args = (self._limit, self._ttl_ms, len(dropped), *dropped, *running)
+        return bool(await self._link.run(_SETTLE, self._keys, args))

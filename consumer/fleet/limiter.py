@@ -5,8 +5,10 @@ time; the lane's workers take them in order and sleep until their slot, as with 
 limiter. The batch follows the replica's own demand (what is waiting now plus what the last
 second suggests for the next fifth of one, at most its share of the rate for that long), up to
 a fifth of a second of the channel's rate: 1 permit per round trip for a 5/s channel, up to
-100 for a 500/s one. A permit whose slot
-passed unused is dropped, never spent late in a bunch.
+100 for a 500/s one. Each slot is placed where Redis meant it, on Redis's clock as this replica
+last saw it answer promptly: an answer read late (a busy event loop) does not shift its slots
+onto the next replica's batch; its slots that passed meanwhile are dropped, never spent late in
+a bunch.
 
 `free_in()` and `paused_for()` answer from what the last grant said, without a round trip.
 While the shared source does not answer, a local limiter at this replica's share of the rate
@@ -30,6 +32,40 @@ from .shared import Availability, FleetUnavailable, share
 
 LOOKAHEAD: Final = 0.2  # seconds of demand one round trip fetches permits for, at most
 _STALE: Final = 0.05  # a slot is good this long after its time, then dropped unused
+# After a fallback, this replica keeps to its share as well as to Redis's permits this long:
+# the other replicas' probes find Redis within 2 s (+ 20 % jitter) of this one's, and until
+# then they send their shares, which Redis does not see.
+REJOIN_SECONDS: Final = 3.0
+
+
+class _RedisClock:
+    """Redis's clock on ours: the smallest (arrival - Redis's time) of the last half minute.
+    A reply read promptly gives the true difference plus a round trip's fraction; one read
+    late gives more, and is not believed."""
+
+    WINDOW: Final = 30.0
+
+    def __init__(self) -> None:
+        self._offsets: deque[tuple[float, float]] = deque()  # (our time, offset), increasing
+
+    def ours(self, at: float, sent: float, arrived: float) -> float:
+        """When Redis's time `at` was on our clock, for an answer to a call sent at `sent`
+        that arrived at `arrived`: never before the call, never after its answer."""
+        offset = arrived - at
+        offsets = self._offsets
+        while offsets and offsets[-1][1] >= offset:
+            offsets.pop()
+        offsets.append((arrived, offset))
+        while offsets[0][0] < arrived - self.WINDOW:
+            offsets.popleft()
+        ours = at + offsets[0][1]
+        if ours < sent:  # Redis's clock moved back (a step, a failover): start afresh
+            self.forget()
+            return self.ours(at, sent, arrived)
+        return ours
+
+    def forget(self) -> None:
+        self._offsets.clear()
 
 
 class _Demand:
@@ -82,15 +118,27 @@ class FleetLimiter:
         self._fallback_replicas = 0
         self._last_slot = -math.inf  # the latest shared slot this replica was granted
         self._on_fallback = False
+        self._resume = False  # the next grant follows a fallback: no burst left to grant
+        self._rejoining_until = -math.inf  # keeps to its share as well until then
+        self._redis_clock = _RedisClock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> float:
         started = self._clock()
         self._demand.arrived()
+        overslept = rejoined = False
         while True:
             if not self._availability.shared:
                 return self._clock() - started + await self._local().acquire()
             if self._on_fallback and await self._fallback_drained():
+                continue
+            if not rejoined and self._clock() < self._rejoining_until:
+                # Just back: the others may still send their shares, which Redis does not
+                # see. Keep to this replica's share too (first, so the shared slot that
+                # follows is fresh).
+                rejoined = True
+                assert self._fallback is not None  # a fallback preceded
+                await self._fallback.acquire()
                 continue
             slot = self._take()
             if slot is None:
@@ -99,6 +147,13 @@ class FleetLimiter:
             wait = slot - self._clock()
             if wait > 0:
                 await self._sleep(wait)
+                if not overslept and self._clock() - slot > _STALE:
+                    # The event loop woke this caller late (it was busy): the slots of every
+                    # caller it held back have passed together, and spent now they would go
+                    # out in a bunch. Take the next one instead (once: a loop that is always
+                    # late must still send).
+                    overslept = True
+                    continue
             if self.paused_for() <= 0:
                 return self._clock() - started
             # A pause arrived while this caller slept: its slot is void.
@@ -121,23 +176,24 @@ class FleetLimiter:
                 fair = share(self._per_second, self._availability.replicas()) * LOOKAHEAD
                 soon = min(self._demand.expected(LOOKAHEAD), int(fair))
                 wanted = min(self._most, self._waiting + soon)
+                sent = self._clock()
                 try:
-                    grant = await self._permits.grant(wanted)
+                    grant = await self._permits.grant(wanted, self._resume)
                 except FleetUnavailable:
                     return  # the caller goes on with the fallback
-                self._learn(grant)
+                self._resume = False
+                self._learn(grant, sent)
         finally:
             self._waiting -= 1
 
-    def _learn(self, grant: Grant) -> None:
-        # Offsets count from when Redis answered; counting them from when the answer arrived
-        # errs late, never early.
-        now = self._clock()
-        self._slots.extend(now + offset for offset in grant.slots)
+    def _learn(self, grant: Grant, sent: float) -> None:
+        # Offsets count from when Redis answered, placed on our clock.
+        answered = self._redis_clock.ours(grant.at, sent, self._clock())
+        self._slots.extend(answered + offset for offset in grant.slots)
         if grant.slots:
-            self._last_slot = max(self._last_slot, now + grant.slots[-1])
-        self._next_free_at = now + grant.next_free
-        self._paused_until = max(self._paused_until, now + grant.paused_for)
+            self._last_slot = max(self._last_slot, answered + grant.slots[-1])
+        self._next_free_at = answered + grant.next_free
+        self._paused_until = max(self._paused_until, answered + grant.paused_for)
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
@@ -196,6 +252,9 @@ class FleetLimiter:
         left = self._fallback.reserved_until - self._clock()
         if left <= 0:
             self._on_fallback = False
+            self._resume = True
+            self._rejoining_until = self._clock() + REJOIN_SECONDS
+            self._redis_clock.forget()  # it may be another Redis now, on another clock
             return False
         await self._sleep(left)
         return True

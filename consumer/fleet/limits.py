@@ -21,29 +21,36 @@ from consumer.limits import (
     local_breaker,
     probe_timeout,
 )
+from consumer.observer import Observer
 from consumer.ratelimit import LocalLimiter, RateLimiter
 from consumer.redis_health import RedisHealth
 from consumer.redisclient import open_redis
 from consumer.secrets import read_secret
 
 from .breaker import FleetBreaker
+from .channel_link import ChannelLink
 from .circuit import RedisCircuit
 from .gate import HOLD, FleetGate
 from .leases import RedisLeases
 from .limiter import FleetLimiter
 from .link import WAIT_MAX, RedisLink
 from .permits import RedisPermits
-from .replicas import GroupMembers
-from .shared import ChannelKeys
+from .replicas import GroupMembers, RedisCountMemory
+from .shared import ChannelKeys, group_key
 
 log = structlog.get_logger(__name__)
 
-# Round trips at once: a grant and a lease request per channel, plus background writes.
-_MAX_CONNECTIONS: Final = 64
-# Blocking waits at once: at most one per channel whose concurrency cap is reached.
-_MAX_BLOCKING: Final = 128
-# A crashed holder's lease outlives the channel's timeout by this much besides its hold.
+# A crashed holder's lease outlives the channel's timeout by this much besides its hold and
+# the wait for a fresh permit that a request may do holding it (at most cap / rate).
 _LEASE_MARGIN_SECONDS: Final = 2.0
+
+
+def lease_ttl(channel: Channel) -> float:
+    """How long a lease lives in Redis unless given back: what its request may take."""
+    permit_wait = 0.0
+    if channel.rate_limit is not None:
+        permit_wait = channel.max_concurrency / channel.rate_limit.per_second
+    return channel.timeout_seconds + HOLD + _LEASE_MARGIN_SECONDS + permit_wait
 
 
 class _Closable(Protocol):
@@ -58,6 +65,8 @@ class FleetLimits:
         # Names this process's leases and probes in Redis, for whoever looks.
         self._replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._parts: list[_Closable] = []
+        self._views: dict[str, ChannelLink] = {}
+        link.provision(len(config.channels))
 
     @classmethod
     def open(
@@ -65,6 +74,7 @@ class FleetLimits:
         config: ServiceConfig,
         environ: Mapping[str, str] | None = None,
         health: RedisHealth | None = None,
+        observer: Observer | None = None,
     ) -> FleetLimits:
         settings = config.rate_limiter
         assert settings.url is not None  # check-config requires it with backend redis
@@ -78,21 +88,28 @@ class FleetLimits:
             ca_bundle=settings.ca_bundle,
             retry_once=False,  # a retry would double the bound a delivery may wait
         )
-        client = options(max_connections=_MAX_CONNECTIONS)
+        # Sized by `provision` for the channels; a reload's new channels add to it.
+        client = options(max_connections=1)
         blocking = options(
-            max_connections=_MAX_BLOCKING,
-            reply_timeout_seconds=WAIT_MAX + settings.timeout_seconds,
+            max_connections=1, reply_timeout_seconds=WAIT_MAX + settings.timeout_seconds
         )
-        members = GroupMembers(config.kafka, environ)
-        members.start()
+        prefix, group = settings.key_prefix, config.kafka.group_id
+        count: list[GroupMembers] = []
         link = RedisLink(
             client,
             timeout_seconds=settings.timeout_seconds,
-            replicas=members.count,
+            replicas=lambda: count[0].count(),
             shown_url=shown_url(settings.url),
+            scratch_key=group_key(prefix, group, "probe"),
             blocking=blocking,
             health=health,
         )
+        memory = RedisCountMemory(link, group_key(prefix, group, "replicas"))
+        members = GroupMembers(config.kafka, environ, memory=memory)
+        count.append(members)
+        if observer is not None:
+            observer.add(members.heard)  # a rebalance here: count the group again
+        members.start()
         return cls(config, link, members)
 
     def _keys(self, channel: Channel) -> ChannelKeys:
@@ -100,32 +117,40 @@ class FleetLimits:
             self._config.rate_limiter.key_prefix, self._config.kafka.group_id, channel.name
         )
 
+    def _view(self, channel: Channel) -> ChannelLink:
+        """One view per channel name, shared by its parts and those a reload rebuilds."""
+        if channel.name not in self._views:
+            self._views[channel.name] = ChannelLink(self._link, channel.name)
+            self._link.provision(len(self._views))
+        return self._views[channel.name]
+
     def for_channel(self, channel: Channel, on_change: OnChange) -> ChannelLimits:
         pacing = self.pacing(channel)
         settings = self._config.retry.circuit_breaker
         timeout = probe_timeout(channel)
+        view = self._view(channel)
         breaker = FleetBreaker(
             RedisCircuit(
-                self._link,
+                view,
                 self._keys(channel),
                 failures=settings.failures,
                 cooldown_seconds=settings.cooldown_seconds,
                 max_cooldown_seconds=settings.max_cooldown_seconds,
                 probe_timeout=timeout,
-                holder=self._replica,
             ),
-            self._link,
+            view,
             local_breaker(channel, settings, on_change),
             cooldown_seconds=settings.cooldown_seconds,
             max_cooldown_seconds=settings.max_cooldown_seconds,
             probe_timeout=timeout,
+            holder=self._replica,
             on_change=on_change,
         )
         self._parts.append(breaker)
         return ChannelLimits(pacing.limiter, pacing.gate, breaker)
 
     def pacing(self, channel: Channel) -> ChannelPacing:
-        link, keys = self._link, self._keys(channel)
+        link, keys = self._view(channel), self._keys(channel)
         limiter: RateLimiter
         if channel.rate_limit is None:
             limiter = LocalLimiter()  # no rate to share; a receiver's pause holds per replica
@@ -136,8 +161,8 @@ class FleetLimits:
             )
             self._parts.append(fleet_limiter)
         cap = channel.max_concurrency
-        lease_ttl = channel.timeout_seconds + HOLD + _LEASE_MARGIN_SECONDS
-        gate = FleetGate(RedisLeases(link, keys, cap, lease_ttl), link, cap, holder=self._replica)
+        leases = RedisLeases(link, keys, cap, lease_ttl(channel))
+        gate = FleetGate(leases, link, cap, holder=self._replica)
         self._parts.append(gate)
         return ChannelPacing(limiter, gate)
 

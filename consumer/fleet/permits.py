@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from .link import RedisLink, Script
+from .link import Runner, Script
 from .shared import ChannelKeys
 
 _MICRO: Final = 1_000_000
@@ -21,20 +21,25 @@ class Grant:
     slots: tuple[float, ...]  # seconds from the answer to each reserved slot, ascending
     next_free: float  # seconds from the answer until a further permit could be granted
     paused_for: float  # seconds left of a pause a receiver asked any replica for
+    at: float  # when the store answered, in seconds on its own clock
 
 
 class PermitSource(Protocol):
-    async def grant(self, count: int) -> Grant:
-        """Reserve up to `count` slots (at least one); raise FleetUnavailable if it cannot."""
+    async def grant(self, count: int, resume: bool = False) -> Grant:
+        """Reserve up to `count` slots (at least one); raise FleetUnavailable if it cannot.
+        `resume`: this replica comes back from its fallback, where it spent its share of the
+        rate: no burst is left to grant."""
 
     async def pause(self, seconds: float) -> None:
         """Grant no slot before `seconds` from now, to any replica."""
 
 
-# KEYS: tat, pause. ARGV: interval, tolerance, count, span (microseconds, except count).
-# tat is the theoretical arrival time of the next permit; a slot may run `tolerance` ahead of
-# it (the burst). Slots after the first stay within `span` of it: a batch covers a short
-# stretch of time, so what one replica reserved and does not use is little.
+# KEYS: tat, pause. ARGV: interval, tolerance, count, span (microseconds, except count),
+# resume ('1' or '0'). tat is the theoretical arrival time of the next permit; a slot may run
+# `tolerance` ahead of it (the burst). Slots after the first stay within `span` of it: a batch
+# covers a short stretch of time, so what one replica reserved and does not use is little.
+# A replica that resumes after its fallback takes the burst away: the fleet spent it there.
+# Returns the pause left, the next free slot, Redis's time, then the slots (microseconds).
 _GRANT = Script.of(
     "grant",
     """
@@ -44,8 +49,9 @@ local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
 local count, span = tonumber(ARGV[3]), tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 local paused = tonumber(redis.call('GET', KEYS[2])) or 0
+if ARGV[5] == '1' then tat = math.max(tat, now + tolerance) end
 local first = nil
-local reply = {'', ''}
+local reply = {'', '', string.format('%d', now)}
 for i = 1, count do
   local slot = math.max(now, tat - tolerance, paused)
   if first == nil then first = slot elseif slot - first > span then break end
@@ -78,19 +84,25 @@ return 1
 
 
 class RedisPermits:
-    def __init__(self, link: RedisLink, keys: ChannelKeys, per_second: float, burst: int) -> None:
+    def __init__(self, link: Runner, keys: ChannelKeys, per_second: float, burst: int) -> None:
         self._link = link
         self._keys = (keys.rate, keys.pause)
         self._interval = _MICRO / per_second
         self._tolerance = self._interval * (max(1, burst) - 1)
 
-    async def grant(self, count: int) -> Grant:
+    async def grant(self, count: int, resume: bool = False) -> Grant:
         # One batch spans at most a fifth of a second of the channel's rate.
         span = max(self._interval, _MICRO / 5)
-        args = (f"{self._interval:.3f}", f"{self._tolerance:.3f}", max(1, count), f"{span:.0f}")
+        args = (
+            f"{self._interval:.3f}",
+            f"{self._tolerance:.3f}",
+            max(1, count),
+            f"{span:.0f}",
+            "1" if resume else "0",
+        )
         reply = await self._link.run(_GRANT, self._keys, args)
-        paused, free, *slots = (int(value) / _MICRO for value in reply)
-        return Grant(tuple(slots), free, paused)
+        paused, free, at, *slots = (int(value) / _MICRO for value in reply)
+        return Grant(tuple(slots), free, paused, at)
 
     async def pause(self, seconds: float) -> None:
         await self._link.run(_PAUSE, self._keys[1:], (f"{seconds * _MICRO:.0f}",))

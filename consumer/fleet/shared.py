@@ -25,10 +25,18 @@ class Availability(Protocol):
     def replicas(self) -> int:
         """Live replicas of this deployment (at least 1): what a limit is divided by meanwhile."""
 
+    async def until_shared(self) -> None:
+        """Return once `shared` is true again (at once while it is)."""
+
 
 def share(total: float, replicas: int) -> float:
     """One replica's part of a fleet-wide limit."""
     return total / max(1, replicas)
+
+
+def group_key(prefix: str, group: str, what: str) -> str:
+    """A key of the whole deployment (not of one channel), encoded as `ChannelKeys` are."""
+    return f"{prefix}{{{quote(group, safe='')}}}:{what}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import structlog
 from ..delivery import Delivery
 from ..observer import (
     Attempted,
+    AttributesCorrupt,
     ChannelStateChanged,
     CircuitChanged,
     Delayed,
@@ -61,6 +62,8 @@ class TransitionLog:
                 log.info("handoff.recovered", what=what, failed_tries=failed)
             case ChannelStateChanged():
                 self._channel_state(details)
+            case AttributesCorrupt(key, reason, True):  # once per user: it stays corrupt
+                log.warning("attributes.corrupt", key=key, reason=reason, sent_as="not found")
             case _ if self._debug:
                 self._debug_line(details)
 

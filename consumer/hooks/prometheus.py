@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..observer import (
     Attempted,
     AttributesApplied,
+    AttributesCorrupt,
     AttributesProgress,
     ChannelStateChanged,
     CircuitChanged,
@@ -124,6 +125,9 @@ HELP = {
     "last_success_timestamp_seconds": "Unix time of a channel's last 2xx answer.",
     "redis_available": (
         "1 while Redis answers, 0 when not; only exported with a redis backend configured."
+    ),
+    "attributes_corrupt_total": (
+        "Lookups that met a user whose stored attributes cannot be read (sent as not found)."
     ),
     "config_reloads_total": (
         "Config reloads, applied or rejected (a rejected one keeps the running config)."
@@ -273,6 +277,7 @@ class PrometheusHook:
         self._attribute_skips = dict.fromkeys(ATTRIBUTE_SKIPS, 0)
         self._attribute_lag = 0
         self._attributes_caught_up = False
+        self._corrupt = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
             Attempted: self._attempted,
             Delayed: self._delayed,
@@ -290,6 +295,7 @@ class PrometheusHook:
             PartitionsOwned: self._partitions_owned,
             LaneLoad: self._lane_load,
             RedisChanged: self._redis_changed,
+            AttributesCorrupt: self._attributes_corrupt,
             ConfigReloaded: self._config_reloaded,
             AttributesApplied: self._attributes_applied,
             AttributesProgress: self._attributes_progress,
@@ -394,6 +400,9 @@ class PrometheusHook:
 
     def _redis_changed(self, details: RedisChanged) -> None:
         self._redis = details.available
+
+    def _attributes_corrupt(self, details: AttributesCorrupt) -> None:
+        self._corrupt += 1
 
     def _config_reloaded(self, details: ConfigReloaded) -> None:
         self._reloads["applied" if details.applied else "rejected"] += 1
@@ -516,6 +525,9 @@ class PrometheusHook:
             yield GaugeMetricFamily(
                 P + "redis_available", HELP["redis_available"], 1 if self._redis else 0
             )
+        yield CounterMetricFamily(
+            P + "attributes_corrupt_total", HELP["attributes_corrupt_total"], self._corrupt
+        )
         reloads = counter("config_reloads_total", ["result"])
         for result, count in self._reloads.items():
             reloads.add_metric([result], count)

@@ -1,7 +1,7 @@
 """Redis round trips of the fleet-wide limits per 1,000 deliveries (`rate_limiter: redis`).
 
 Three replica processes drive one channel's limiter, gate and breaker in the order a lane
-does (admit, acquire a permit, acquire a lease, the request, release, record) against a real
+does (admit, a permit, a lease, confirm, the request, release, record) against a real
 Redis ($REDIS_URL, default the local one), with 16 workers each. Prints one JSON line per
 scenario; nothing here asserts a target.
 
@@ -75,7 +75,6 @@ async def replica(
         cooldown_seconds=30,
         max_cooldown_seconds=300,
         probe_timeout=11,
-        holder="bench",
     )
     breaker = FleetBreaker(
         circuit,
@@ -93,9 +92,10 @@ async def replica(
             assert await breaker.admit()
             await limiter.acquire()
             lease = await gate.acquire()
+            admission = await breaker.confirm()
             await asyncio.sleep(scenario.request_seconds)  # the receiver answering
             lease.release()
-            breaker.record(failure=False)
+            breaker.record(False, admission)
             delivered += 1
 
     workers = [asyncio.create_task(worker()) for _ in range(WORKERS)]

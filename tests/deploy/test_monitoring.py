@@ -35,7 +35,7 @@ def alerts() -> dict[str, dict[str, Any]]:
 
 
 def test_the_catalogue_is_well_formed() -> None:
-    assert len(catalogue()["metrics"]) == 27
+    assert len(catalogue()["metrics"]) == 28
     assert catalogue_problems(catalogue()) == []
 
 

@@ -38,6 +38,11 @@ class Replica:
         await self.process.start()
 
     @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self.process.running
 

@@ -8,6 +8,8 @@ import itertools
 import time
 from pathlib import Path
 
+import aiohttp
+
 from consumer.receiver import Receiver
 
 from .fleet import ReplicaProcesses, busiest_second, private_redis, wall_to_monotonic
@@ -25,6 +27,22 @@ async def _wait(condition: object, within: float) -> bool:
             return False
         await asyncio.sleep(0.1)  # polling files and counters for a condition, with a deadline
     return True
+
+
+async def _gauges(ports: list[int]) -> list[float]:
+    """webhook_consumer_redis_available as each replica's /metrics shows it now."""
+    values = []
+    async with aiohttp.ClientSession() as session:
+        for port in ports:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
+                text = await answer.text()
+            [sample] = [
+                line
+                for line in text.splitlines()
+                if line.startswith("webhook_consumer_redis_available ")
+            ]
+            values.append(float(sample.split()[1]))
+    return values
 
 
 async def test_deliveries_go_on_at_the_replica_share_while_redis_is_down(
@@ -51,32 +69,42 @@ async def test_deliveries_go_on_at_the_replica_share_while_redis_is_down(
         logs = replicas.logs
         await replicas.start()
         try:
-            # The group has settled, and every replica counted its members.
+            # The group has settled, and every replica counted its members (not merely assumed
+            # as many as the topic has partitions).
             assert await _wait(
                 lambda: all(
-                    [e["replicas"] for e in log.events("rate_limiter.replicas")][-1:] == [REPLICAS]
+                    [(e["replicas"], e["source"]) for e in log.events("rate_limiter.replicas")][-1:]
+                    == [(REPLICAS, "group")]
                     for log in logs
                 ),
                 within=90,
             )
             assert len(receiver.received) < total - rate * 15, "too little left to see"
+            ports = [e["admin_port"] for log in logs for e in log.events("service.started")]
+            assert len(ports) == REPLICAS
+            assert await _gauges(ports) == [1.0] * REPLICAS  # Redis answers
             redis.kill()
             killed_at = time.monotonic()
             assert await _wait(
                 lambda: all(log.events("rate_limiter.fallback") for log in logs), within=10
             )
+            during = await _gauges(ports)  # scraped while Redis is away
             await asyncio.sleep(OUTAGE_SECONDS - (time.monotonic() - killed_at))  # the outage
             redis.start()  # same port, empty: the limit starts afresh
             restarted_at = time.monotonic()
             assert await _wait(
                 lambda: all(log.events("rate_limiter.recovered") for log in logs), within=30
             )
+            after = await _gauges(ports)
             assert await receiver.wait_for(
                 lambda r: len({x.delivery_id for x in r.delivered()}) >= total, within=120
             )
         finally:
             statuses = await replicas.stop()
     assert statuses == [0] * REPLICAS
+    # /metrics says what the limits know: 0 on every replica during the outage, 1 after.
+    assert during == [0.0] * REPLICAS
+    assert after == [1.0] * REPLICAS
 
     fallbacks = [e for log in logs for e in log.events("rate_limiter.fallback")]
     recoveries = [e for log in logs for e in log.events("rate_limiter.recovered")]

@@ -1,6 +1,6 @@
-"""The fleet-wide limits' Lua scripts on a real redis-server, with several "replicas" (each
-its own client), no service: the rate, the pause, the leases, the circuit, and what a Redis
-that stops answering costs."""
+"""The fleet-wide limits on a real redis-server, with several "replicas" (each its own
+client), no service: the rate, the pause, the cap, and what a Redis that stops answering
+costs. Each script's own rules are in test_fleet_scripts.py."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
-from consumer.breaker import State
-from consumer.fleet.circuit import RedisCircuit
+from consumer.attributes.urls import shown_url
+from consumer.fleet.channel_link import ChannelLink
 from consumer.fleet.gate import FleetGate
 from consumer.fleet.leases import RedisLeases
 from consumer.fleet.limiter import FleetLimiter
@@ -47,7 +49,11 @@ def link_to(url: str, replicas: int = 1) -> RedisLink:
         url, timeout_seconds=0.5, max_connections=4, retry_once=False, reply_timeout_seconds=2
     )
     return RedisLink(
-        client, timeout_seconds=0.5, replicas=lambda: replicas, shown_url=url, blocking=blocking
+        client,
+        timeout_seconds=0.5,
+        replicas=lambda: replicas,
+        shown_url=shown_url(url),  # as the service shows it: no password
+        blocking=blocking,
     )
 
 
@@ -68,9 +74,12 @@ async def test_four_replicas_hold_one_rate_for_30_seconds(links: Links) -> None:
         FleetLimiter(RedisPermits(link, channel, rate, burst), link, rate, burst)
         for link in links(4)
     ]
-    sent: list[float] = []
+    sent: list[float] = []  # when each permit was granted, on this process's clock
     end = time.monotonic() + 30
-    await asyncio.gather(*(demand(lim.acquire, end, sent) for lim in limiters for _ in range(16)))
+    async with asyncio.timeout(90):
+        await asyncio.gather(
+            *(demand(lim.acquire, end, sent) for lim in limiters for _ in range(16))
+        )
     sent.sort()
     busiest = busiest_second(sent)
     mean = (len(sent) - burst) / (sent[-1] - sent[burst - 1])
@@ -100,25 +109,11 @@ async def test_a_pause_asked_of_one_replica_holds_the_others(links: Links) -> No
     await first.acquire()
     first.pause(1.0)
     await first.close()  # the pause is written
-    waited = await second.acquire()
-    assert 0.8 <= waited <= 2
+    waited = await asyncio.wait_for(second.acquire(), 30)
+    # Held by the pause (the lower bound); the upper one only says nothing else held it for
+    # long, with room for a loaded machine.
+    assert 0.8 <= waited <= 5
     assert second.paused_for() == 0
-
-
-async def test_leases_cap_the_fleet_and_a_crashed_holder_gives_them_back(links: Links) -> None:
-    a, b = links(2)
-    channel = keys()
-    crashed = RedisLeases(a, channel, 2, ttl_seconds=0.5)
-    alive = RedisLeases(b, channel, 2, ttl_seconds=0.5)
-    assert await crashed.take("a:1") == (True, False)
-    assert await alive.take("b:1") == (True, False)
-    assert await alive.take("b:2") == (False, True)  # two out, across replicas
-    assert await alive.give_back("b:1")  # b:2 waits
-    assert await alive.freed(0.1)  # and is woken
-    assert await alive.take("b:2") == (True, True)
-    assert not (await alive.take("b:3"))[0]
-    await asyncio.sleep(0.6)  # a:1 was never given back: it lapses after its expiry
-    assert (await alive.take("b:3"))[0]
 
 
 async def test_gates_of_three_replicas_keep_one_cap(links: Links) -> None:
@@ -138,7 +133,8 @@ async def test_gates_of_three_replicas_keep_one_cap(links: Links) -> None:
         running -= 1
         lease.release()
 
-    await asyncio.gather(*(request(g) for g in gates for _ in range(10)))
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(request(g) for g in gates for _ in range(10)))
     assert most == 3
     for gate in gates:
         await gate.close()
@@ -153,71 +149,96 @@ async def eventually(condition: Callable[[], bool], within: float) -> bool:
     return True
 
 
-def circuit(link: RedisLink, channel: ChannelKeys, holder: str) -> RedisCircuit:
-    return RedisCircuit(
-        link,
-        channel,
-        failures=3,
-        cooldown_seconds=0.3,
-        max_cooldown_seconds=1,
-        probe_timeout=0.4,
-        holder=holder,
-    )
-
-
-async def test_the_circuit_opens_on_failures_in_total_and_one_replica_probes(
-    links: Links,
-) -> None:
-    channel = keys()
-    a, b, c = (circuit(link, channel, f"r{i}") for i, link in enumerate(links(3)))
-    await a.failed(probe=False)
-    await b.failed(probe=False)
-    assert (await c.read()).state is State.CLOSED
-    opened = await c.failed(probe=False)
-    assert (opened.state, opened.failures) == (State.OPEN, 3)
-    assert not (await a.claim_probe())[0]  # still cooling down
-    await asyncio.sleep(0.35)
-    claims = await asyncio.gather(a.claim_probe(), b.claim_probe(), c.claim_probe())
-    assert [claimed for claimed, _ in claims].count(True) == 1
-    reopened = await a.failed(probe=True)
-    assert (reopened.state, reopened.cooldown) == (State.OPEN, 0.6)  # doubled
-    await asyncio.sleep(0.65)
-    assert (await b.claim_probe())[0]
-    await asyncio.sleep(0.45)  # the probe's holder vanished: another may take over
-    assert (await c.claim_probe())[0]
-    closed = await c.succeeded()
-    assert (closed.state, closed.failures, closed.cooldown) == (State.CLOSED, 0, 0.3)
-    assert closed.version > reopened.version
-
-
 async def test_a_redis_that_stops_answering_costs_one_timeout_then_the_fallback(
     tmp_path: Path,
 ) -> None:
+    """A Redis that hangs (SIGSTOP: connections open, no answer): the first call waits for
+    its timeout, once; every call after it goes to the fallback without a round trip, until
+    the probe finds Redis serving the scripts again."""
     with private_redis(tmp_path / "redis") as redis:
         link = link_to(redis.url, replicas=2)
         channel = keys()
         limiter = FleetLimiter(RedisPermits(link, channel, 1000, 10), link, 1000, 10)
-        await limiter.acquire()
+        await asyncio.wait_for(limiter.acquire(), 10)
         redis.freeze()
         try:
+            grants = link.round_trips["grant"]
             started = time.monotonic()
-            await limiter.acquire()
+            await asyncio.wait_for(limiter.acquire(), 10)
             first = time.monotonic() - started
             assert not link.shared
-            started = time.monotonic()
+            assert link.round_trips["grant"] == grants + 1  # one call waited for its timeout
             for _ in range(10):
-                await limiter.acquire()
-            fallback = time.monotonic() - started
+                await asyncio.wait_for(limiter.acquire(), 10)
+            asked_meanwhile = link.round_trips["grant"] - grants - 1
         finally:
             redis.thaw()
         started = time.monotonic()
-        await eventually(lambda: link.shared, within=15)
+        back = await eventually(lambda: link.shared, within=15)
         recovered = time.monotonic() - started
         await link.close()
-    print(
-        f"\nfirst call on a hung Redis {first:.2f} s, then 10 permits in {fallback:.3f} s; "
-        f"back {recovered:.2f} s after it answered again"
-    )
-    assert first < 0.5 + 0.25  # the timeout, and some load
-    assert fallback < 0.25  # no round trip is tried while it is down
-    assert link.shared, f"not back {recovered:.1f} s after Redis answered again"
+    print(f"\nfirst call on a hung Redis {first:.2f} s; back {recovered:.2f} s after it answered")
+    # Bounded by the 0.5 s timeout, not by a socket's default or forever; the margin is for
+    # an event loop on a loaded 2-core machine.
+    assert first < 0.5 + 2
+    assert asked_meanwhile == 0  # the fallback's permits asked nothing of Redis
+    assert back, f"not back {recovered:.1f} s after Redis answered again"
+
+
+async def test_one_channels_wrongly_typed_key_keeps_only_that_channel_on_its_share(
+    links: Links, redis_url: str
+) -> None:
+    """Another program wrote a hash where a channel's rate lives: the script's WRONGTYPE takes
+    that channel to its fallback alone; the link and every other channel stay fleet-wide."""
+    [link] = links(1)
+    broken, healthy = keys("broken"), keys("healthy")
+    raw = Redis.from_url(redis_url)
+    try:
+        await raw.hset(broken.rate, mapping={"not": "a number"})
+        views = [ChannelLink(link, "broken"), ChannelLink(link, "healthy")]
+        limiters = [
+            FleetLimiter(RedisPermits(view, k, 100, 10), view, 100, 10)
+            for view, k in zip(views, (broken, healthy), strict=True)
+        ]
+        with capture_logs() as logs:
+            for _ in range(5):
+                for limiter in limiters:
+                    await asyncio.wait_for(limiter.acquire(), 10)
+        assert link.shared
+        assert [view.shared for view in views] == [False, True]
+        assert await raw.exists(healthy.rate)  # the healthy channel's state is in Redis
+        [line] = [e for e in logs if e["event"] == "rate_limiter.channel_fallback"]
+        assert line["channel"] == "broken"
+        assert "WRONGTYPE" in line["reason"]
+    finally:
+        await raw.delete(broken.rate)
+        await raw.aclose()
+
+
+async def test_a_user_without_the_permissions_is_said_once_with_the_fix(tmp_path: Path) -> None:
+    """A Redis user that may not run scripts: NOPERM is an operator's problem, not an outage.
+    Said once at error level with the ACL to grant; the limits stay on the fallback (the
+    probe's script is refused too), never flapping back."""
+    with private_redis(tmp_path / "redis") as redis:
+        admin = Redis.from_url(redis.url)
+        try:
+            await admin.execute_command(
+                "ACL", "SETUSER", "limits", "on", ">secret-pw", "~*", "+@all", "-evalsha"
+            )
+        finally:
+            await admin.aclose()
+        url = f"redis://limits:secret-pw@127.0.0.1:{redis.port}/0"
+        link = link_to(url, replicas=2)
+        limiter = FleetLimiter(RedisPermits(link, keys(), 100, 10), link, 100, 10)
+        with capture_logs() as logs:
+            for _ in range(20):
+                await asyncio.wait_for(limiter.acquire(), 10)
+            probes = link.round_trips["probe"]
+            assert await eventually(lambda: link.round_trips["probe"] > probes, within=15)
+        assert not link.shared
+        await link.close()
+    fallbacks = [e for e in logs if e["event"] == "rate_limiter.fallback"]
+    assert [e["log_level"] for e in fallbacks] == ["error"]
+    assert "ACL" in fallbacks[0]["fix"]
+    assert "secret-pw" not in repr(logs)
+    assert not [e for e in logs if e["event"] == "rate_limiter.recovered"]

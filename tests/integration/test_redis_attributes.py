@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from consumer.attributes import AttributesUnavailable, open_store
 from consumer.attributes.redis import RedisAttributeStore
 from consumer.config import AttributesConfig
-from consumer.observer import Details, Observer, RedisChanged
+from consumer.hooks.logs import TransitionLog
+from consumer.hooks.prometheus import PrometheusHook
+from consumer.observer import AttributesCorrupt, Details, Observer, RedisChanged
 from consumer.redis_health import RedisHealth
 from tests.support.ports import free_port
+
+from .fleet import private_redis
 
 NESTED = {
     "name": "Zoë 王 🚀",
@@ -296,3 +303,93 @@ async def test_the_store_tells_redis_health_when_redis_stops_and_starts_answerin
         (True, False),
     ]
     assert health.available is True
+
+
+# Bad data and big users: a corrupt user is one user not found, never a failed lookup
+
+
+@pytest.mark.parametrize("fields", [None, {"hobby", "tier"}], ids=["every field", "sent fields"])
+async def test_a_corrupt_user_is_not_found_and_the_others_are_unaffected(
+    redis_url: str, raw: Redis, prefix: str, fields: set[str] | None
+) -> None:
+    seen: list[Details] = []
+    metrics = PrometheusHook([])
+    observer = Observer([seen.append, metrics, TransitionLog(debug=False)])
+    store = RedisAttributeStore(
+        redis_url,
+        key_prefix=prefix,
+        timeout_seconds=3,
+        fields=None if fields is None else (lambda: fields),
+        observer=observer,
+    )
+    try:
+        good = [(f"u-{i}", {"hobby": "chess", "tier": i}) for i in range(998)]
+        await store.put_many(good)
+        await raw.set(f"{prefix}typed", "a string, not a hash")  # another program's key
+        await raw.hset(f"{prefix}garbled", mapping={"hobby": b"not json", "tier": b"1"})
+        users = ["typed", *(u for u, _ in good[:500]), "garbled", *(u for u, _ in good[500:])]
+        with capture_logs() as logs:
+            found = await store.get_many(users)
+            again = await store.get_many(users)
+    finally:
+        await store.close()
+    assert found == again == dict(good)  # 998 users found, two sent as not found
+    corrupt = [d for d in seen if isinstance(d, AttributesCorrupt)]
+    assert [(d.key, d.first) for d in corrupt] == [
+        (f"{prefix}typed", True),
+        (f"{prefix}garbled", True),
+        (f"{prefix}typed", False),
+        (f"{prefix}garbled", False),
+    ]
+    assert "not JSON" in corrupt[1].reason
+    assert "not json" not in repr(corrupt)  # what is wrong, never the value
+    lines = [line for line in logs if line["event"] == "attributes.corrupt"]
+    assert [line["key"] for line in lines] == [f"{prefix}typed", f"{prefix}garbled"]  # once
+    assert b"webhook_consumer_attributes_corrupt_total 4.0" in metrics.exposition()
+
+
+async def test_a_lookup_fetches_only_the_attributes_the_channels_send(
+    redis_url: str, prefix: str
+) -> None:
+    sent = {"hobby"}
+    store = RedisAttributeStore(
+        redis_url, key_prefix=prefix, timeout_seconds=3, fields=lambda: sent
+    )
+    try:
+        await store.put_many(
+            [
+                ("u1", {"hobby": "chess", "history": ["x" * 1000] * 100}),
+                ("u2", {"history": []}),  # found, with none of the attributes sent
+                ("u3", {}),  # found, with no attributes at all
+            ]
+        )
+        assert await store.get_many(["u1", "u2", "u3", "absent"]) == {
+            "u1": {"hobby": "chess"},
+            "u2": {},
+            "u3": {},
+        }
+        sent.add("history")  # a reload: a channel now sends it too
+        assert (await store.get_many(["u2"]))["u2"] == {"history": []}
+    finally:
+        await store.close()
+
+
+async def test_an_import_of_big_users_goes_in_small_transactions(tmp_path: Path) -> None:
+    """1,000 users of 20 KB each would be one 20 MB MULTI/EXEC, holding the Redis every limit
+    of the fleet shares; in transactions of about 512 KB, nothing waits behind one for long."""
+    with private_redis(tmp_path / "redis") as redis:  # its counters are this test's alone
+        store = RedisAttributeStore(redis.url, key_prefix="a:", timeout_seconds=10)
+        raw = Redis.from_url(redis.url)
+        try:
+            users = [(f"u-{i}", {"blob": "x" * 20_000}) for i in range(1000)]
+            await store.put_many(users)
+            stats = await raw.info("commandstats")
+            transactions = stats["cmdstat_exec"]["calls"]
+            assert await raw.dbsize() == 1000
+        finally:
+            await store.close()
+            await raw.aclose()
+    # About 20 MB (1,000 x 20,009 bytes of JSON) in transactions of at most 512 KiB: 39 at
+    # least, and not many more (each but the last is nearly full).
+    least = math.ceil(1000 * 20_009 / (512 * 1024))
+    assert least <= transactions <= least + 2

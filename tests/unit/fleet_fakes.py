@@ -8,7 +8,7 @@ import asyncio
 import heapq
 import itertools
 import math
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,15 +18,31 @@ from consumer.fleet.permits import Grant
 from consumer.fleet.shared import FleetUnavailable
 
 
-@dataclass
 class Switch:
-    """`Availability`: whether the shared store answers, and the live replica count."""
+    """`Availability`: whether the shared store answers (a test flips it), and the live
+    replica count."""
 
-    shared: bool = True
-    count: int = 1
+    def __init__(self, shared: bool = True, count: int = 1) -> None:
+        self.count = count
+        self._up = asyncio.Event()
+        self.shared = shared
+
+    @property
+    def shared(self) -> bool:
+        return self._up.is_set()
+
+    @shared.setter
+    def shared(self, value: bool) -> None:
+        if value:
+            self._up.set()
+        else:
+            self._up.clear()
 
     def replicas(self) -> int:
         return self.count
+
+    async def until_shared(self) -> None:
+        await self._up.wait()
 
 
 class VirtualTime:
@@ -91,19 +107,22 @@ class MemoryPermits(_Shared):
         self.asked: list[int] = []
         self.pauses: list[float] = []
 
-    async def grant(self, count: int) -> Grant:
+    async def grant(self, count: int, resume: bool = False) -> Grant:
         self._call()
         self.asked.append(count)
         now = self._clock()
+        if resume:
+            self._tat = max(self._tat, now + self._tolerance)
         slots: list[float] = []
         for _ in range(max(1, count)):
             slot = max(now, self._tat - self._tolerance, self.paused_until)
-            if slots and slot - (now + slots[0]) > self._span:
+            # The script counts whole microseconds; floats here must not cut a batch short.
+            if slots and slot - (now + slots[0]) > self._span + 1e-9:
                 break
             self._tat = max(self._tat, slot) + self._interval
             slots.append(slot - now)
         free = max(0.0, self._tat - self._tolerance - now)
-        return Grant(tuple(slots), free, max(0.0, self.paused_until - now))
+        return Grant(tuple(slots), free, max(0.0, self.paused_until - now), now)
 
     async def pause(self, seconds: float) -> None:
         self._call()
@@ -151,6 +170,17 @@ class MemoryLeases(_Shared):
             return False
         return True
 
+    async def settle(self, dropped: Sequence[str], running: Sequence[str]) -> bool:
+        self._call()
+        now = self._clock()
+        for holder in dropped:
+            if self.held.pop(holder, None) is not None and not self._tokens.full():
+                self._tokens.put_nowait(None)
+        for holder in running:
+            self.held[holder] = now + self._ttl
+        self.most = max(self.most, len(self.held))
+        return now < self.wanted_until
+
 
 @dataclass
 class MemoryCircuit(_Shared):
@@ -167,12 +197,16 @@ class MemoryCircuit(_Shared):
     cooldown: float = 0.0
     open_until: float = 0.0
     version: int = 0
+    probe_holder: str | None = None
     probe_until: float = -math.inf
     claims: int = field(default=0)
 
     def __post_init__(self) -> None:
         super().__init__(self.switch)
         self.cooldown = self.base
+
+    def _probing(self) -> bool:
+        return self.probe_holder is not None and self.probe_until > self.clock()
 
     def _reply(self) -> Circuit:
         now = self.clock()
@@ -181,21 +215,30 @@ class MemoryCircuit(_Shared):
             self.failures,
             self.cooldown,
             max(0.0, self.open_until - now),
-            self.probe_until > now,
+            self._probing(),
             self.version,
         )
+
+    def _reopen(self) -> None:
+        self.cooldown = min(self.cooldown * 2, self.most)
+        self.state, self.open_until = State.OPEN, self.clock() + self.cooldown
+
+    def _settles(self, probe: str | None) -> bool:
+        if probe and self._probing() and self.probe_holder == probe:
+            self.probe_holder = None
+            return self.state is State.HALF_OPEN
+        return False
 
     async def read(self) -> Circuit:
         self._call()
         return self._reply()
 
-    async def failed(self, probe: bool) -> Circuit:
+    async def failed(self, probe: str | None) -> Circuit:
         self._call()
         now = self.clock()
         self.failures += 1
-        if probe and self.state is State.HALF_OPEN:
-            self.cooldown = min(self.cooldown * 2, self.most)
-            self.state, self.open_until, self.probe_until = State.OPEN, now + self.cooldown, -1
+        if self._settles(probe):
+            self._reopen()
         elif self.state is State.OPEN:
             self.open_until = now + self.cooldown
         elif self.state is State.CLOSED and self.failures >= self.threshold:
@@ -203,22 +246,31 @@ class MemoryCircuit(_Shared):
         self.version += 1
         return self._reply()
 
-    async def succeeded(self) -> Circuit:
+    async def succeeded(self, probe: str | None) -> Circuit:
         self._call()
-        if self.state is not State.CLOSED or self.failures or self.cooldown != self.base:
+        if self._settles(probe) or (self.state is State.CLOSED and self.failures):
             self.state, self.failures, self.cooldown = State.CLOSED, 0, self.base
-            self.open_until, self.probe_until = 0.0, -math.inf
+            self.open_until = 0.0
             self.version += 1
         return self._reply()
 
-    async def claim_probe(self) -> tuple[bool, Circuit]:
+    async def claim_probe(self, holder: str) -> tuple[bool, Circuit]:
         self._call()
         now = self.clock()
-        due = self.state is State.OPEN and now >= self.open_until
-        if (due or self.state is State.HALF_OPEN) and self.probe_until <= now:
-            self.probe_until = now + self.probe_timeout
+        if self.state is State.HALF_OPEN and not self._probing():
+            self._reopen()  # its probe went without a word: a failed probe
+            self.version += 1
+        elif self.state is State.OPEN and now >= self.open_until and not self._probing():
+            self.probe_holder, self.probe_until = holder, now + self.probe_timeout
             self.state = State.HALF_OPEN
             self.version += 1
             self.claims += 1
             return True, self._reply()
         return False, self._reply()
+
+    async def reset(self) -> Circuit:
+        self._call()
+        self.probe_holder = None
+        self.state, self.failures, self.cooldown, self.open_until = State.CLOSED, 0, self.base, 0
+        self.version += 1
+        return self._reply()

@@ -227,5 +227,26 @@ async def test_close_closes_the_store(backend: CountingStore, clock: ManualClock
 
 @pytest.mark.parametrize(("ttl", "max_users"), [(0, 10), (-1, 10), (30, 0)])
 def test_a_cache_that_holds_nothing_is_refused(ttl: float, max_users: int) -> None:
-    with pytest.raises(ValueError, match="expected ttl_seconds > 0 and max_users >= 1"):
+    with pytest.raises(ValueError, match="expected ttl_seconds > 0, max_users >= 1"):
         CachedAttributeStore(CountingStore(), ttl_seconds=ttl, max_users=max_users)
+
+
+async def test_the_cache_is_bounded_in_bytes_not_only_in_users(
+    backend: CountingStore, clock: ManualClock
+) -> None:
+    """A few big users take the room of many small ones: the oldest go first, and what the
+    cache holds stays within its bytes whatever the users' sizes."""
+    big = {"blob": "x" * 10_000}
+    await fill(backend, {f"big-{i}": big for i in range(10)} | {"small": {"a": 1}})
+    store = CachedAttributeStore(
+        backend, ttl_seconds=TTL, max_users=1000, max_bytes=35_000, clock=clock
+    )
+    await store.get_many(["small"])
+    for i in range(10):
+        await store.get_many([f"big-{i}"])
+        assert store.bytes <= 35_000
+    backend.lookups.clear()
+    await store.get_many(["big-9", "big-8", "big-7", "small", "big-0"])
+    # The three newest big users fit (about 10 KB each); the small one, cached first, and
+    # the oldest big ones were let go.
+    assert backend.lookups == [["big-0", "small"]]

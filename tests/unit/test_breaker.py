@@ -159,7 +159,7 @@ async def test_a_reset_closes_an_open_circuit_with_the_base_cooldown(
     assert await breaker.admit()  # the probe
     breaker.record(failure=True)  # fails: the cool-down doubles
     assert breaker.blocked_for() == pytest.approx(2 * COOLDOWN)
-    breaker.reset()
+    await breaker.reset()
     assert breaker.state is State.CLOSED
     assert breaker.blocked_for() is None
     assert changes[-1] == (State.CLOSED, COOLDOWN)
@@ -175,5 +175,5 @@ async def test_a_reset_releases_whoever_waits_for_a_probe(
     assert await breaker.admit()  # the probe, never answered
     waiting = asyncio.create_task(breaker.admit())
     await asyncio.sleep(0)
-    breaker.reset()
+    await breaker.reset()
     assert await asyncio.wait_for(waiting, 1)

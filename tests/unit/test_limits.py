@@ -123,6 +123,8 @@ async def test_a_redis_that_refuses_means_the_fallback_said_once_without_the_pas
     await limits.close()
     assert max(waited) < 1  # refused at once, then the replica's share (5/s, burst 5)
     [line] = [entry for entry in logs if entry["event"] == "rate_limiter.fallback"]
-    assert line["divisor"] == 1
+    # No group counted yet (no Kafka here): as many replicas as the configured partitions,
+    # the most that could hold one, never fewer.
+    assert line["divisor"] == cfg.kafka.topic_partitions == 3
     assert "//***@127.0.0.1:1" in line["redis"]
     assert secret not in repr(logs)
