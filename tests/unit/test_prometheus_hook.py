@@ -14,8 +14,9 @@ import pytest
 from consumer import __version__
 from consumer.catalog import Channel
 from consumer.delivery import Delivery
-from consumer.hooks import prometheus
-from consumer.hooks.prometheus import PrometheusHook, attempt_result
+from consumer.hooks import catalogue as label_sets
+from consumer.hooks.catalogue import attempt_result
+from consumer.hooks.prometheus import PrometheusHook
 from consumer.observer import (
     Attempted,
     AttributesApplied,
@@ -71,16 +72,16 @@ def text(hook: PrometheusHook) -> str:
 @pytest.mark.parametrize(
     ("label_set", "metric", "label"),
     [
-        (prometheus.RESULTS, "webhook_consumer_attempts_total", "result"),
-        (prometheus.WAIT_REASONS, "webhook_consumer_waits_total", "reason"),
-        (prometheus.DEAD_LETTER_REASONS, "webhook_consumer_dead_letters_total", "reason"),
-        (prometheus.CIRCUIT_STATES, "webhook_consumer_circuit_state", "state"),
-        (prometheus.TOPIC_KINDS, "webhook_consumer_events_consumed_total", "topic_kind"),
-        (prometheus.HANDOFF_KINDS, "webhook_consumer_handoff_pending", "kind"),
-        (prometheus.RELOAD_RESULTS, "webhook_consumer_config_reloads_total", "result"),
-        (prometheus.ATTRIBUTE_RESULTS, "webhook_consumer_attribute_records_total", "result"),
+        (label_sets.RESULTS, "webhook_consumer_attempts_total", "result"),
+        (label_sets.WAIT_REASONS, "webhook_consumer_waits_total", "reason"),
+        (label_sets.DEAD_LETTER_REASONS, "webhook_consumer_dead_letters_total", "reason"),
+        (label_sets.CIRCUIT_STATES, "webhook_consumer_circuit_state", "state"),
+        (label_sets.TOPIC_KINDS, "webhook_consumer_events_consumed_total", "topic_kind"),
+        (label_sets.HANDOFF_KINDS, "webhook_consumer_handoff_pending", "kind"),
+        (label_sets.RELOAD_RESULTS, "webhook_consumer_config_reloads_total", "result"),
+        (label_sets.ATTRIBUTE_RESULTS, "webhook_consumer_attribute_records_total", "result"),
         (
-            prometheus.ATTRIBUTE_SKIPS,
+            label_sets.ATTRIBUTE_SKIPS,
             "webhook_consumer_attribute_records_skipped_total",
             "reason",
         ),
@@ -330,7 +331,7 @@ def test_attempt_results(outcome: Outcome, result: str) -> None:
 def test_every_reason_a_dead_letter_can_have_is_catalogued() -> None:
     never_a_dead_letter = {Kind.DELIVERED, Kind.CIRCUIT_OPEN}  # an open circuit ends as max_age
     reasons = {kind.value for kind in Kind} - {kind.value for kind in never_a_dead_letter}
-    assert reasons == set(prometheus.DEAD_LETTER_REASONS)
+    assert reasons == set(label_sets.DEAD_LETTER_REASONS)
 
 
 def test_prometheus_client_loads_when_the_hook_is_built_not_when_imported(tmp_path: Path) -> None:
