@@ -92,6 +92,11 @@ def _renders_json(fmt: str, stream: TextIO) -> bool:
     return fmt == "json" or (fmt == "auto" and not stream.isatty())
 
 
+# Loggers bind their processors on first use, which saves a lookup per line. A process that
+# configures logging more than once (the test suite: check-config, then capture_logs) turns it off.
+cache_loggers = True
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Send every log line to `stream` (default: the current `sys.stderr`) in one format.
 
@@ -122,7 +127,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         ],
         wrapper_class=_FastLevelLogger,
         logger_factory=structlog.stdlib.LoggerFactory(),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )
     handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(

@@ -17,6 +17,16 @@ from consumer import __version__
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "deploy" / "metrics.yaml"
 PREFIX = "webhook_consumer_"
+# Exported only by a replica that follows an attributes topic.
+FOLLOWER_METRICS = frozenset(
+    PREFIX + name
+    for name in (
+        "attribute_records_total",
+        "attribute_records_skipped_total",
+        "attribute_lag_records",
+        "attributes_caught_up",
+    )
+)
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from consumer import logs
 from tests.integration.kafka import REPO, PrivateBroker, kafka_broker
 from tests.integration.redis_server import redis_server
 from tests.support.ports import free_ports
@@ -29,6 +30,10 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# Tests reconfigure logging between cases (check-config, in-process services, capture_logs);
+# a logger cached under an earlier configuration would bypass the later one.
+logs.cache_loggers = False
 
 
 @pytest.fixture(params=CLIENTS)
