@@ -5,11 +5,13 @@ and Hypothesis's profiles."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from redis.asyncio import Redis
 
 from consumer import logs
 from tests.integration.kafka import REPO, PrivateBroker, kafka_broker
@@ -17,6 +19,8 @@ from tests.integration.redis_server import redis_server
 from tests.support.ports import free_ports
 from tests.support.processes import Launch, ServiceProcess
 from tests.transports import CLIENTS
+
+PRIVATE_BROKER_HOME = REPO / ".cache" / "kafka-private"  # jars copied once, data wiped per test
 
 # `dev` by default; `.ci/run` sets HYPOTHESIS_PROFILE=ci.
 settings.register_profile("dev", deadline=None)
@@ -57,6 +61,25 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    """A plain client of the shared Redis, to look at what the code under test wrote."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_prefix(redis_client: Redis) -> AsyncIterator[str]:
+    """A key prefix of this test's own in the shared Redis; its keys are deleted afterwards
+    (never a FLUSHDB: others use db 0 at the same time)."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    keys = [key async for key in redis_client.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await redis_client.delete(*keys)
+
+
+@pytest.fixture
 async def private_broker() -> AsyncIterator[PrivateBroker]:
     """A broker of the test's own, which it may stop and start (the shared one never stops):
     own folder under .cache (the jars copied there once), free ports, wiped at the start,
@@ -64,13 +87,25 @@ async def private_broker() -> AsyncIterator[PrivateBroker]:
     for attempt in range(3):
         # Free when picked, but other jobs on the machine pick ports too: take new ones if
         # one was taken before the broker bound it.
-        broker = PrivateBroker(REPO / ".cache" / "kafka-private", *free_ports(2))
+        broker = PrivateBroker(PRIVATE_BROKER_HOME, *free_ports(2))
         try:
             await broker.start(fresh=True)
             break
         except AssertionError as failed:
             if "Address already in use" not in str(failed) or attempt == 2:
                 raise
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+@pytest.fixture
+async def unstarted_broker() -> AsyncIterator[PrivateBroker]:
+    """A broker of the test's own that is not started yet, for what happens before Kafka is
+    up: the test starts it (`await broker.start(fresh=True)`). Stopped at the end whatever
+    the outcome (stopping one that never started does nothing)."""
+    broker = PrivateBroker(PRIVATE_BROKER_HOME, *free_ports(2))
     try:
         yield broker
     finally:

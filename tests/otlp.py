@@ -3,9 +3,8 @@ the protocol's own protobuf definitions (opentelemetry-proto) and keeps the span
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gzip
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+from tests.support.servers import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -40,29 +41,20 @@ def _attributes(pairs: Any) -> dict[str, Any]:
     return {pair.key: _value(pair.value) for pair in pairs}
 
 
-class OtlpReceiver:
+class OtlpReceiver(LoopbackServer):
+    """`wait_for(condition, within)` checks again after every export."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
-        self._arrived = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/traces", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def routes(self) -> Iterable[web.RouteDef]:
+        return [web.post("/v1/traces", self._handle)]
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -91,20 +83,8 @@ class OtlpReceiver:
                             trace_state=span.trace_state,
                         )
                     )
-        self._arrived.set()
+        self.arrived()
         return web.Response(
             body=ExportTraceServiceResponse().SerializeToString(),
             content_type="application/x-protobuf",
         )
-
-    async def wait_for(self, predicate: Any, within: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not predicate(self):
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout=min(left, 0.5))
-        return True

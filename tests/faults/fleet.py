@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from consumer.service import INSTANCE_ID_ENV
 from tests.support.polling import until
@@ -39,8 +40,7 @@ class Replica:
 
     @property
     def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
+        return self.process.pid
 
     @property
     def running(self) -> bool:
@@ -53,6 +53,10 @@ class Replica:
     async def stop(self, within: float = 60) -> int:
         """SIGTERM, then its exit status once it has drained."""
         return await self.process.stop(within)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Its log's lines of event `name`, across its restarts."""
+        return self.process.log.events(name)
 
     def assignment(self) -> set[Partition]:
         """What this process was last assigned (its latest `partitions.assigned` line); empty

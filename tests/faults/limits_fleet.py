@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -37,12 +36,14 @@ from tests.integration.support import (
     record_count,
     write_config,
 )
+from tests.support.polling import Condition, until
 
 from .fleet import Replica
 from .proxy import FaultProxy, fault_proxy
 
 CHANNEL = "limited"
 PARTITIONS = 6
+COMMIT_INTERVAL_MS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +67,6 @@ class Limits:
 
 def timestamp(line: dict[str, Any]) -> float:
     return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
-
-
-def log_events(replica: Replica, name: str) -> list[dict[str, Any]]:
-    """The JSON lines named `name` in a replica's log, across its restarts."""
-    if not replica.log.exists():
-        return []
-    found = []
-    for text in replica.log.read_text(encoding="utf-8", errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            line = json.loads(text)
-            if line.get("event") == name:
-                found.append(line)
-    return found
 
 
 @dataclass
@@ -121,21 +109,19 @@ class LimitsFleet:
         await asyncio.gather(*(self.replica(i).start() for i in indexes))
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        return [line for r in self.replicas for line in log_events(r, name)]
+        return [line for r in self.replicas for line in r.events(name)]
 
-    async def until(self, condition: Callable[[], bool], within: float, what: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not condition():
-            if loop.time() > deadline:
-                raise AssertionError(f"not within {within} s: {what}\n{self.tails()}")
-            await asyncio.sleep(0.2)  # polling log files and counters, with a deadline
+    async def until(self, condition: Condition, within: float, what: str) -> None:
+        """Until `condition` holds (log files, counters, Redis: checked every 0.2 s), else
+        fail with `what` and the replicas' last lines."""
+        if not await until(condition, within, every=0.2):
+            raise AssertionError(f"not within {within} s: {what}\n{self.tails()}")
 
     async def counted(self, replicas: int, *indexes: int, within: float = 90) -> None:
         """Until each of these replicas has counted `replicas` in the group."""
 
         def all_counted() -> bool:
-            latest = [log_events(self.replicas[i], "rate_limiter.replicas")[-1:] for i in indexes]
+            latest = [self.replicas[i].events("rate_limiter.replicas")[-1:] for i in indexes]
             return all(
                 line and (line[0]["replicas"], line[0]["source"]) == (replicas, "group")
                 for line in latest
@@ -146,10 +132,7 @@ class LimitsFleet:
     async def fell_back(self, *indexes: int, since: float, within: float = 15) -> None:
         def all_fell_back() -> bool:
             return all(
-                any(
-                    timestamp(e) >= since
-                    for e in log_events(self.replicas[i], "rate_limiter.fallback")
-                )
+                any(timestamp(e) >= since for e in self.replicas[i].events("rate_limiter.fallback"))
                 for i in indexes
             )
 
@@ -164,7 +147,7 @@ class LimitsFleet:
                 min(
                     (
                         timestamp(e)
-                        for e in log_events(self.replicas[i], "rate_limiter.recovered")
+                        for e in self.replicas[i].events("rate_limiter.recovered")
                         if timestamp(e) >= since
                     ),
                     default=float("inf"),
@@ -197,14 +180,17 @@ class LimitsFleet:
             await client.aclose()
         return sum(1 for m in members if m.decode().startswith(holder))
 
-    async def no_lease_left(self, within: float) -> float:
-        """Seconds until no live lease is left; fails after `within`."""
+    async def no_lease_left(self, within: float, holder: str = "") -> float:
+        """Seconds until no live lease (of holders starting with `holder`) is left; fails
+        after `within`."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        while await self.live_leases():
-            if loop.time() - started > within:
-                raise AssertionError(f"{await self.live_leases()} leases left after {within} s")
-            await asyncio.sleep(0.1)  # polling Redis for a condition, with a deadline
+
+        async def none_left() -> bool:
+            return await self.live_leases(holder) == 0
+
+        if not await until(none_left, within, every=0.1):
+            raise AssertionError(f"{await self.live_leases(holder)} leases left after {within} s")
         return loop.time() - started
 
     async def dead_letters(self) -> int:
@@ -246,7 +232,7 @@ async def limits_fleet(bootstrap: str, folder: Path, limits: Limits) -> AsyncIte
                 receiver,  # type: ignore[arg-type]
                 [ch],
                 {"c": [CHANNEL]},
-                kafka={"commit_interval_ms": 200, "topic_partitions": PARTITIONS},
+                kafka={"commit_interval_ms": COMMIT_INTERVAL_MS, "topic_partitions": PARTITIONS},
                 # The backlog stays in memory (no parking): the receiver sees the limit alone.
                 retry={"max_backlog_seconds": 300},
                 log_level="info",

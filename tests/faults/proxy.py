@@ -21,7 +21,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from tests.integration.helper_process import (
     ready,
     until_stopped,
 )
+from tests.support.servers import LoopbackServer
 
 MODES = ("pass", "blackhole", "reset")
 _CHUNK = 64 * 1024
@@ -129,26 +130,33 @@ class _Proxy:
                 await reading
 
 
+class _Control(LoopbackServer):
+    """POST /mode {"mode": ..., "latency_ms": ...}: what the proxy does from now on."""
+
+    def __init__(self, proxy: _Proxy) -> None:
+        super().__init__()
+        self._proxy = proxy
+
+    def routes(self) -> Iterable[web.RouteDef]:
+        return [web.post("/mode", self.mode)]
+
+    async def mode(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = await request.json()
+        self._proxy.set_mode(body["mode"], float(body.get("latency_ms", 0)))
+        return web.json_response({"mode": self._proxy.mode})
+
+
 async def _serve(port_file: Path, upstream: int) -> None:
     ahead_of_the_load()  # its delays are the scripted ones, not the machine's load
     proxy = _Proxy(upstream)
     server = await asyncio.start_server(proxy.client, "127.0.0.1", 0, backlog=1024)
     port = server.sockets[0].getsockname()[1]
-
-    async def mode(request: web.Request) -> web.Response:
-        body: dict[str, Any] = await request.json()
-        proxy.set_mode(body["mode"], float(body.get("latency_ms", 0)))
-        return web.json_response({"mode": proxy.mode})
-
-    app = web.Application()
-    app.router.add_post("/mode", mode)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    ready(port_file, port, runner.addresses[0][1])
+    control = _Control(proxy)
+    await control.start()
+    ready(port_file, port, control.port)
     await until_stopped()
     server.close()
-    await runner.cleanup()
+    await control.stop()
 
 
 class FaultProxy:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from consumer.signing import verify
+from tests.support.servers import HookReceiver, signed
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +30,13 @@ class Misbehaviour:
 FAST = Misbehaviour()
 
 
-class FaultReceiver:
+class FaultReceiver(HookReceiver):
+    """`wait_for(condition, within)` checks again after every 2xx answer. A request whose
+    sender died while it was held is still processed (and counted), as a receiver that does
+    its work before answering would."""
+
     def __init__(self, secrets: Mapping[str, str], misbehaviour: Misbehaviour = FAST) -> None:
+        super().__init__()
         self.secrets = dict(secrets)  # channel (last path segment) -> X-gio-signature key
         self.misbehaviour = misbehaviour
         self.answered: dict[str, int] = {}  # delivery id -> 2xx answers given
@@ -43,29 +48,8 @@ class FaultReceiver:
         self.held: list[str] = []  # delivery ids of the requests held, in arrival order
         self.first_request_at: float | None = None
         self._released = asyncio.Event()
-        self._arrived = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    def url(self, channel: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{channel}"
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hooks/{channel}", self._handle)
-        # Keep-alive is aiohttp's default; the backlog fits every replica's connections at once.
-        # A request whose sender died while it was held is still processed (and counted), as
-        # a receiver that does its work before answering would.
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def hook(self, request: web.Request) -> web.Response:
         raw = await request.read()  # the exact bytes sent: what the signature covers
         now = time.monotonic()
         self.requests += 1
@@ -78,7 +62,7 @@ class FaultReceiver:
                 request.transport.abort()  # the sender sees the connection cut, no answer
             return web.Response(status=500)  # never written: the connection is gone
         channel = request.match_info["channel"]
-        if not verify(raw, request.headers.get("X-gio-signature", ""), self.secrets[channel]):
+        if not signed(raw, request, self.secrets[channel]):
             self.unverified += 1
             return web.Response(status=401)
         delivery = request.headers["X-gio-delivery-id"]
@@ -92,7 +76,7 @@ class FaultReceiver:
                 self.holding -= 1
         self.answered[delivery] = self.answered.get(delivery, 0) + 1
         self.answer_times.append(time.monotonic())
-        self._arrived.set()
+        self.arrived()
         return web.Response(text="ok")
 
     def release(self) -> None:
@@ -107,16 +91,3 @@ class FaultReceiver:
     def duplicates(self) -> int:
         """2xx answers beyond the first for a delivery id: what a receiver had to drop."""
         return sum(self.answered.values()) - len(self.answered)
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float) -> bool:
-        """Wait until predicate() holds, re-checking after every 2xx answer; False on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not predicate():
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout=min(left, 0.5))
-        return True

@@ -36,10 +36,14 @@ from tests.integration.support import (
     write_config,
 )
 from tests.integration.support import end_offsets as partition_ends
+from tests.support.commits import Commit, committed
 
-from .commits import Commit, committed
 from .fleet import Fleet, Partition
 from .scenario import INPUT_PARTITIONS, KAFKA, REPLICAS  # the fleet of the other scenarios
+
+# Three replicas forming a group, 10 s of input, a 10 s failure, and waits of up to 180 s for
+# every answer after it (some two minutes in all on a quiet machine).
+pytestmark = pytest.mark.timeout(420)
 
 ORDERED, CONTROL = "ordered", "control"
 CHANNELS = (ORDERED, CONTROL)

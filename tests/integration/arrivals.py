@@ -5,14 +5,13 @@ for a scripted while, and keeps per channel the timeline of what arrived and wha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from consumer.signing import verify
+from tests.support.servers import HookReceiver, signed
 
 ARRIVED, ANSWERED = "arrived", "answered"  # what a timeline entry says of a delivery id
 
@@ -61,11 +60,12 @@ def order_violations(
     return violations
 
 
-class ArrivalReceiver:
+class ArrivalReceiver(HookReceiver):
     """Lean, like the fault suite's other receiver: it shares the test process and must not
-    be what limits the replicas."""
+    be what limits the replicas. `wait_for` checks again after every request."""
 
     def __init__(self, secrets: Mapping[str, str], hold_seconds: float = 0.01) -> None:
+        super().__init__()
         self.secrets = dict(secrets)  # channel (last path segment) -> X-gio-signature key
         # Each request is answered this much after it arrived, so that two requests of one
         # user in flight at once show in the timeline as an arrival before an answer.
@@ -76,12 +76,6 @@ class ArrivalReceiver:
         self.unverified = 0
         self.failing_since: float | None = None
         self._failing_until = 0.0
-        self._event = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    def url(self, channel: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{channel}"
 
     def timeline(self, channel: str) -> Timeline:
         return self.timelines.setdefault(channel, Timeline())
@@ -95,23 +89,11 @@ class ArrivalReceiver:
     def failing(self) -> bool:
         return time.monotonic() < self._failing_until
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hooks/{channel}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def hook(self, request: web.Request) -> web.Response:
         raw = await request.read()  # the exact bytes sent: what the signature covers
         self.requests += 1
         channel = request.match_info["channel"]
-        if not verify(raw, request.headers.get("X-gio-signature", ""), self.secrets[channel]):
+        if not signed(raw, request, self.secrets[channel]):
             self.unverified += 1
             return web.Response(status=401)
         delivery = request.headers["X-gio-delivery-id"]
@@ -121,23 +103,10 @@ class ArrivalReceiver:
         # A request whose sender was killed meanwhile is still answered (and counted), as a
         # receiver that does its work before answering would.
         await asyncio.sleep(self.hold_seconds)  # the scripted handling time, not a wait
-        self._event.set()
+        self.arrived()
         if refuse:
             self.refused += 1
             return web.Response(status=503, text="down for a while")
         timeline.entries.append((ANSWERED, delivery))
         timeline.answered[delivery] = timeline.answered.get(delivery, 0) + 1
         return web.Response(text="ok")
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float) -> bool:
-        """Until predicate() holds, checked after every request; False on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not predicate():
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            self._event.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout=min(left, 0.5))
-        return True

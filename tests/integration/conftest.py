@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from consumer.config import ServiceConfig
@@ -48,6 +49,13 @@ async def receiver() -> AsyncIterator[Receiver]:
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client for the admin port (`admin_port.get`, `poll_status`), with a 10 s limit."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
 
 
 @pytest.fixture

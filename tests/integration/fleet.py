@@ -17,9 +17,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from consumer.signing import verify
 from tests.support.ports import free_port
-from tests.support.processes import JsonLog, ServiceProcess, run_args
+from tests.support.processes import JsonLog, Launch, run_args
+from tests.support.servers import HookReceiver, signed
 from tests.support.timing import busiest_second as busiest_second  # where the fleet tests
 from tests.support.timing import steady_rate as steady_rate  # have found them
 
@@ -96,45 +96,28 @@ def private_redis(folder: Path) -> Iterator[PrivateRedis]:
         redis.kill()
 
 
-class SlowReceiver:
+class SlowReceiver(HookReceiver):
     """Answers every verified request after `delay` seconds and counts how many were being
     answered at once. Its listen backlog holds every connection the test can open."""
 
     def __init__(self, secrets: dict[str, str], delay: float) -> None:
+        super().__init__()
         self.secrets = secrets
         self.delay = delay
         self.current = 0
         self.most = 0
         self.answered: list[float] = []  # monotonic arrival times of verified requests
         self.unverified = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    def url(self, channel: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{channel}"
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hooks/{channel}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def hook(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        secret = self.secrets.get(request.match_info["channel"], "")
-        if not verify(raw, request.headers.get("X-gio-signature", ""), secret):
+        if not signed(raw, request, self.secrets.get(request.match_info["channel"], "")):
             self.unverified += 1
             return web.Response(status=401)
         self.current += 1
         self.most = max(self.most, self.current)
         self.answered.append(time.monotonic())
+        self.arrived()
         try:
             await asyncio.sleep(self.delay)  # the slowness under test
         finally:
@@ -152,12 +135,14 @@ def wall_to_monotonic(timestamp: str) -> float:
 
 
 class ReplicaProcesses:
-    """`count` processes of `webhook-consumer run` on one config, each logging to its file."""
+    """`count` processes of `webhook-consumer run` on one config, each logging to its file,
+    started through the `launch` fixture (which kills any a failed test leaves running)."""
 
-    def __init__(self, config: Path, environ: dict[str, str], folder: Path, count: int) -> None:
+    def __init__(
+        self, launch: Launch, config: Path, environ: dict[str, str], folder: Path, count: int
+    ) -> None:
         self._processes = [
-            ServiceProcess(run_args(config), environ, folder / f"replica-{n}.log")
-            for n in range(count)
+            launch(run_args(config), environ, folder / f"replica-{n}.log") for n in range(count)
         ]
         self.logs = [process.log for process in self._processes]
 

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.support.polling import until
+
 
 def ready(port_file: Path, *ports: int) -> None:
     """In the helper: say it listens, on these ports."""
@@ -53,12 +55,13 @@ class HelperProcess:
         self._process = await asyncio.create_subprocess_exec(
             *self._command, str(port_file), *self._args
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not port_file.exists():
-            if loop.time() > deadline or self._process.returncode is not None:
-                raise RuntimeError(f"{self._command[-1]} did not start within {within} s")
-            await asyncio.sleep(0.05)  # polling for the port file, with a deadline
+        process = self._process
+
+        def listening_or_ended() -> bool:
+            return port_file.exists() or process.returncode is not None
+
+        if not await until(listening_or_ended, within) or not port_file.exists():
+            raise RuntimeError(f"{self._command[-1]} did not start within {within} s")
         return [int(port) for port in port_file.read_text().split()]
 
     async def stop(self) -> None:

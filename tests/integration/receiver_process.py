@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from consumer.signing import verify
+from tests.support.polling import until
+from tests.support.servers import HookReceiver, signed
 
 from .helper_process import HelperProcess, ahead_of_the_load, ready, until_stopped
 
@@ -47,21 +48,32 @@ class Arrival:
     status: int  # what it answered
 
 
-class _Server:
+class _Server(HookReceiver):
+    client_max_size = 16 * 1024 * 1024
+
     def __init__(self) -> None:
+        super().__init__()
         self.secrets: dict[str, str] = {}
         self.arrivals: list[tuple[str, str, float, int, int]] = []
         self.scripts: dict[str, dict[str, Any]] = {}
         self.released = asyncio.Event()
 
+    def routes(self) -> Iterable[web.RouteDef]:
+        return [
+            *super().routes(),
+            web.post("/secrets", self.set_secrets),
+            web.post("/script/{channel}", self.script),
+            web.post("/release", self.release),
+            web.get("/arrivals", self.listing),
+        ]
+
     async def hook(self, request: web.Request) -> web.Response:
         raw = await request.read()
         at = time.monotonic()
         channel = request.match_info["channel"]
-        secret = self.secrets.get(channel, "")
         script = self.scripts.get(channel, {})
         status = int(script.get("status", 200))
-        if not verify(raw, request.headers.get("X-gio-signature", ""), secret):
+        if not signed(raw, request, self.secrets.get(channel, "")):
             status = 401
         try:
             sent = int(orjson.loads(raw)["timestamp"])
@@ -97,20 +109,10 @@ class _Server:
 async def _serve(port_file: Path) -> None:
     ahead_of_the_load()  # else, on 2 shared cores, a second's arrivals get one stamp
     server = _Server()
-    app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_post("/hooks/{channel}", server.hook)
-    app.router.add_post("/secrets", server.set_secrets)
-    app.router.add_post("/script/{channel}", server.script)
-    app.router.add_post("/release", server.release)
-    app.router.add_get("/arrivals", server.listing)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    # Keep-alive is aiohttp's default; the backlog holds every replica's connections at once.
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=2048)
-    await site.start()
-    ready(port_file, runner.addresses[0][1])
+    await server.start()
+    ready(port_file, server.port)
     await until_stopped()
-    await runner.cleanup()
+    await server.stop()
 
 
 class RemoteReceiver:
@@ -152,13 +154,11 @@ class RemoteReceiver:
 
     async def wait_for(self, condition: Callable[[list[Arrival]], bool], within: float) -> bool:
         """Poll the records until `condition` holds; False after `within` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not condition(await self.arrivals()):
-            if loop.time() > deadline:
-                return False
-            await asyncio.sleep(0.2)  # polling another process's records, with a deadline
-        return True
+
+        async def holds() -> bool:
+            return condition(await self.arrivals())
+
+        return await until(holds, within, every=0.2)
 
     async def _post(self, path: str, body: dict[str, Any]) -> None:
         assert self._session is not None

@@ -238,6 +238,18 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
         await admin.close()
 
 
+async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
+    """(state, number of members) of a consumer group, from the broker."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    _error, _group_id, state, _protocol_type, _protocol, members, *_ = response.groups[0]
+    return state, len(members)
+
+
 async def read_all(bootstrap: str, topic: str, within: float = 20) -> list[Any]:
     """Every record now in `topic`, read up to its current end offsets."""
     ends = await end_offsets(bootstrap, topic)

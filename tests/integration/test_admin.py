@@ -4,10 +4,8 @@ moves with the work and holds only catalogued, bounded labels; /readyz follows t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
 from consumer import __version__
@@ -17,6 +15,7 @@ from tests import catalogue
 from tests.catalogue import Bounds, value
 from tests.support.polling import until
 
+from .admin_port import get, poll_status
 from .support import (
     Setup,
     StartService,
@@ -31,32 +30,6 @@ from .support import (
 )
 
 PARTITIONS = 3
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
-    async with http.get(url) as response:
-        return response.status, await response.text()
-
-
-async def poll_status(
-    http: aiohttp.ClientSession, url: str, status: int, within: float = 60
-) -> str:
-    """Poll `url` until it answers `status`; its body."""
-    answer: tuple[int, str] = (0, "")
-
-    async def answers() -> bool:
-        nonlocal answer
-        answer = await get(http, url)
-        return answer[0] == status
-
-    assert await until(answers, within, every=0.1), f"{url} still answers {answer}"
-    return answer[1]
 
 
 async def test_metrics_move_with_the_work_and_stay_in_the_catalogue(

@@ -7,22 +7,30 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.attributes import SqliteAttributeStore
 from consumer.receiver import Receiver
 from tests import catalogue
 from tests.catalogue import value
+from tests.support.polling import wait_until
 
-from .support import RunningService, Setup, channel, create_topic, encoded, event, produce
+from .admin_port import get
+from .support import (
+    Setup,
+    StartService,
+    channel,
+    create_topic,
+    encoded,
+    event,
+    group_state,
+    produce,
+)
 
 
 @dataclass
@@ -35,28 +43,6 @@ class FollowingSetup(Setup):
         return {**super().attributes, "topic": self.attributes_topic, "timeout_seconds": 0.2}
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
-    async with http.get(url) as response:
-        return response.status, await response.text()
-
-
-async def members(bootstrap: str, group: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [response] = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    _error, _group_id, _state, _protocol_type, _protocol, joined, *_ = response.groups[0]
-    return len(joined)
-
-
 def stored_hobby(db: Path, user: str) -> str | None:
     with sqlite3.connect(db) as conn:
         row = conn.execute(
@@ -66,7 +52,11 @@ def stored_hobby(db: Path, user: str) -> str | None:
 
 
 async def test_deliveries_wait_for_the_topic_then_carry_its_latest_values(
-    bootstrap: str, receiver: Receiver, tmp_path: Path, http: aiohttp.ClientSession
+    bootstrap: str,
+    receiver: Receiver,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    running_service: StartService,
 ) -> None:
     setup = FollowingSetup(
         bootstrap,
@@ -93,59 +83,62 @@ async def test_deliveries_wait_for_the_topic_then_carry_its_latest_values(
     # Another writer holds the database: the follower cannot write, so it cannot catch up.
     lock = sqlite3.connect(db, timeout=0, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
-    service = RunningService(setup.config(), setup.environ)
-    try:
-        admin = await service.admin_url()
-        # The test broker rebalances at once: a service that joined its group before catching
-        # up would have a member and deliveries within a second. Three seconds of neither.
-        loop = asyncio.get_running_loop()
-        watched_until = loop.time() + 3
-        while loop.time() < watched_until:
-            status, body = await get(http, f"{admin}/readyz")
-            assert status == 503, body
-            assert "the attributes topic read to its end" in body
-            assert await members(bootstrap, setup.group) == 0
-            assert receiver.received == []
-            await asyncio.sleep(0.1)  # watching for three seconds that nothing happens
-        lock.execute("ROLLBACK")
-        lock.close()
-
-        assert await receiver.wait_for(lambda r: len(r.delivered()) >= len(first), within=60)
+    service = running_service(setup.config(), setup.environ)
+    admin = await service.admin_url()
+    # The test broker rebalances at once: a service that joined its group before catching
+    # up would have a member and deliveries within a second. Three seconds of neither.
+    loop = asyncio.get_running_loop()
+    watched_until = loop.time() + 3
+    while loop.time() < watched_until:
         status, body = await get(http, f"{admin}/readyz")
-        assert status == 200, body
-        by_user = {r.body_event_user: r.body["userAttr"] for r in _with_users(receiver, first)}
-        expected = {user: [attributes] for user, attributes in users}
-        expected |= {"u-7": [{"hobby": "latest"}], "u-9": []}  # u-9 deleted by its tombstone
-        assert by_user == {e["user_id"]: expected[e["user_id"]] for e in first}
-        _, page = await get(http, f"{admin}/")
-        assert 'id="attributes-state">caught up<' in page
-        _, metrics = await get(http, f"{admin}/metrics")
-        assert "webhook_consumer_attributes_caught_up 1.0" in metrics
-        assert catalogue.FOLLOWER_METRICS <= set(catalogue.metrics())
-        assert catalogue.FOLLOWER_METRICS <= catalogue.exported_metrics(metrics)
-        records = "webhook_consumer_attribute_records_total"
-        counted = {r: value(metrics, records, result=r) for r in ("stored", "deleted")}
-        counted["superseded"] = value(metrics, records, result="superseded")
-        # Every record read is counted once; how many were superseded within a batch (u-7's
-        # first two, u-9's value) depends on how the fetches cut the topic.
-        assert sum(v or 0 for v in counted.values()) == len(users) + len(updates)
-        assert counted["deleted"] == 1
+        assert status == 503, body
+        assert "the attributes topic read to its end" in body
+        assert (await group_state(bootstrap, setup.group))[1] == 0  # no member
+        assert receiver.received == []
+        # Watching for three seconds that nothing happens: there is no event to wait for.
+        await asyncio.sleep(0.1)
+    lock.execute("ROLLBACK")
+    lock.close()
 
-        # u-40's attributes are cached now (30 s). An update must reach its next delivery.
-        await produce(
-            bootstrap, setup.attributes_topic, [(b"u-40", orjson.dumps({"hobby": "changed"}))]
-        )
-        deadline = loop.time() + 20
-        while stored_hobby(db, "u-40") != "changed":
-            assert loop.time() < deadline, "the update never reached the store"
-            await asyncio.sleep(0.05)  # polling the store for the update, with a deadline
-        second = event("c", "u-40")
-        await produce(bootstrap, setup.topic, encoded([second]))
-        assert await receiver.wait_for(lambda r: len(r.delivered()) >= len(first) + 1, within=30)
-        [latest] = [r for r in _with_users(receiver, [second])]
-        assert latest.body["userAttr"] == [{"hobby": "changed"}]
-    finally:
-        await service.shutdown()
+    assert await receiver.wait_for(lambda r: len(r.delivered()) >= len(first), within=60)
+    status, body = await get(http, f"{admin}/readyz")
+    assert status == 200, body
+    by_user = {r.body_event_user: r.body["userAttr"] for r in _with_users(receiver, first)}
+    expected = {user: [attributes] for user, attributes in users}
+    expected |= {"u-7": [{"hobby": "latest"}], "u-9": []}  # u-9 deleted by its tombstone
+    assert by_user == {e["user_id"]: expected[e["user_id"]] for e in first}
+    _, page = await get(http, f"{admin}/")
+    assert 'id="attributes-state">caught up<' in page
+    _, metrics = await get(http, f"{admin}/metrics")
+    assert "webhook_consumer_attributes_caught_up 1.0" in metrics
+    assert catalogue.FOLLOWER_METRICS <= set(catalogue.metrics())
+    assert catalogue.FOLLOWER_METRICS <= catalogue.exported_metrics(metrics)
+    records = "webhook_consumer_attribute_records_total"
+    counted = {r: value(metrics, records, result=r) for r in ("stored", "deleted")}
+    counted["superseded"] = value(metrics, records, result="superseded")
+    # Every record read is counted once; how many were superseded within a batch (u-7's
+    # first two, u-9's value) depends on how the fetches cut the topic.
+    assert sum(v or 0 for v in counted.values()) == len(users) + len(updates)
+    assert counted["deleted"] == 1
+
+    # u-40's attributes are cached now (30 s). An update must reach its next delivery.
+    await produce(
+        bootstrap, setup.attributes_topic, [(b"u-40", orjson.dumps({"hobby": "changed"}))]
+    )
+    await wait_until(
+        lambda: stored_hobby(db, "u-40") == "changed",
+        20,
+        "the update reached the store",
+        every=0.05,
+    )
+    second = event("c", "u-40")
+    await produce(bootstrap, setup.topic, encoded([second]))
+    assert await receiver.wait_for(lambda r: len(r.delivered()) >= len(first) + 1, within=30)
+    [latest] = [r for r in _with_users(receiver, [second])]
+    assert latest.body["userAttr"] == [{"hobby": "changed"}]
+    await service.shutdown()
+    sent = [r.delivery_id for r in receiver.delivered()]
+    assert len(sent) == len(set(sent)) == len(first) + 1  # each (event, channel) exactly once
 
 
 class _Delivered:

@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import yaml
-from redis.asyncio import Redis
 
 from consumer.attributes.backends import open_backend
 from consumer.attributes.follower import AttributeFollower, open_follower
 from consumer.attributes.store import Applied, FollowedStore, Update
 from consumer.config import ServiceConfig, parse_config
 from consumer.observer import AttributesApplied, AttributesProgress, Details, Observer
+from tests.support.polling import wait_until
 
 from .support import create_topic, produce, read_all, run_cli
 
@@ -78,28 +78,9 @@ async def following(
     return follower
 
 
-async def until(condition: Callable[[], Any], within: float = 20, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await condition():
-        assert loop.time() < deadline, f"not true within {within} s: {what}"
-        await asyncio.sleep(0.05)  # polling the store for a condition, with a deadline
-
-
 @pytest.fixture
 def topic() -> str:
     return f"attributes-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
-    prefix = f"test-follow-{uuid.uuid4().hex[:10]}:"
-    yield prefix
-    client = Redis.from_url(redis_url)
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -152,7 +133,7 @@ async def test_the_latest_value_wins_and_a_tombstone_deletes(
                 "u-2": {"hobby": "last"},
             }
 
-        await until(latest, what="the latest values")
+        await wait_until(latest, 20, "the latest values", every=0.05)
     finally:
         await follower.stop()
         await store.close()
@@ -304,7 +285,7 @@ async def test_two_replicas_into_one_redis_never_regress_a_value(
     sampler = asyncio.create_task(sample())
     fast = None
     try:
-        await until(_true(lambda: slow_store.waiting), what="the slow replica read records")
+        await wait_until(lambda: bool(slow_store.waiting), 20, "the slow replica read records")
         fast = await following(config, fast_store)
         await publish(bootstrap, topic, second_wave)
 
@@ -312,7 +293,7 @@ async def test_two_replicas_into_one_redis_never_regress_a_value(
             found = await fast_store.get_many(["u-counter", "u-gone"])
             return found == {"u-counter": {"seq": 100}}
 
-        await until(fast_done, what="the fast replica wrote the latest values")
+        await wait_until(fast_done, 20, "the fast replica wrote the latest values", every=0.05)
         finished_at.append(len(observed))
         # The slow replica now writes the first wave it read long ago, then the second.
         slow_store.release.set()
@@ -321,7 +302,7 @@ async def test_two_replicas_into_one_redis_never_regress_a_value(
             read = sum(len(updates) for updates in slow_store.waiting)
             return read == 102 and len(slow_store.applied) == len(slow_store.waiting)
 
-        await until(_true(wrote_all), what="the slow replica wrote every record it read")
+        await wait_until(wrote_all, 20, "the slow replica wrote every record it read")
         assert await fast_store.get_many(["u-counter", "u-gone"]) == {"u-counter": {"seq": 100}}
         # Every value it had was older than (or the same as) the one stored: none written.
         assert sum(a.stored + a.deleted for a in slow_store.applied) == 0
@@ -340,13 +321,6 @@ async def test_two_replicas_into_one_redis_never_regress_a_value(
     assert seqs == sorted(seqs), "a reader saw a value go back"
     assert seqs[-1] == 100
     assert not any(gone for _, gone in observed[finished_at[0] :]), "a deleted user came back"
-
-
-def _true(predicate: Callable[[], Any]) -> Callable[[], Any]:
-    async def check() -> bool:
-        return bool(predicate())
-
-    return check
 
 
 async def test_attributes_publish_writes_the_file_to_the_topic(

@@ -5,18 +5,18 @@ did it and why, and the runbook's replay sends what was held back."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import orjson
 
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
+from tests.support.polling import until
+from tests.support.processes import Launch
 
+from .admin_port import metric
 from .fleet import ReplicaProcesses
 from .support import (
     Setup,
@@ -31,45 +31,31 @@ from .support import (
 )
 
 WITHIN = 5.0  # what the command promises: every running replica acts within 5 s
+ALPHA = {"channel": "alpha"}
+DISABLED = "webhook_consumer_channel_disabled"
+ATTEMPTS = "webhook_consumer_attempts_total"
+CIRCUIT = "webhook_consumer_circuit_state"
 
 
-async def _until(condition: Callable[[], Awaitable[bool]], within: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while loop.time() < deadline:
-        if await condition():
-            return True
-        await asyncio.sleep(0.05)  # polling the replicas for a condition, with a deadline
-    return await condition()
+async def _replicas(processes: ReplicaProcesses) -> list[str]:
+    """Each replica's admin URL, once every one has started."""
 
-
-class Replica:
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def metric(self, series: str) -> float | None:
-        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/metrics") as response:
-            text = await response.text()
-        for line in text.splitlines():
-            if line.startswith(series + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return None
-
-
-async def _replicas(processes: ReplicaProcesses) -> list[Replica]:
-    async def started() -> bool:
+    def started() -> bool:
         return all(log.events("service.started") for log in processes.logs)
 
-    assert await _until(started, 60), [log.path.read_text() for log in processes.logs]
-    return [Replica(log.events("service.started")[0]["admin_port"]) for log in processes.logs]
+    assert await until(started, 60), [log.tail() for log in processes.logs]
+    return [
+        f"http://127.0.0.1:{log.events('service.started')[0]['admin_port']}"
+        for log in processes.logs
+    ]
 
 
-async def _all(replicas: list[Replica], series: str, value: float) -> bool:
-    return all([await r.metric(series) == value for r in replicas])
+async def _each(replicas: list[str], name: str, value: float, **labels: str) -> bool:
+    return all([await metric(r, name, **ALPHA, **labels) == value for r in replicas])
 
 
 async def test_disable_enable_and_reset_circuit_reach_every_replica(
-    bootstrap: str, receiver: Receiver, tmp_path: Path
+    bootstrap: str, receiver: Receiver, tmp_path: Path, launch: Launch
 ) -> None:
     setup = Setup(
         bootstrap,
@@ -85,19 +71,17 @@ async def test_disable_enable_and_reset_circuit_reach_every_replica(
         },
     )
     path = write_config(setup, tmp_path)
-    processes = ReplicaProcesses(path, setup.environ, tmp_path, 2)
+    processes = ReplicaProcesses(launch, path, setup.environ, tmp_path, 2)
     await processes.start()
     try:
         replicas = await _replicas(processes)
-        disabled = 'webhook_consumer_channel_disabled{channel="alpha"}'
-        succeeded = 'webhook_consumer_attempts_total{channel="alpha",result="success"}'
 
         # Both replicas deliver (each owns partitions of the input, once the group settled).
         batch = 0
 
         async def both_deliver() -> bool:
             nonlocal batch
-            if await _each_above(replicas, succeeded, 0):
+            if await _each_above(replicas, ATTEMPTS, 0, result="success"):
                 return True
             batch += 1
             await produce(
@@ -105,7 +89,7 @@ async def test_disable_enable_and_reset_circuit_reach_every_replica(
             )
             return False
 
-        assert await _until(both_deliver, 60), "both replicas deliver"
+        assert await until(both_deliver, 60), "both replicas deliver"
         assert await committed_to_end(setup, within=60)
 
         async def cli(*args: str) -> str:
@@ -118,7 +102,7 @@ async def test_disable_enable_and_reset_circuit_reach_every_replica(
         started = time.monotonic()
         await cli("disable", "alpha", "--reason", "receiver maintenance until 14:00")
         returned = time.monotonic()
-        assert await _until(lambda: _all(replicas, disabled, 1.0), WITHIN)
+        assert await until(lambda: _each(replicas, DISABLED, 1.0), WITHIN)
         _said("disable", started, returned)
         before = len(receiver.received)
         held = [event("c", f"h{i}") for i in range(30)]
@@ -142,7 +126,7 @@ async def test_disable_enable_and_reset_circuit_reach_every_replica(
         started = time.monotonic()
         out = await cli("enable", "alpha")
         returned = time.monotonic()
-        assert await _until(lambda: _all(replicas, disabled, 0.0), WITHIN)
+        assert await until(lambda: _each(replicas, DISABLED, 0.0), WITHIN)
         _said("enable", started, returned)
         replay = re.search(r"webhook-consumer (dlq replay .*)", out)
         assert replay is not None
@@ -156,11 +140,9 @@ async def test_disable_enable_and_reset_circuit_reach_every_replica(
 
         # Circuits open on both replicas (each holds its own: the local backend)...
         receiver.answer("alpha", default=503)
-        opened = 'webhook_consumer_circuit_state{channel="alpha",state="open"}'
-        closed = 'webhook_consumer_circuit_state{channel="alpha",state="closed"}'
         failing = [event("c", f"f{i}") for i in range(60)]
         await produce(bootstrap, setup.topic, encoded(failing))
-        assert await _until(lambda: _all(replicas, opened, 1.0), 60)
+        assert await until(lambda: _each(replicas, CIRCUIT, 1.0, state="open"), 60)
         listing = await cli("list")
         assert "open on 2 of 2 replicas" in listing
         assert "http_status 503" in listing
@@ -169,7 +151,7 @@ async def test_disable_enable_and_reset_circuit_reach_every_replica(
         started = time.monotonic()
         await cli("reset-circuit", "alpha")
         returned = time.monotonic()
-        assert await _until(lambda: _all(replicas, closed, 1.0), WITHIN)
+        assert await until(lambda: _each(replicas, CIRCUIT, 1.0, state="closed"), WITHIN)
         _said("reset-circuit", started, returned)
         after = [event("c", f"a{i}") for i in range(20)]
         await produce(bootstrap, setup.topic, encoded(after))
@@ -182,8 +164,8 @@ async def test_disable_enable_and_reset_circuit_reach_every_replica(
     assert statuses == [0, 0]
 
 
-async def _each_above(replicas: list[Replica], series: str, floor: float) -> bool:
-    values = [await r.metric(series) for r in replicas]
+async def _each_above(replicas: list[str], name: str, floor: float, **labels: str) -> bool:
+    values = [await metric(r, name, **ALPHA, **labels) for r in replicas]
     return all(v is not None and v > floor for v in values)
 
 

@@ -8,45 +8,26 @@ import itertools
 import time
 from pathlib import Path
 
-import aiohttp
-
 from consumer.receiver import Receiver
+from tests.support.polling import until
+from tests.support.processes import Launch
 
+from .admin_port import metric
 from .fleet import ReplicaProcesses, busiest_second, private_redis, wall_to_monotonic
 from .support import Setup, channel, create_topic, encoded, event, produce, write_config
 
 REPLICAS = 3
 OUTAGE_SECONDS = 5.0
+AVAILABLE = "webhook_consumer_redis_available"
 
 
-async def _wait(condition: object, within: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():  # type: ignore[operator]
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.1)  # polling files and counters for a condition, with a deadline
-    return True
-
-
-async def _gauges(ports: list[int]) -> list[float]:
+async def _gauges(ports: list[int]) -> list[float | None]:
     """webhook_consumer_redis_available as each replica's /metrics shows it now."""
-    values = []
-    async with aiohttp.ClientSession() as session:
-        for port in ports:
-            async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
-                text = await answer.text()
-            [sample] = [
-                line
-                for line in text.splitlines()
-                if line.startswith("webhook_consumer_redis_available ")
-            ]
-            values.append(float(sample.split()[1]))
-    return values
+    return [await metric(f"http://127.0.0.1:{port}", AVAILABLE) for port in ports]
 
 
 async def test_deliveries_go_on_at_the_replica_share_while_redis_is_down(
-    bootstrap: str, receiver: Receiver, tmp_path: Path
+    bootstrap: str, receiver: Receiver, tmp_path: Path, launch: Launch
 ) -> None:
     rate, burst, total = 30, 30, 1500
     with private_redis(tmp_path / "redis") as redis:
@@ -65,19 +46,20 @@ async def test_deliveries_go_on_at_the_replica_share_while_redis_is_down(
         config = write_config(setup, tmp_path)
         await create_topic(bootstrap, setup.topic, REPLICAS)
         await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(total)))
-        replicas = ReplicaProcesses(config, setup.environ, tmp_path, REPLICAS)
+        replicas = ReplicaProcesses(launch, config, setup.environ, tmp_path, REPLICAS)
         logs = replicas.logs
         await replicas.start()
         try:
             # The group has settled, and every replica counted its members (not merely assumed
             # as many as the topic has partitions).
-            assert await _wait(
+            assert await until(
                 lambda: all(
                     [(e["replicas"], e["source"]) for e in log.events("rate_limiter.replicas")][-1:]
                     == [(REPLICAS, "group")]
                     for log in logs
                 ),
                 within=90,
+                every=0.2,  # reading three logs: light on the receiver's process
             )
             assert len(receiver.received) < total - rate * 15, "too little left to see"
             ports = [e["admin_port"] for log in logs for e in log.events("service.started")]
@@ -85,15 +67,15 @@ async def test_deliveries_go_on_at_the_replica_share_while_redis_is_down(
             assert await _gauges(ports) == [1.0] * REPLICAS  # Redis answers
             redis.kill()
             killed_at = time.monotonic()
-            assert await _wait(
-                lambda: all(log.events("rate_limiter.fallback") for log in logs), within=10
+            assert await until(
+                lambda: all(log.events("rate_limiter.fallback") for log in logs), 10, every=0.2
             )
             during = await _gauges(ports)  # scraped while Redis is away
             await asyncio.sleep(OUTAGE_SECONDS - (time.monotonic() - killed_at))  # the outage
             redis.start()  # same port, empty: the limit starts afresh
             restarted_at = time.monotonic()
-            assert await _wait(
-                lambda: all(log.events("rate_limiter.recovered") for log in logs), within=30
+            assert await until(
+                lambda: all(log.events("rate_limiter.recovered") for log in logs), 30, every=0.2
             )
             after = await _gauges(ports)
             assert await receiver.wait_for(

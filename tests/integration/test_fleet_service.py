@@ -5,20 +5,21 @@ measure what cannot be skewed by it (concurrent requests, the senders' own stamp
 
 from __future__ import annotations
 
-import asyncio
 import itertools
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from consumer.receiver import Receiver
+from tests.support.processes import Launch
 
 from .fleet import ReplicaProcesses, SlowReceiver, busiest_second, steady_rate
 from .receiver_process import delivered, remote_receiver
 from .support import (
-    RunningService,
     Setup,
+    StartService,
     channel,
     create_topic,
     encoded,
@@ -41,13 +42,8 @@ def shared_limits(redis_url: str, setup_suffix: str) -> dict[str, Any]:
     }
 
 
-async def start_replicas(setup: Setup, count: int = REPLICAS) -> list[RunningService]:
-    config = setup.config()
-    return [RunningService(config, setup.environ) for _ in range(count)]
-
-
 async def test_three_replicas_hold_one_rate_together(
-    bootstrap: str, redis_url: str, tmp_path: Path
+    bootstrap: str, redis_url: str, tmp_path: Path, launch: Launch
 ) -> None:
     """Three `webhook-consumer run` processes and a receiver in a process of its own: the
     send times are the replicas' own stamps (the body's timestamp, taken once the request
@@ -75,7 +71,7 @@ async def test_three_replicas_hold_one_rate_together(
         await receiver.share_secrets()
         await create_topic(bootstrap, setup.topic, REPLICAS)
         await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(total)))
-        replicas = ReplicaProcesses(config, setup.environ, tmp_path, REPLICAS)
+        replicas = ReplicaProcesses(launch, config, setup.environ, tmp_path, REPLICAS)
         await replicas.start()
         try:
             assert await receiver.wait_for(lambda a: len(delivered(a)) >= total, within=150)
@@ -105,57 +101,58 @@ async def test_three_replicas_hold_one_rate_together(
     assert abs(mean - rate) <= rate * 0.1, f"mean rate {mean:.1f}/s"
 
 
+@pytest.fixture
+async def slow() -> AsyncIterator[SlowReceiver]:
+    """A receiver that takes 2 s per answer."""
+    server = SlowReceiver({}, delay=2.0)
+    await server.start()
+    yield server
+    await server.stop()
+
+
 @pytest.mark.parametrize(("backend", "most"), [("redis", 4), ("local", 4 * REPLICAS)])
 async def test_concurrency_cap_across_replicas(
-    bootstrap: str, redis_url: str, tmp_path: Path, backend: str, most: int
+    bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+    backend: str,
+    most: int,
+    slow: SlowReceiver,
+    running_service: StartService,
 ) -> None:
     """A receiver that takes 2 s per answer, `max_concurrency: 4`: with `redis` the cap holds
     for the three replicas together, with `local` for each of them."""
-    slow = SlowReceiver({}, delay=2.0)
-    await slow.start()
     count = 24
-    try:
-        name = "slow"
-        ch = {
-            "name": name,
-            "url": slow.url(name),
-            "secret_env": "SECRET_SLOW",
-            "template_params": {"title": "string"},
-            "max_concurrency": 4,
-            "timeout_seconds": 10,
-        }
-        setup = Setup(bootstrap, Receiver({}), [ch], {"c": [name]}, tmp=str(tmp_path))
-        if backend == "redis":
-            setup.rate_limiter = shared_limits(redis_url, setup.suffix)
-        slow.secrets[name] = setup.environ["SECRET_SLOW"]
-        await create_topic(bootstrap, setup.topic, REPLICAS)
-        await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(count)))
-        services = await start_replicas(setup)
-        try:
-            assert await _poll(lambda: len(slow.answered) >= count, within=90)
-        finally:
-            for service in services:
-                await service.shutdown()
-    finally:
-        await slow.stop()
+    name = "slow"
+    ch = {
+        "name": name,
+        "url": slow.url(name),
+        "secret_env": "SECRET_SLOW",
+        "template_params": {"title": "string"},
+        "max_concurrency": 4,
+        "timeout_seconds": 10,
+    }
+    setup = Setup(bootstrap, Receiver({}), [ch], {"c": [name]}, tmp=str(tmp_path))
+    if backend == "redis":
+        setup.rate_limiter = shared_limits(redis_url, setup.suffix)
+    slow.secrets[name] = setup.environ["SECRET_SLOW"]
+    await create_topic(bootstrap, setup.topic, REPLICAS)
+    await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(count)))
+    config = setup.config()
+    services = [running_service(config, setup.environ) for _ in range(REPLICAS)]
+    assert await slow.wait_for(lambda: len(slow.answered) >= count, within=90)
+    for service in services:
+        await service.shutdown()
     print(f"\n{backend}: at most {slow.most} concurrent requests, {len(slow.answered)} in all")
     assert slow.unverified == 0
+    # Each request once: answers take 2 s against a 10 s timeout, and the stops drain.
+    assert len(slow.answered) == count
     assert slow.most <= most
     assert slow.most > (4 if backend == "local" else 3), "the cap was never reached"
 
 
-async def _poll(condition: Any, within: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.1)  # polling a counter of the receiver, with a deadline
-    return True
-
-
 async def test_circuit_opens_for_the_fleet_and_one_replica_probes(
-    bootstrap: str, receiver: Receiver, redis_url: str, tmp_path: Path
+    bootstrap: str, receiver: Receiver, redis_url: str, tmp_path: Path, launch: Launch
 ) -> None:
     """Three `webhook-consumer run` processes, measured on their own send stamps: the next
     probe is claimed no sooner than a cool-down after the last failure was written (both on
@@ -191,7 +188,9 @@ async def test_circuit_opens_for_the_fleet_and_one_replica_probes(
     await create_topic(bootstrap, setup.topic, REPLICAS)
     count = 30
     await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(count)))
-    replicas = ReplicaProcesses(write_config(setup, tmp_path), setup.environ, tmp_path, REPLICAS)
+    replicas = ReplicaProcesses(
+        launch, write_config(setup, tmp_path), setup.environ, tmp_path, REPLICAS
+    )
     await replicas.start()
     try:
         # Opening, then at least three probes: one per cool-down.

@@ -7,10 +7,6 @@ after the service is already waiting for it.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +14,11 @@ import aiohttp
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.receiver import Receiver
-from tests.support.processes import JsonLog
+from tests.support.polling import until
+from tests.support.ports import free_port
+from tests.support.processes import Launch, run_args, run_cli
 
-from .kafka import REPO, PrivateBroker, free_port
+from .kafka import PrivateBroker
 from .support import (
     Setup,
     channel,
@@ -32,7 +30,6 @@ from .support import (
     write_config,
 )
 
-BROKER_HOME = REPO / ".cache" / "kafka-startup-test"
 EVENTS = 20
 
 
@@ -48,21 +45,19 @@ async def topic_exists(bootstrap: str, topic: str, within: float) -> bool:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while topic not in await admin.list_topics():
-            if loop.time() > deadline:
-                return False
-            await asyncio.sleep(0.1)  # polling the broker for a condition, with a deadline
-        return True
+
+        async def listed() -> bool:
+            return topic in await admin.list_topics()
+
+        return await until(listed, within, every=0.1)
     finally:
         await admin.close()
 
 
 async def test_run_started_before_kafka_waits_and_then_delivers(
-    receiver: Receiver, tmp_path: Path
+    unstarted_broker: PrivateBroker, receiver: Receiver, tmp_path: Path, launch: Launch
 ) -> None:
-    broker = PrivateBroker(BROKER_HOME, free_port(), free_port())  # not started yet
+    broker = unstarted_broker
     admin_port = free_port()
     setup = Setup(
         broker.bootstrap,
@@ -74,19 +69,8 @@ async def test_run_started_before_kafka_waits_and_then_delivers(
         admin={"host": "127.0.0.1", "port": admin_port},
     )
     config = write_config(setup, tmp_path)
-    stderr = JsonLog(tmp_path / "stderr.log")
-    with stderr.path.open("wb") as sink:
-        service = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "consumer",
-            "run",
-            "--config",
-            str(config),
-            env={**os.environ, **setup.environ},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=sink,
-        )
+    service = await launch(run_args(config), setup.environ, tmp_path / "stderr.log").start()
+    stderr = service.log
     try:
         assert await stderr.wait_for("kafka.unreachable", within=30), stderr.text()[-3000:]
         status, reason = await readyz(admin_port)
@@ -108,14 +92,12 @@ async def test_run_started_before_kafka_waits_and_then_delivers(
         # topics are created and the group joined. The bound only says the wait ended.
         print(f"\nbroker ready -> first delivery: {first - ready_at:.1f} s")
         assert first - ready_at < 60
-        assert service.returncode is None
+        assert service.running
         assert (await readyz(admin_port))[0] == 200
     finally:
-        if service.returncode is None:
-            service.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(service.wait(), 60)
-        await broker.stop()
-    assert service.returncode == 0
+        code = await service.stop()
+    assert code == 0
+    assert len(receiver.delivered()) == EVENTS  # each exactly once
     assert len(stderr.events("kafka.unreachable")) == 1  # one line for the whole wait
     (recovered,) = stderr.events("kafka.recovered")
     assert recovered["phase"] == "start"
@@ -135,23 +117,11 @@ async def test_run_gives_up_after_the_startup_timeout_with_one_line(
     )
     config = write_config(setup, tmp_path)
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer",
-        "run",
-        "--config",
-        str(config),
-        "--log-level",
-        "error",  # only the one line that ends it
-        env={**os.environ, **setup.environ},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(process.communicate(), 60)
+    # --log-level error: only the one line that ends it.
+    code, _, err = await run_cli(*run_args(config, "--log-level", "error"), env=setup.environ)
     took = time.monotonic() - started
-    assert process.returncode == 1
-    assert err.decode().splitlines() == [
+    assert code == 1
+    assert err.splitlines() == [
         "webhook-consumer: KafkaUnavailable: cannot connect to Kafka (PLAINTEXT): "
         f"127.0.0.1:{port}: Connection refused (waited 3 s)"
     ]

@@ -38,26 +38,8 @@ NESTED = {
 
 
 @pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    """A plain client, to look at what the store wrote and at the server's counters."""
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(raw: Redis) -> AsyncIterator[str]:
-    """A key prefix of this test's own; its keys are removed afterwards."""
-    prefix = f"test-{uuid.uuid4().hex[:10]}:"
-    yield prefix
-    keys = [key async for key in raw.scan_iter(match=f"{prefix}*", count=1000)]
-    if keys:
-        await raw.delete(*keys)
-
-
-@pytest.fixture
-async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisAttributeStore]:
-    s = RedisAttributeStore(redis_url, key_prefix=prefix, timeout_seconds=3)
+async def store(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisAttributeStore]:
+    s = RedisAttributeStore(redis_url, key_prefix=redis_prefix, timeout_seconds=3)
     yield s
     await s.close()
 
@@ -71,11 +53,11 @@ async def test_types_round_trip(store: RedisAttributeStore) -> None:
 
 
 async def test_one_hash_per_user_with_json_values(
-    store: RedisAttributeStore, raw: Redis, prefix: str
+    store: RedisAttributeStore, redis_client: Redis, redis_prefix: str
 ) -> None:
     await store.put_many([("u-10086", {"hobby": "跑步", "level": 7, "vip": True})])
-    assert await raw.type(f"{prefix}u-10086") == b"hash"
-    assert await raw.hgetall(f"{prefix}u-10086") == {
+    assert await redis_client.type(f"{redis_prefix}u-10086") == b"hash"
+    assert await redis_client.hgetall(f"{redis_prefix}u-10086") == {
         b"hobby": '"跑步"'.encode(),
         b"level": b"7",
         b"vip": b"true",
@@ -83,12 +65,12 @@ async def test_one_hash_per_user_with_json_values(
 
 
 async def test_a_write_replaces_a_users_attributes(
-    store: RedisAttributeStore, raw: Redis, prefix: str
+    store: RedisAttributeStore, redis_client: Redis, redis_prefix: str
 ) -> None:
     await store.put_many([("u1", {"a": 1, "b": 2}), ("u2", {"keep": True})])
     await store.put_many([("u1", {"c": 3})])
     assert await store.get_many(["u1", "u2"]) == {"u1": {"c": 3}, "u2": {"keep": True}}
-    assert await raw.hkeys(f"{prefix}u1") == [b"c"]
+    assert await redis_client.hkeys(f"{redis_prefix}u1") == [b"c"]
     await store.put_many([("u1", {})])  # a user with no attributes is still found
     assert await store.get_many(["u1"]) == {"u1": {}}
 
@@ -112,10 +94,10 @@ async def test_empty_inputs(store: RedisAttributeStore) -> None:
     assert await store.get_many([]) == {}
 
 
-async def _counters(raw: Redis) -> dict[str, int]:
+async def _counters(redis_client: Redis) -> dict[str, int]:
     """Server-side counts: socket reads, and calls per command."""
-    stats = await raw.info("stats")
-    commands = await raw.info("commandstats")
+    stats = await redis_client.info("stats")
+    commands = await redis_client.info("commandstats")
     counts = {f"cmd:{name.removeprefix('cmdstat_')}": v["calls"] for name, v in commands.items()}
     return {"reads": stats["total_reads_processed"], **counts}
 
@@ -124,13 +106,15 @@ def _delta(before: dict[str, int], after: dict[str, int], key: str) -> int:
     return after.get(key, 0) - before.get(key, 0)
 
 
-async def test_many_users_take_few_round_trips(store: RedisAttributeStore, raw: Redis) -> None:
+async def test_many_users_take_few_round_trips(
+    store: RedisAttributeStore, redis_client: Redis
+) -> None:
     users = [f"user-{i}" for i in range(2500)]
     await store.get_many(["warm-up"])  # the connection and its handshake are not counted
 
-    before = await _counters(raw)
+    before = await _counters(redis_client)
     await store.put_many([(u, {"i": i, "hobby": "chess"}) for i, u in enumerate(users)])
-    after = await _counters(raw)
+    after = await _counters(redis_client)
     # One MULTI/EXEC transaction per 1000 users, each user replaced by DEL + HSET.
     assert _delta(before, after, "cmd:multi") == 3
     assert _delta(before, after, "cmd:exec") == 3
@@ -139,19 +123,19 @@ async def test_many_users_take_few_round_trips(store: RedisAttributeStore, raw: 
     # A command per round trip would be 5000 reads; pipelined, the server reads them in bulk.
     assert _delta(before, after, "reads") <= 100, after
 
-    before = await _counters(raw)
+    before = await _counters(redis_client)
     found = await store.get_many([*users, "absent"])
-    after = await _counters(raw)
+    after = await _counters(redis_client)
     assert found == {u: {"i": i, "hobby": "chess"} for i, u in enumerate(users)}
     assert _delta(before, after, "cmd:hgetall") == 2501
     assert _delta(before, after, "reads") <= 50, after
 
 
-async def test_a_unix_socket_url(raw: Redis, prefix: str) -> None:
-    path = (await raw.config_get("unixsocket")).get("unixsocket")
+async def test_a_unix_socket_url(redis_client: Redis, redis_prefix: str) -> None:
+    path = (await redis_client.config_get("unixsocket")).get("unixsocket")
     if not path:
         pytest.skip("this Redis listens on no unix socket (deploy/local/redis does)")
-    store = RedisAttributeStore(f"unix://{path}?db=0", key_prefix=prefix, timeout_seconds=3)
+    store = RedisAttributeStore(f"unix://{path}?db=0", key_prefix=redis_prefix, timeout_seconds=3)
     try:
         await store.put_many([("u1", {"via": "unix"})])
         assert await store.get_many(["u1"]) == {"u1": {"via": "unix"}}
@@ -160,11 +144,11 @@ async def test_a_unix_socket_url(raw: Redis, prefix: str) -> None:
 
 
 async def test_a_store_that_is_down_is_unavailable_and_the_password_stays_out(
-    prefix: str,
+    redis_prefix: str,
 ) -> None:
     port = free_port()
     url = f"redis://:s3cret-redis-password@127.0.0.1:{port}/0"
-    store = RedisAttributeStore(url, key_prefix=prefix, timeout_seconds=3)
+    store = RedisAttributeStore(url, key_prefix=redis_prefix, timeout_seconds=3)
     try:
         for attempt in (
             lambda: store.get_many(["u1"]),
@@ -180,7 +164,7 @@ async def test_a_store_that_is_down_is_unavailable_and_the_password_stays_out(
         await store.close()
 
 
-async def test_a_store_that_does_not_answer_times_out_as_unavailable(prefix: str) -> None:
+async def test_a_store_that_does_not_answer_times_out_as_unavailable(redis_prefix: str) -> None:
     accepted: list[asyncio.StreamWriter] = []
 
     async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -189,7 +173,7 @@ async def test_a_store_that_does_not_answer_times_out_as_unavailable(prefix: str
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     store = RedisAttributeStore(
-        f"redis://127.0.0.1:{port}/0", key_prefix=prefix, timeout_seconds=0.3
+        f"redis://127.0.0.1:{port}/0", key_prefix=redis_prefix, timeout_seconds=0.3
     )
     try:
         with pytest.raises(AttributesUnavailable, match=r"[Tt]imeout"):
@@ -203,24 +187,28 @@ async def test_a_store_that_does_not_answer_times_out_as_unavailable(prefix: str
         await server.wait_closed()
 
 
-async def _with_user(redis_url: str, raw: Redis, password: str, rules: list[str]) -> str:
+async def _with_user(redis_url: str, redis_client: Redis, password: str, rules: list[str]) -> str:
     """A URL of `redis_url`'s server, logging in as a new user with these ACL rules."""
     name = f"test-{uuid.uuid4().hex[:8]}"
-    await raw.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", *rules)
+    await redis_client.execute_command(
+        "ACL", "SETUSER", name, "reset", "on", f">{password}", *rules
+    )
     parts = urlsplit(redis_url)
     host = parts.netloc.rsplit("@", 1)[-1]
     return parts._replace(netloc=f"{name}:{password}@{host}").geturl()
 
 
-async def _drop_user(raw: Redis, url: str) -> None:
-    await raw.execute_command("ACL", "DELUSER", urlsplit(url).username)
+async def _drop_user(redis_client: Redis, url: str) -> None:
+    await redis_client.execute_command("ACL", "DELUSER", urlsplit(url).username)
 
 
-async def test_a_refused_write_is_unavailable(redis_url: str, raw: Redis, prefix: str) -> None:
+async def test_a_refused_write_is_unavailable(
+    redis_url: str, redis_client: Redis, redis_prefix: str
+) -> None:
     # A read-only account answers writes with an error, as a READONLY replica does.
     password = f"pw-{uuid.uuid4().hex}"
-    url = await _with_user(redis_url, raw, password, ["~*", "+@read", "+@connection"])
-    store = RedisAttributeStore(url, key_prefix=prefix, timeout_seconds=3)
+    url = await _with_user(redis_url, redis_client, password, ["~*", "+@read", "+@connection"])
+    store = RedisAttributeStore(url, key_prefix=redis_prefix, timeout_seconds=3)
     try:
         assert await store.get_many(["u1"]) == {}
         with pytest.raises(AttributesUnavailable, match="permission") as caught:
@@ -228,13 +216,15 @@ async def test_a_refused_write_is_unavailable(redis_url: str, raw: Redis, prefix
         assert password not in str(caught.value)
     finally:
         await store.close()
-        await _drop_user(raw, url)
+        await _drop_user(redis_client, url)
 
 
-async def test_a_wrong_password_is_unavailable(redis_url: str, raw: Redis, prefix: str) -> None:
-    url = await _with_user(redis_url, raw, "the-right-password", ["~*", "+@all"])
+async def test_a_wrong_password_is_unavailable(
+    redis_url: str, redis_client: Redis, redis_prefix: str
+) -> None:
+    url = await _with_user(redis_url, redis_client, "the-right-password", ["~*", "+@all"])
     wrong = url.replace("the-right-password", "not-the-password-at-all")
-    store = RedisAttributeStore(wrong, key_prefix=prefix, timeout_seconds=3)
+    store = RedisAttributeStore(wrong, key_prefix=redis_prefix, timeout_seconds=3)
     try:
         with pytest.raises(AttributesUnavailable) as caught:
             await store.get_many(["u1"])
@@ -242,20 +232,20 @@ async def test_a_wrong_password_is_unavailable(redis_url: str, raw: Redis, prefi
         assert "//***@" in str(caught.value)
     finally:
         await store.close()
-        await _drop_user(raw, url)
+        await _drop_user(redis_client, url)
 
 
 async def test_the_password_from_the_environment_logs_in(
-    redis_url: str, raw: Redis, prefix: str
+    redis_url: str, redis_client: Redis, redis_prefix: str
 ) -> None:
     password = f"pw-{uuid.uuid4().hex}"
-    with_password = await _with_user(redis_url, raw, password, ["~*", "+@all"])
+    with_password = await _with_user(redis_url, redis_client, password, ["~*", "+@all"])
     parts = urlsplit(with_password)
     without = parts._replace(netloc=parts.netloc.replace(f":{password}@", "@")).geturl()
     config = AttributesConfig(
         backend="redis",
         url=without,
-        key_prefix=prefix,
+        key_prefix=redis_prefix,
         password_env="ATTRIBUTES_REDIS_PASSWORD",
         cache_ttl_seconds=0,
     )
@@ -274,18 +264,21 @@ async def test_the_password_from_the_environment_logs_in(
         finally:
             await wrong.close()
     finally:
-        await _drop_user(raw, with_password)
+        await _drop_user(redis_client, with_password)
 
 
 async def test_the_store_tells_redis_health_when_redis_stops_and_starts_answering(
-    redis_url: str, prefix: str
+    redis_url: str, redis_prefix: str
 ) -> None:
     seen: list[Details] = []
     health = RedisHealth(Observer([seen.append]))
     down = RedisAttributeStore(
-        f"redis://127.0.0.1:{free_port()}/0", key_prefix=prefix, timeout_seconds=3, health=health
+        f"redis://127.0.0.1:{free_port()}/0",
+        key_prefix=redis_prefix,
+        timeout_seconds=3,
+        health=health,
     )
-    up = RedisAttributeStore(redis_url, key_prefix=prefix, timeout_seconds=3, health=health)
+    up = RedisAttributeStore(redis_url, key_prefix=redis_prefix, timeout_seconds=3, health=health)
     try:
         await up.get_many(["u1"])
         await up.get_many(["u2"])  # no change, nothing said
@@ -310,14 +303,14 @@ async def test_the_store_tells_redis_health_when_redis_stops_and_starts_answerin
 
 @pytest.mark.parametrize("fields", [None, {"hobby", "tier"}], ids=["every field", "sent fields"])
 async def test_a_corrupt_user_is_not_found_and_the_others_are_unaffected(
-    redis_url: str, raw: Redis, prefix: str, fields: set[str] | None
+    redis_url: str, redis_client: Redis, redis_prefix: str, fields: set[str] | None
 ) -> None:
     seen: list[Details] = []
     metrics = PrometheusHook([])
     observer = Observer([seen.append, metrics, TransitionLog(debug=False)])
     store = RedisAttributeStore(
         redis_url,
-        key_prefix=prefix,
+        key_prefix=redis_prefix,
         timeout_seconds=3,
         fields=None if fields is None else (lambda: fields),
         observer=observer,
@@ -325,8 +318,12 @@ async def test_a_corrupt_user_is_not_found_and_the_others_are_unaffected(
     try:
         good = [(f"u-{i}", {"hobby": "chess", "tier": i}) for i in range(998)]
         await store.put_many(good)
-        await raw.set(f"{prefix}typed", "a string, not a hash")  # another program's key
-        await raw.hset(f"{prefix}garbled", mapping={"hobby": b"not json", "tier": b"1"})
+        await redis_client.set(
+            f"{redis_prefix}typed", "a string, not a hash"
+        )  # another program's key
+        await redis_client.hset(
+            f"{redis_prefix}garbled", mapping={"hobby": b"not json", "tier": b"1"}
+        )
         users = ["typed", *(u for u, _ in good[:500]), "garbled", *(u for u, _ in good[500:])]
         with capture_logs() as logs:
             found = await store.get_many(users)
@@ -336,24 +333,27 @@ async def test_a_corrupt_user_is_not_found_and_the_others_are_unaffected(
     assert found == again == dict(good)  # 998 users found, two sent as not found
     corrupt = [d for d in seen if isinstance(d, AttributesCorrupt)]
     assert [(d.key, d.first) for d in corrupt] == [
-        (f"{prefix}typed", True),
-        (f"{prefix}garbled", True),
-        (f"{prefix}typed", False),
-        (f"{prefix}garbled", False),
+        (f"{redis_prefix}typed", True),
+        (f"{redis_prefix}garbled", True),
+        (f"{redis_prefix}typed", False),
+        (f"{redis_prefix}garbled", False),
     ]
     assert "not JSON" in corrupt[1].reason
     assert "not json" not in repr(corrupt)  # what is wrong, never the value
     lines = [line for line in logs if line["event"] == "attributes.corrupt"]
-    assert [line["key"] for line in lines] == [f"{prefix}typed", f"{prefix}garbled"]  # once
+    assert [line["key"] for line in lines] == [
+        f"{redis_prefix}typed",
+        f"{redis_prefix}garbled",
+    ]  # once
     assert b"webhook_consumer_attributes_corrupt_total 4.0" in metrics.exposition()
 
 
 async def test_a_lookup_fetches_only_the_attributes_the_channels_send(
-    redis_url: str, prefix: str
+    redis_url: str, redis_prefix: str
 ) -> None:
     sent = {"hobby"}
     store = RedisAttributeStore(
-        redis_url, key_prefix=prefix, timeout_seconds=3, fields=lambda: sent
+        redis_url, key_prefix=redis_prefix, timeout_seconds=3, fields=lambda: sent
     )
     try:
         await store.put_many(
@@ -379,16 +379,16 @@ async def test_an_import_of_big_users_goes_in_small_transactions(tmp_path: Path)
     of the fleet shares; in transactions of about 512 KB, nothing waits behind one for long."""
     with private_redis(tmp_path / "redis") as redis:  # its counters are this test's alone
         store = RedisAttributeStore(redis.url, key_prefix="a:", timeout_seconds=10)
-        raw = Redis.from_url(redis.url)
+        private = Redis.from_url(redis.url)
         try:
             users = [(f"u-{i}", {"blob": "x" * 20_000}) for i in range(1000)]
             await store.put_many(users)
-            stats = await raw.info("commandstats")
+            stats = await private.info("commandstats")
             transactions = stats["cmdstat_exec"]["calls"]
-            assert await raw.dbsize() == 1000
+            assert await private.dbsize() == 1000
         finally:
             await store.close()
-            await raw.aclose()
+            await private.aclose()
     # About 20 MB (1,000 x 20,009 bytes of JSON) in transactions of at most 512 KiB: 39 at
     # least, and not many more (each but the last is nearly full).
     least = math.ceil(1000 * 20_009 / (512 * 1024))

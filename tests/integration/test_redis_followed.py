@@ -3,7 +3,6 @@ rule of versions.py, deleted users stay deleted, positions move forward only."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -22,30 +21,14 @@ def up(user: str, attributes: Mapping[str, Any] | None, offset: int, **where: in
 
 
 @pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(raw: Redis) -> AsyncIterator[str]:
-    prefix = f"test-{uuid.uuid4().hex[:10]}:"
-    yield prefix
-    keys = [key async for key in raw.scan_iter(match=f"{prefix}*", count=1000)]
-    if keys:
-        await raw.delete(*keys)
-
-
-@pytest.fixture
-async def store(redis_url: str, prefix: str) -> AsyncIterator[FollowedRedisStore]:
-    s = FollowedRedisStore(redis_url, key_prefix=prefix, timeout_seconds=3)
+async def store(redis_url: str, redis_prefix: str) -> AsyncIterator[FollowedRedisStore]:
+    s = FollowedRedisStore(redis_url, key_prefix=redis_prefix, timeout_seconds=3)
     yield s
     await s.close()
 
 
 async def test_values_round_trip_and_the_version_stays_inside(
-    store: FollowedRedisStore, raw: Redis, prefix: str
+    store: FollowedRedisStore, redis_client: Redis, redis_prefix: str
 ) -> None:
     nested = {"name": "Zoë 王", "tags": ["a", None, True, 1.5], "n": 2**53, "": "empty name"}
     applied = await store.apply(TOPIC, [up("u1", nested, 3), up("u2", {}, 4)], {0: 5})
@@ -53,7 +36,7 @@ async def test_values_round_trip_and_the_version_stays_inside(
     got = await store.get_many(["u1", "u2", "absent"])
     assert got == {"u1": nested, "u2": {}}
     assert type(got["u1"]["n"]) is int
-    version = await raw.hget(f"{prefix}u1", VERSION_FIELD)
+    version = await redis_client.hget(f"{redis_prefix}u1", VERSION_FIELD)
     assert version is not None
     assert version.split(b":")[1:] == [b"0", b"3", b"3"]  # partition, offset, timestamp
 

@@ -18,7 +18,7 @@ from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
 
 from ..otlp import OtlpReceiver
-from .support import RunningService, Setup, channel, committed_to_end, event
+from .support import Setup, StartService, channel, committed_to_end, event
 
 SAMPLED = "4bf92f3577b34da6a3ce929d0e0e4736"
 UNSAMPLED = "5cf92f3577b34da6a3ce929d0e0e4737"
@@ -54,7 +54,11 @@ def _headers(trace_id: str, flags: str) -> list[tuple[str, bytes]]:
 
 
 async def test_a_records_trace_reaches_its_webhooks_and_our_spans_reach_the_collector(
-    bootstrap: str, receiver: Receiver, otlp: OtlpReceiver, tmp_path: Path
+    bootstrap: str,
+    receiver: Receiver,
+    otlp: OtlpReceiver,
+    tmp_path: Path,
+    running_service: StartService,
 ) -> None:
     setup = Setup(
         bootstrap,
@@ -75,7 +79,7 @@ async def test_a_records_trace_reaches_its_webhooks_and_our_spans_reach_the_coll
     sampled = event("c", "u-secretive")
     unsampled = event("c", "u-2")
     untraced = event("c", "u-3")
-    service = RunningService(config, setup.environ)
+    service = running_service(config, setup.environ)
     await service.admin_url()
     await _produce(bootstrap, setup.topic, [(sampled, _headers(SAMPLED, "01"))])
     ids = {
@@ -113,7 +117,7 @@ async def test_a_records_trace_reaches_its_webhooks_and_our_spans_reach_the_coll
     assert "traceparent" not in plain.headers
 
     assert await otlp.wait_for(
-        lambda o: len([s for s in o.spans if s.trace_id == SAMPLED]) >= 5, 10
+        lambda: len([s for s in otlp.spans if s.trace_id == SAMPLED]) >= 5, 10
     )
     spans = [s for s in otlp.spans if s.trace_id == SAMPLED]
     assert not [s for s in otlp.spans if s.trace_id == UNSAMPLED]  # not sampled: not recorded

@@ -12,7 +12,6 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
@@ -28,6 +27,7 @@ from .support import (
     create_topic,
     encoded,
     event,
+    group_state,
     pairs_delivered,
     produce,
     read_all,
@@ -57,18 +57,6 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-async def _group(bootstrap: str, group: str) -> tuple[str, int]:
-    """(state, number of members) of a consumer group, from the broker."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [response] = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    _error, _group_id, state, _protocol_type, _protocol, members, *_ = response.groups[0]
-    return state, len(members)
-
-
 def _workers(launch: Launch, config: Path, env: dict[str, str], tmp_path: Path) -> ServiceProcess:
     return launch(run_args(config, "--workers", "2"), env, tmp_path / "service.log")
 
@@ -86,7 +74,7 @@ def _setup(bootstrap: str, receiver: Receiver, tmp_path: Path, **channel_options
 
 
 async def _two_members(setup: Setup) -> bool:
-    return await _group(setup.bootstrap, setup.group) == ("Stable", 2)
+    return await group_state(setup.bootstrap, setup.group) == ("Stable", 2)
 
 
 async def test_two_workers_join_the_group_deliver_once_and_stop_cleanly(
