@@ -6,6 +6,7 @@ checked URL, a password and a CA bundle into a client with bounded waits everywh
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,3 +61,12 @@ def open_redis(
         **options,
     )
     return Redis.from_pool(pool)
+
+
+def raise_if_cancelled() -> None:
+    """Called after every Redis reply. redis-py bounds a write with `asyncio.wait_for`, which on
+    Python 3.11 returns a result that arrived in the same loop turn as a cancel and drops the
+    cancel (fixed in 3.12): a lookup, a probe or a worker told to stop would go on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -22,7 +22,7 @@ from consumer.attributes.store import AttributesUnavailable
 from consumer.attributes.urls import shown_url
 from consumer.observer import NO_OBSERVER, AttributesCorrupt, Observer
 from consumer.redis_health import RedisHealth
-from consumer.redisclient import open_redis
+from consumer.redisclient import open_redis, raise_if_cancelled
 from consumer.secrets import Secret, redact
 
 # Users per pipeline: one round trip each, small enough that one reply stays a few MB.
@@ -154,6 +154,7 @@ class RedisAttributeStore:
             message = redact(str(exc)) or type(exc).__name__
             self._health.failed(message)
             raise AttributesUnavailable(f"redis attribute store {self._shown}: {message}") from exc
+        raise_if_cancelled()
         self._health.answered()
 
 

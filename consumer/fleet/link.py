@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from consumer.redis_health import RedisHealth
+from consumer.redisclient import raise_if_cancelled
 
 from .shared import FleetUnavailable
 from .trouble import Diagnosis, KeyTrouble, Trouble, diagnose
@@ -178,6 +179,7 @@ class RedisLink:
         self.round_trips[name] += 1
         async with asyncio.timeout(self._guard):
             answer = await command(*args)
+            raise_if_cancelled()  # inside: a cancel by the guard itself becomes its TimeoutError
         if not self._answered and self.shared:  # while down, only the probe's verdict counts
             self._answered = True
             self._health.answered(_USER)

@@ -275,11 +275,14 @@ async def test_two_replicas_into_one_redis_never_regress_a_value(
     observed: list[tuple[int, bool]] = []  # (u-counter's seq, whether u-gone was found)
     finished_at: list[int] = []  # where `observed` was when the fast replica had written all
 
+    async def sample_once() -> None:
+        found = await fast_store.get_many(["u-counter", "u-gone"])
+        if "u-counter" in found:
+            observed.append((found["u-counter"]["seq"], "u-gone" in found))
+
     async def sample() -> None:
         while True:
-            found = await fast_store.get_many(["u-counter", "u-gone"])
-            if "u-counter" in found:
-                observed.append((found["u-counter"]["seq"], "u-gone" in found))
+            await sample_once()
             await asyncio.sleep(0.005)  # sampling what readers see, while the test runs
 
     sampler = asyncio.create_task(sample())
@@ -303,6 +306,7 @@ async def test_two_replicas_into_one_redis_never_regress_a_value(
             return read == 102 and len(slow_store.applied) == len(slow_store.waiting)
 
         await wait_until(wrote_all, 20, "the slow replica wrote every record it read")
+        await sample_once()  # the last word: all of it may have taken less than one interval
         assert await fast_store.get_many(["u-counter", "u-gone"]) == {"u-counter": {"seq": 100}}
         # Every value it had was older than (or the same as) the one stored: none written.
         assert sum(a.stored + a.deleted for a in slow_store.applied) == 0
@@ -311,6 +315,7 @@ async def test_two_replicas_into_one_redis_never_regress_a_value(
     finally:
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
+        slow_store.release.set()  # after a failed wait too: a held write would block the stop
         await slow.stop()
         if fast is not None:
             await fast.stop()
