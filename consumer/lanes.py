@@ -187,8 +187,10 @@ class ChannelLane:
         return self._queue.popleft()[1]
 
     async def _work(self) -> None:
+        queue = self._queue
         while not self._let_go():
-            delivery = await self._next()
+            # A busy lane's next delivery is taken without a coroutine of its own.
+            delivery = queue.popleft()[1] if queue else await self._next()
             if delivery is not None:
                 await self._attempt(delivery)
 
