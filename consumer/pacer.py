@@ -43,11 +43,15 @@ class Pacer:
         self._retry = retry
         self._clock = clock
         self._throttled = 0  # 429s in a row
-        self.limiter = limiter
+        self._limiter = limiter
         self._gate = gate  # a cap beyond the lane's workers (the fleet's), else a no-op
         self._breaker = breaker
         self._local: LocalLimiter | None = None  # set when the fast path may be tried
         self._fast_path()
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self._limiter
 
     @property
     def breaker(self) -> Breaker:
@@ -60,14 +64,14 @@ class Pacer:
 
     def retarget(self, limiter: RateLimiter, gate: ConcurrencyGate | None = None) -> None:
         """A reloaded rate limit (and, from the same factory, its gate) for the next requests."""
-        self.limiter = limiter
+        self._limiter = limiter
         if gate is not None:
             self._gate = gate
         self._fast_path()
 
     def _fast_path(self) -> None:
         # Only this process's own limiter and circuit, and no gate, answer without awaiting.
-        limiter, self._local = self.limiter, None
+        limiter, self._local = self._limiter, None
         if isinstance(limiter, LocalLimiter) and isinstance(self._breaker, CircuitBreaker):
             self._local = limiter if self._gate is UNLIMITED else None
 
@@ -89,15 +93,15 @@ class Pacer:
             return None
         waited = 0.0
         while True:
-            waited += await self.limiter.acquire()
+            waited += await self._limiter.acquire()
             permitted = self._clock()
             lease = await self._gate.acquire()
             try:
-                if self.limiter.paused_for() > 0:
+                if self._limiter.paused_for() > 0:
                     lease.release()
                     continue
                 if self._clock() - permitted > _PERMIT_FRESH_SECONDS:
-                    waited += await self.limiter.acquire()
+                    waited += await self._limiter.acquire()
                 admission = await self._breaker.confirm()
             except BaseException:
                 lease.release()
@@ -124,6 +128,6 @@ class Pacer:
                     )
                     / 1000
                 )
-            self.limiter.pause(min(pause, self._retry.max_age))
+            self._limiter.pause(min(pause, self._retry.max_age))
         elif outcome.ok:
             self._throttled = 0
