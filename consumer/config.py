@@ -29,7 +29,8 @@ from pydantic import (
 from yarl import URL
 
 from .attributes.urls import check_url, remember_password
-from .config_checks import USERINFO, cross_check, shown
+from .config_checks import cross_check, shown
+from .config_secrets import USERINFO
 from .confighints import closest_field
 from .guard import is_dotted_quad
 

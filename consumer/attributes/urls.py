@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from consumer.config_checks import USERINFO
+from consumer.config_secrets import USERINFO
 from consumer.secrets import remember
 
 SQLITE_PREFIX = "sqlite:///"

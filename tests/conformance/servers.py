@@ -5,47 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bench.receiver import build
 from consumer.signing import verify
 
 SECRET = "conformance-secret"
-
-
-class StubResolver(AbstractResolver):
-    """Names from a table (IPv4 addresses), in the table's order; counts the look-ups."""
-
-    def __init__(self, table: dict[str, list[str]]) -> None:
-        self.table = table
-        self.asked: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        if host not in self.table:
-            raise OSError(f"no such name {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.table[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 GO_PATHS = ("/hooks/a", "/hooks/b", "/hooks/c")

@@ -16,10 +16,11 @@ import pytest
 from yarl import URL
 
 from consumer.transport import TransportError
+from tests.support.resolver import StubResolver
 from tests.transports import open_client
 
 from .conftest import Post
-from .servers import Peer, RawServer, StubResolver
+from .servers import Peer, RawServer
 
 if TYPE_CHECKING:
     from tests.unit.conftest import WaitUntil

@@ -14,9 +14,8 @@ from yarl import URL
 
 from consumer.transport import Transport, TransportError
 from tests.pki import Authority, write
+from tests.support.resolver import StubResolver
 from tests.transports import open_client
-
-from .servers import StubResolver
 
 NAME = "hooks.test"
 

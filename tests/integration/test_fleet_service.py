@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from consumer.receiver import Receiver
+from tests.support.polling import until
 from tests.support.processes import Launch
 
 from .fleet import ReplicaProcesses, SlowReceiver, busiest_second, steady_rate
@@ -24,6 +25,7 @@ from .support import (
     create_topic,
     encoded,
     event,
+    group_state,
     produce,
     write_config,
 )
@@ -137,9 +139,16 @@ async def test_concurrency_cap_across_replicas(
         setup.rate_limiter = shared_limits(redis_url, setup.suffix)
     slow.secrets[name] = setup.environ["SECRET_SLOW"]
     await create_topic(bootstrap, setup.topic, REPLICAS)
-    await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(count)))
     config = setup.config()
     services = [running_service(config, setup.environ) for _ in range(REPLICAS)]
+
+    # Events only once all three hold a partition each: a replica that joined first would
+    # otherwise take every partition and send all of them before the others are members.
+    async def all_members() -> bool:
+        return await group_state(bootstrap, setup.group) == ("Stable", REPLICAS)
+
+    assert await until(all_members, within=60, every=0.2), "no stable group of three"
+    await produce(bootstrap, setup.topic, encoded(event("c", f"u-{i}") for i in range(count)))
     assert await slow.wait_for(lambda: len(slow.answered) >= count, within=90)
     for service in services:
         await service.shutdown()

@@ -8,13 +8,12 @@ named here. The positive controls show the recorder does see what the guard lets
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address, ip_network
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from consumer.catalog import Channel
@@ -22,6 +21,7 @@ from consumer.guard import BlockedDestination, DestinationPolicy, special_use
 from consumer.outcome import Kind, Outcome
 from consumer.sender import Sender
 from consumer.transport import Transport
+from tests.support.resolver import StubResolver
 from tests.transports import open_client
 
 if TYPE_CHECKING:
@@ -29,35 +29,6 @@ if TYPE_CHECKING:
 
 PUBLIC_V4 = "8.8.8.8"
 PUBLIC_V6 = "2606:4700:4700::1111"
-
-
-class StubResolver(AbstractResolver):
-    """Answers from a table, as a DNS server under an attacker's control might."""
-
-    def __init__(self, table: Mapping[str, Sequence[str]]) -> None:
-        self.table = table
-        self.asked: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        if host not in self.table:
-            raise OSError(f"stub resolver: no such name {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.table[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @dataclass
