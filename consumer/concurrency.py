@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class Lease(Protocol):
@@ -29,13 +29,14 @@ class _NoLease:
         return None
 
 
+NO_LEASE: Final[Lease] = _NoLease()
+
+
 class Unlimited:
     """The lane's workers are the cap: nothing to wait for."""
 
-    _LEASE = _NoLease()
-
     async def acquire(self) -> Lease:
-        return self._LEASE
+        return NO_LEASE
 
 
 UNLIMITED = Unlimited()

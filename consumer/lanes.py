@@ -17,10 +17,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from .breaker import Admission, Breaker, State
+from .breaker import Breaker, State
 from .catalog import Channel
 from .channels import ChannelControl, ChannelState
-from .concurrency import UNLIMITED, ConcurrencyGate, Lease
+from .concurrency import UNLIMITED, ConcurrencyGate
 from .config import RetryConfig
 from .deadletter import DeadLetterWriter, for_delivery
 from .delaypath import DelayPath
@@ -39,7 +39,6 @@ from .observer import (
     RetryingSoon,
 )
 from .outcome import (
-    GONE,
     Decision,
     Delay,
     Done,
@@ -53,6 +52,7 @@ from .outcome import (
     refused,
     wait_or_expire,
 )
+from .pacer import Pacer
 from .parking import Parking
 from .ratelimit import RateLimiter, limiter_for
 from .sequencer import Sequencer, Unordered
@@ -61,9 +61,6 @@ _TICK_SECONDS = 0.25
 # A tick this much late means the event loop itself is the bottleneck: then a queue that waits
 # says nothing about the receiver, and parking would only add work to a busy process.
 _CONGESTED_SECONDS = _TICK_SECONDS * 1.2
-# A permit this old when its lease comes is taken again: requests that waited for leases
-# together would otherwise go out together, past the rate.
-_PERMIT_FRESH_SECONDS = 0.05
 
 
 class Transport(Protocol):
@@ -98,14 +95,12 @@ class ChannelLane:
         self._observer = observer
         self._rng = rng or random.Random()
         self._clock = clock
-        self._limiter = limiter or limiter_for(channel)
-        self._gate = gate  # a cap beyond this lane's workers (the fleet's), else a no-op
+        limiter = limiter or limiter_for(channel)
         # Which deliveries may go now (ordering per_user keeps each user's in input order).
         self._order = sequencer or Unordered(delays)
-        self.parking = Parking(channel, self._limiter, retry, clock)
-        self.breaker = breaker or local_breaker(
-            channel, retry.circuit_breaker, self._circuit_changed
-        )
+        self.parking = Parking(channel, limiter, retry, clock)
+        breaker = breaker or local_breaker(channel, retry.circuit_breaker, self._circuit_changed)
+        self.pacer = Pacer(channel.name, limiter, gate, breaker, self._control, retry, clock)
         self._queue: deque[tuple[float, Delivery]] = deque()  # (enqueued at, delivery)
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
         # id(delivery) -> its retry timer and the delivery, which waits in no queue meanwhile
@@ -113,7 +108,6 @@ class ChannelLane:
         self._surplus_workers = 0  # workers to let go after a smaller max_concurrency
         self._tasks: list[asyncio.Task[None]] = []
         self._work_arrived = asyncio.Event()  # wakes the watcher of an idle lane
-        self._throttled = 0  # 429s in a row
         self._no_requests = asyncio.Event()  # set while no request is out
         self.in_flight = 0
 
@@ -123,6 +117,14 @@ class ChannelLane:
             for i in range(self.channel.max_concurrency)
         ]
         self._tasks.append(asyncio.create_task(self._watch(), name=f"lane:{self.channel.name}"))
+
+    @property
+    def breaker(self) -> Breaker:
+        return self.pacer.breaker
+
+    @breaker.setter
+    def breaker(self, breaker: Breaker) -> None:
+        self.pacer.breaker = breaker
 
     @property
     def backlog(self) -> int:
@@ -185,8 +187,10 @@ class ChannelLane:
         return self._queue.popleft()[1]
 
     async def _work(self) -> None:
+        queue = self._queue
         while not self._let_go():
-            delivery = await self._next()
+            # A busy lane's next delivery is taken without a coroutine of its own.
+            delivery = queue.popleft()[1] if queue else await self._next()
             if delivery is not None:
                 await self._attempt(delivery)
 
@@ -207,16 +211,13 @@ class ChannelLane:
         if self._disabled(self.channel.name) is not None:
             self._refuse(delivery)
             return
-        if not await self.breaker.admit():
+        # Most requests of a healthy lane wait for nothing: then nothing is awaited either.
+        cleared = self.pacer.at_once() or await self.pacer.cleared()
+        if cleared is None:  # the circuit is open, or opened while this request waited
             cooldown = self._retry.circuit_breaker.cooldown_seconds
             self._wait_for_probe(delivery, self.breaker.blocked_for() or cooldown)
             return
-        paced = await self._paced()
-        if paced is None:  # the circuit opened while this request waited
-            cooldown = self._retry.circuit_breaker.cooldown_seconds
-            self._wait_for_probe(delivery, self.breaker.blocked_for() or cooldown)
-            return
-        waited, lease, admission = paced
+        waited, lease, admission = cleared
         if self._disabled(self.channel.name) is not None:
             # Disabled while it waited: only requests already out reach the receiver.
             self._refuse(delivery)
@@ -242,7 +243,7 @@ class ChannelLane:
             if not self.in_flight:
                 self._no_requests.set()
         self.parking.throughput.completed()
-        self._learn(outcome, admission)
+        self.pacer.learn(outcome, admission)
         if not outcome.ok:
             delivery.last_error = outcome
         self._observer.emit(Attempted(delivery, outcome, self._clock() - started, waited))
@@ -258,54 +259,6 @@ class ChannelLane:
         if stale is not None:
             self._apply(delivery, stale)
         return stale is not None
-
-    async def _paced(self) -> tuple[float, Lease, Admission] | None:
-        """A permit, a lease and the circuit's word as they stand when the request goes out:
-        a pause that came during the wait for the lease is waited out without the lease; a
-        permit gone stale meanwhile is taken again (holding the lease: a wait of at most
-        cap / rate); a circuit that opened meanwhile sends nothing (None)."""
-        waited = 0.0
-        while True:
-            waited += await self._limiter.acquire()
-            permitted = self._clock()
-            lease = await self._gate.acquire()
-            try:
-                if self._limiter.paused_for() > 0:
-                    lease.release()
-                    continue
-                if self._clock() - permitted > _PERMIT_FRESH_SECONDS:
-                    waited += await self._limiter.acquire()
-                admission = await self.breaker.confirm()
-            except BaseException:
-                lease.release()
-                raise
-            if admission is None:
-                lease.release()
-                return None
-            return waited, lease, admission
-
-    def _learn(self, outcome: Outcome, admission: Admission | None = None) -> None:
-        """What an answer says about the receiver, for every delivery of the lane: 5xx,
-        timeouts and connection errors count towards opening the circuit; 429 and Retry-After
-        slow the whole lane down instead."""
-        throttled = outcome.status == 429
-        if outcome.status == GONE:
-            self._control.gone(self.channel.name, outcome)
-        self.breaker.record(outcome.retryable and not throttled, admission)
-        if throttled or outcome.retry_after is not None:
-            self._throttled += throttled
-            pause = outcome.retry_after
-            if pause is None:  # a bare 429: back off further with each one in a row
-                pause = (
-                    min(
-                        self._retry.backoff_max_ms,
-                        self._retry.backoff_initial_ms * 2 ** (self._throttled - 1),
-                    )
-                    / 1000
-                )
-            self._limiter.pause(min(pause, self._retry.max_age))
-        elif outcome.ok:
-            self._throttled = 0
 
     def hold_for(self) -> float | None:
         """How long a delivery arriving now waits for the circuit's next probe; None when it
@@ -393,10 +346,10 @@ class ChannelLane:
         old, self.channel = self.channel, channel
         if channel.rate_limit != old.rate_limit or channel.max_concurrency != old.max_concurrency:
             if limits is not None:
-                self._limiter, self._gate = limits.limiter, limits.gate
+                self.pacer.retarget(limits.limiter, limits.gate)
             else:
-                self._limiter = limiter_for(channel)
-            self.parking.retarget(channel, self._limiter)
+                self.pacer.retarget(limiter_for(channel))
+            self.parking.retarget(channel, self.pacer.limiter)
         more = channel.max_concurrency - old.max_concurrency
         if more > 0:
             self._surplus_workers = max(0, self._surplus_workers - more)

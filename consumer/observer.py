@@ -7,9 +7,10 @@ hot path formats, labels or logs by itself, and a hook never reaches back into t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Protocol, get_args, runtime_checkable
 
 from .delivery import Delivery, Source
 from .outcome import Limit, Outcome, Wait
@@ -302,27 +303,54 @@ Details = (
     | Lifecycle
 )
 Hook = Callable[[Details], None]
+Handler = Callable[[Any], None]  # takes the one details type it is subscribed under
+DETAILS_TYPES: tuple[type, ...] = get_args(Details)
+
+
+@runtime_checkable
+class Subscriber(Protocol):
+    """A hook that names what it handles: only those details reach it, each straight to its
+    handler. A hook without `subscriptions` hears every transition."""
+
+    @property
+    def subscriptions(self) -> Mapping[type, Handler]: ...
+
+
+def _routes(hooks: Iterable[Hook]) -> dict[type, tuple[Handler, ...]]:
+    routes: dict[type, list[Handler]] = {kind: [] for kind in DETAILS_TYPES}
+    for hook in hooks:
+        if isinstance(hook, Subscriber):
+            for kind, handler in hook.subscriptions.items():
+                routes[kind].append(handler)
+        else:
+            for handlers in routes.values():
+                handlers.append(hook)
+    return {kind: tuple(handlers) for kind, handlers in routes.items()}
 
 
 class Observer:
-    """Fans each transition out to its hooks, in order; with no hooks, emitting is a no-op.
+    """Fans each transition out to the hooks that handle its type, in the order they were
+    added; with no hooks, emitting is a no-op. The routes per type are built when a hook is
+    added, so a transition nobody handles costs one dict look-up.
 
     `spans` says whether a hook records spans: only then are the details that exist only for
     spans (`RecordsTraced`, `HandedOff`) emitted at all, so tracing off costs nothing."""
 
-    __slots__ = ("_hooks", "spans")
+    __slots__ = ("_hooks", "_routes", "spans")
 
     def __init__(self, hooks: Iterable[Hook] = ()) -> None:
         self._hooks: tuple[Hook, ...] = tuple(hooks)
+        self._routes = _routes(self._hooks)
         self.spans = False
 
     def add(self, hook: Hook, *, spans: bool = False) -> None:
         self._hooks = (*self._hooks, hook)
+        self._routes = _routes(self._hooks)
         self.spans = self.spans or spans
 
     def emit(self, details: Details) -> None:
-        for hook in self._hooks:
-            hook(details)
+        for handler in self._routes[type(details)]:
+            handler(details)
 
 
 NO_OBSERVER = Observer()

@@ -62,6 +62,16 @@ class LocalLimiter:
         wait = slot - now
         return wait if wait > 1e-9 else 0.0  # float residue of the sums is no reason to sleep
 
+    def take_now(self) -> bool:
+        """Take a permit if one is free this instant (no pause running); else take nothing."""
+        now = self._clock()
+        slot = max(now, self._tat - self._tolerance, self._paused_until)
+        if slot - now > 1e-9:
+            return False
+        self._tat = max(self._tat, slot) + self._interval
+        self._last_slot = slot
+        return True
+
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 

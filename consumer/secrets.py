@@ -62,17 +62,18 @@ def redact_event(
 class Secret:
     """A string that only `reveal()` gives back; everything else sees a redaction."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_bytes", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        self._bytes = value.encode("utf-8")  # once: a channel's key signs every request
         remember(value)
 
     def reveal(self) -> str:
         return self._value
 
     def reveal_bytes(self) -> bytes:
-        return self._value.encode("utf-8")
+        return self._bytes
 
     def __bool__(self) -> bool:
         return bool(self._value)

@@ -7,7 +7,7 @@ import os
 import socket
 
 from consumer.deadletter import Reason
-from consumer.observer import Attempted, CircuitChanged, Details
+from consumer.observer import Attempted, CircuitChanged, Details, Handler
 from consumer.outcome import Outcome
 
 from .records import ChannelRecord, RecordKind
@@ -27,9 +27,9 @@ class CircuitReports:
         self._replica = replica or replica_name()
         self._last_error: dict[str, Outcome] = {}
         self._reported: set[str] = set()
+        self.subscriptions: dict[type, Handler] = dict.fromkeys((Attempted, CircuitChanged), self)
 
     def __call__(self, details: Details) -> None:
-        # Two plain checks: this hook hears every transition, and nearly all are neither.
         if isinstance(details, Attempted):
             if not details.outcome.ok:
                 self._last_error[details.delivery.channel.name] = details.outcome

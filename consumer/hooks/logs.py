@@ -16,6 +16,7 @@ import structlog
 
 from ..delivery import Delivery
 from ..observer import (
+    DETAILS_TYPES,
     Attempted,
     AttributesCorrupt,
     ChannelStateChanged,
@@ -25,6 +26,7 @@ from ..observer import (
     Details,
     Dropped,
     GaveUp,
+    Handler,
     HandoffChanged,
     Held,
     Redelivered,
@@ -33,6 +35,8 @@ from ..observer import (
 )
 
 log = structlog.get_logger("consumer.retry")
+
+_ALWAYS_LOGGED = (CircuitChanged, HandoffChanged, ChannelStateChanged, AttributesCorrupt)
 
 
 def _ids(delivery: Delivery) -> dict[str, Any]:
@@ -49,6 +53,9 @@ def _ids(delivery: Delivery) -> dict[str, Any]:
 class TransitionLog:
     def __init__(self, debug: bool) -> None:
         self._debug = debug  # decided once: building per-delivery lines costs even when dropped
+        # Below debug level, the transitions of every delivery never reach this hook.
+        heard = DETAILS_TYPES if debug else _ALWAYS_LOGGED
+        self.subscriptions: dict[type, Handler] = dict.fromkeys(heard, self)
 
     def __call__(self, details: Details) -> None:
         match details:
@@ -121,25 +128,47 @@ class RetrySummary:
         self._interval = interval
         self._counts: Counter[tuple[str, str]] = Counter()
         self._timer: asyncio.TimerHandle | None = None
+        self.subscriptions: dict[type, Handler] = {
+            Attempted: self._attempted,
+            Delivered: self._delivered,
+            Delayed: self._delayed,
+            Redelivered: self._redelivered,
+            Held: self._held,
+            GaveUp: self._gave_up,
+            Dropped: self._dropped,
+            Skipped: self._skipped,
+        }
 
     def __call__(self, details: Details) -> None:
-        match details:
-            case Attempted(delivery, outcome, _, _) if not outcome.ok:
-                self._count(delivery.channel.name, f"failed_{outcome.kind.value}")
-            case Delivered(delivery) if delivery.attempts > 1:
-                self._count(delivery.channel.name, "delivered_after_retry")
-            case Delayed(delivery, _, why):
-                self._count(delivery.channel.name, why.value)
-            case Redelivered(delivery):
-                self._count(delivery.channel.name, "redelivered")
-            case Held(channel, _):
-                self._count(channel, "circuit_open")
-            case GaveUp(channel, _, reason, _):
-                self._count(channel or "-", f"dead_letter_{reason.kind.value}")
-            case Dropped(delivery):
-                self._count(delivery.channel.name, "dropped_after_revoke")
-            case Skipped(_, group):
-                self._count("-", f"skipped_group_{group}")
+        handler = self.subscriptions.get(type(details))
+        if handler is not None:
+            handler(details)
+
+    def _attempted(self, details: Attempted) -> None:
+        if not details.outcome.ok:
+            self._count(details.delivery.channel.name, f"failed_{details.outcome.kind.value}")
+
+    def _delivered(self, details: Delivered) -> None:
+        if details.delivery.attempts > 1:
+            self._count(details.delivery.channel.name, "delivered_after_retry")
+
+    def _delayed(self, details: Delayed) -> None:
+        self._count(details.delivery.channel.name, details.why.value)
+
+    def _redelivered(self, details: Redelivered) -> None:
+        self._count(details.delivery.channel.name, "redelivered")
+
+    def _held(self, details: Held) -> None:
+        self._count(details.channel, "circuit_open")
+
+    def _gave_up(self, details: GaveUp) -> None:
+        self._count(details.channel or "-", f"dead_letter_{details.reason.kind.value}")
+
+    def _dropped(self, details: Dropped) -> None:
+        self._count(details.delivery.channel.name, "dropped_after_revoke")
+
+    def _skipped(self, details: Skipped) -> None:
+        self._count("-", f"skipped_group_{details.group}")
 
     def _count(self, channel: str, what: str) -> None:
         self._counts[(channel, what)] += 1

@@ -140,7 +140,7 @@ class PrometheusHook:
         self._attribute_lag = 0
         self._attributes_caught_up = False
         self._corrupt = 0
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        self.subscriptions: dict[type, Callable[[Any], None]] = {
             Attempted: self._attempted,
             Delayed: self._delayed,
             Held: self._held,
@@ -165,7 +165,7 @@ class PrometheusHook:
         }
 
     def __call__(self, details: Details) -> None:
-        handler = self._handlers.get(type(details))
+        handler = self.subscriptions.get(type(details))
         if handler is not None:
             handler(details)
 

@@ -6,7 +6,7 @@ start the verdict says so."""
 from __future__ import annotations
 
 from ..health import Verdict
-from ..observer import AttributesProgress, Details, Lifecycle, PartitionsOwned, Stage
+from ..observer import AttributesProgress, Details, Handler, Lifecycle, PartitionsOwned, Stage
 
 
 class Readiness:
@@ -18,6 +18,9 @@ class Readiness:
         self._draining = False
         self._attributes_read = not follows_attributes
         self._attributes_lag: int | None = None
+        self.subscriptions: dict[type, Handler] = dict.fromkeys(
+            (PartitionsOwned, AttributesProgress, Lifecycle), self
+        )
 
     def __call__(self, details: Details) -> None:
         if isinstance(details, PartitionsOwned):

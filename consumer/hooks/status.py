@@ -224,7 +224,7 @@ class StatusBoard:
         self._attributes_caught_up = False
         self._attributes_lag: int | None = None
         self._attributes_skipped: Counter[str] = Counter()
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        self.subscriptions: dict[type, Callable[[Any], None]] = {
             Attempted: self._attempted,
             Delivered: self._delivered,
             Delayed: self._delayed,
@@ -245,7 +245,7 @@ class StatusBoard:
         }
 
     def __call__(self, details: Details) -> None:
-        handler = self._handlers.get(type(details))
+        handler = self.subscriptions.get(type(details))
         if handler is not None:
             handler(details)
 

@@ -60,14 +60,14 @@ class TracingHook:
             {"service.name": service_name, "service.version": __version__}
         )
         self._scope = InstrumentationScope("webhook-consumer", __version__)
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        self.subscriptions: dict[type, Callable[[Any], None]] = {
             Attempted: self._attempted,
             RecordsTraced: self._records,
             HandedOff: self._handed_off,
         }
 
     def __call__(self, details: Details) -> None:
-        handler = self._handlers.get(type(details))
+        handler = self.subscriptions.get(type(details))
         if handler is not None:
             handler(details)
 

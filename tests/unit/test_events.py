@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from consumer.events import Event, Rejected, occurred_at_of, parse_event
+from consumer.events import (
+    Event,
+    Rejected,
+    _plainly_valid,
+    _validated,
+    occurred_at_of,
+    parse_event,
+)
 
 CONTRACT_EXAMPLE: dict[str, Any] = {
     "event_id": "7f1c2a",
@@ -130,3 +139,78 @@ def test_wrong_types_are_rejected_naming_the_field(field: str, value: Any) -> No
     result = rejected(encoded(**{field: value}))
     assert result.message.startswith("does not match threshold-event.v1: ")
     assert field in result.message
+
+
+# The fast path at intake: it may decline any document (the model then decides), but what it
+# accepts, the model accepts too and reads the same way.
+
+_ABSENT = object()  # the field is left out of the document
+_texts = st.one_of(st.text(max_size=300), st.just(""), st.text(min_size=255, max_size=258))
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), _texts, st.lists(_texts)
+)
+_offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
+_instants = st.datetimes(timezones=st.one_of(st.none(), st.just(UTC), _offsets))
+
+
+def _mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Good values four times in five: most documents are then valid but for a field or two."""
+    return st.integers(0, 4).flatmap(lambda i: bad if i == 0 else good)
+
+
+@st.composite
+def _plain_times(draw: st.DrawFn) -> str:
+    when = draw(_instants)
+    text = when.isoformat(timespec=draw(st.sampled_from(["seconds", "milliseconds", "auto"])))
+    return text.replace("+00:00", "Z") if draw(st.booleans()) else text
+
+
+_counts = st.one_of(st.none(), st.integers(), st.just(_ABSENT))
+_behaviors = st.one_of(
+    st.none(),
+    st.just(_ABSENT),
+    st.fixed_dictionaries(
+        {"name": _mostly(st.text(), st.one_of(_values, st.just(_ABSENT)))},
+        optional={
+            "count": _mostly(_counts, _values),
+            "threshold": _mostly(_counts, _values),
+            "window_seconds": _mostly(_counts, _values),
+            "sku": _values,
+        },
+    ).map(lambda d: {k: v for k, v in d.items() if v is not _ABSENT}),
+)
+_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "event_id": _mostly(st.text(min_size=1, max_size=256), st.one_of(_values, st.just(_ABSENT))),
+    "user_id": _mostly(st.text(min_size=1, max_size=256), st.one_of(_values, st.just(_ABSENT))),
+    "campaign_id": _mostly(st.text(min_size=1, max_size=9), st.one_of(_values, st.just(_ABSENT))),
+    "event_type": _mostly(st.one_of(st.text(), st.just(_ABSENT)), _values),
+    "schema_version": _mostly(st.one_of(st.integers(), st.just(_ABSENT)), _values),
+    "behavior": _mostly(_behaviors, _values),
+    "occurred_at": _mostly(
+        _plain_times(),
+        st.one_of(_values, _plain_times().map(lambda t: t.replace("T", " ")), st.just(_ABSENT)),
+    ),
+}
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> dict[str, Any]:
+    drawn = {name: draw(values) for name, values in _FIELDS.items()}
+    return {name: value for name, value in drawn.items() if value is not _ABSENT}
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_documents())
+def test_the_fast_path_accepts_only_what_the_model_accepts_and_reads_it_alike(
+    document: dict[str, Any],
+) -> None:
+    fast = _plainly_valid(document)
+    if fast is not None:
+        assert fast == _validated(document)
+
+
+def test_a_plain_event_takes_the_fast_path() -> None:
+    for written in ("2026-11-11T00:00:05.123Z", "2026-11-11T08:00:05+08:00", "2026-11-11T00:00:05"):
+        document = {**CONTRACT_EXAMPLE, "occurred_at": written}
+        assert _plainly_valid(document) == _validated(document)
+        assert _plainly_valid(document) is not None

@@ -402,7 +402,7 @@ async def test_throttling_pauses_the_lane_and_does_not_open_the_circuit(
     async with running_lane(channel, transport, retry) as h:
         h.lane.submit(make_delivery(channel, finished, offset=1))
         # The whole lane pauses, not just this delivery.
-        await wait_until(lambda: h.lane._limiter.paused_for() > 0, what="the lane paused")
+        await wait_until(lambda: h.lane.pacer.limiter.paused_for() > 0, what="the lane paused")
         await wait_until(lambda: len(finished) == 1, within=5, what="delivered after the pauses")
         assert h.lane.breaker.state is State.CLOSED  # five 429s, three allowed failures
         assert h.letters.letters == []
