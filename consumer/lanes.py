@@ -218,6 +218,12 @@ class ChannelLane:
             self._wait_for_probe(delivery, self.breaker.blocked_for() or cooldown)
             return
         waited, lease, admission = cleared
+        if delivery.orphaned() and not admission.probe:
+            # Revoked while it waited for a permit or a lease: its partition's next owner
+            # sends it. (A probe goes: the circuit needs its answer.)
+            lease.release()
+            self._take(self._drop(delivery), released=True)
+            return
         if self._disabled(self.channel.name) is not None:
             # Disabled while it waited: only requests already out reach the receiver.
             self._refuse(delivery)

@@ -155,7 +155,20 @@ async def test_a_partition_while_a_replica_joins(
             for r in fleet.replicas
         }
     report(f"counts logged from the partition on: {counts}")
-    figures(fleet, arrivals, report, back=back, leaked=leaked, dead_letters=dead)
+    # The join revokes partitions while Redis is away: a replica's fallback share of the rate
+    # may not empty its queue within the revoke grace, so the commit leaves out the requests
+    # then out, and their next owner sends them again. Only the two replicas that ran before
+    # the join revoke anything, each with at most its fallback share of the cap out at once
+    # (cap // 2): the cap in all. Nothing still waiting for a permit is sent after a revoke.
+    figures(
+        fleet,
+        arrivals,
+        report,
+        back=back,
+        leaked=leaked,
+        dead_letters=dead,
+        allowed_duplicates=LIMITS.cap,
+    )
     assert all(min(seen, default=2) >= 2 for seen in counts.values()), counts  # never 1 or 0
     assert back < 5
 

@@ -20,6 +20,7 @@ from consumer.deadletter import DeadLetterWriter, MemoryDeadLetterSink
 from consumer.delaypath import DelayedDelivery, DelayPath, MemoryDelaySink, delay_levels
 from consumer.delivery import Delivery, Source, Ticket, delivery_id
 from consumer.lanes import ChannelLane
+from consumer.observer import NO_OBSERVER, Details, Dropped, Observer
 from consumer.outcome import Kind, Outcome, from_response
 
 from .fakes import FakeOwner
@@ -124,7 +125,7 @@ class Harness:
 
 @asynccontextmanager
 async def running_lane(
-    channel: Channel, transport: object, retry: RetryConfig = FAST
+    channel: Channel, transport: object, retry: RetryConfig = FAST, observer: Observer = NO_OBSERVER
 ) -> AsyncIterator[Harness]:
     letters, delayed = MemoryDeadLetterSink(), MemoryDelaySink()
     dead_letters = DeadLetterWriter(letters)
@@ -135,6 +136,7 @@ async def running_lane(
         dead_letters,
         delays,
         retry,
+        observer=observer,
         rng=random.Random(7),
     )
     lane.start()
@@ -523,6 +525,34 @@ async def test_a_delivery_parked_too_often_is_queued_whatever_the_backlog(
 
 
 # Revoked partitions: their queued and timer-held work is dropped, not sent twice
+
+
+async def test_a_delivery_revoked_while_it_waits_for_a_permit_is_not_sent(
+    channel_cfg: ChannelFactory, build_catalog: CatalogFactory, wait_until: WaitUntil
+) -> None:
+    """The revoke grace can run out while a worker waits for its permit (a fallback's small
+    share of the rate): the partition's next owner sends the delivery, so this one must not."""
+    _, catalog = build_catalog(
+        [channel_cfg("paced", max_concurrency=2, rate_limit={"per_second": 2, "burst": 1})]
+    )
+    channel = catalog.channels["paced"]
+    kept, revoked = FakeOwner(), FakeOwner()
+    dropped: list[Delivery] = []
+
+    def heard(details: Details) -> None:
+        if isinstance(details, Dropped):
+            dropped.append(details.delivery)
+
+    transport = ScriptedTransport(200)
+    async with running_lane(channel, transport, observer=Observer([heard])) as h:
+        h.lane.submit(make_delivery(channel, kept, offset=1))  # the burst: sent at once
+        waiting = make_delivery(channel, revoked, offset=2)  # its permit comes 0.5 s later
+        h.lane.submit(waiting)
+        await wait_until(lambda: kept == [1], what="the first delivery sent")
+        revoked.revoked = True
+        await wait_until(lambda: dropped == [waiting], within=5, what="the waiting one dropped")
+    assert [d for d, _ in transport.attempts] == [make_delivery(channel, kept, 1).id]
+    assert revoked == []  # nothing of it finished: its next owner redoes it
 
 
 async def test_work_of_a_revoked_partition_is_dropped_not_sent(
