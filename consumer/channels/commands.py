@@ -52,18 +52,19 @@ async def channels_list(config: ServiceConfig) -> int:
     return EXIT_OK
 
 
+async def _record_state(config: ServiceConfig, name: str, disabled: bool, reason: str) -> None:
+    """The operator's change, on the channels topic every replica follows."""
+    record = ChannelRecord(
+        kind=RecordKind.STATE, channel=name, by=operator(), disabled=disabled, reason=reason
+    )
+    await write_record(config, record)
+
+
 async def channels_disable(config: ServiceConfig, name: str, reason: str | None) -> int:
     if not _configured(config, name):
         return EXIT_USAGE
     await probe(config.kafka)
-    record = ChannelRecord(
-        kind=RecordKind.STATE,
-        channel=name,
-        by=operator(),
-        disabled=True,
-        reason=reason or "disabled by an operator",
-    )
-    await write_record(config, record)
+    await _record_state(config, name, True, reason or "disabled by an operator")
     print(f"disabled {name}: running replicas stop sending to it within 5 s;")
     print("its deliveries become dead letters with reason channel_disabled until it is enabled")
     return EXIT_OK
@@ -75,14 +76,7 @@ async def channels_enable(config: ServiceConfig, name: str, reason: str | None) 
     before = state.disabled(name)
     if before is None and not _configured(config, name):
         return EXIT_USAGE
-    record = ChannelRecord(
-        kind=RecordKind.STATE,
-        channel=name,
-        by=operator(),
-        disabled=False,
-        reason=reason or "enabled by an operator",
-    )
-    await write_record(config, record)
+    await _record_state(config, name, False, reason or "enabled by an operator")
     print(f"enabled {name}: running replicas send to it again within 5 s")
     if before is not None:
         since = before.at.astimezone(UTC).isoformat(timespec="seconds")

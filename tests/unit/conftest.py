@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from consumer.attributes import MemoryAttributeStore, SqliteAttributeStore
 from consumer.catalog import Catalog, Channel
 from consumer.config import ServiceConfig, parse_config
 from consumer.delivery import Delivery
@@ -148,3 +149,18 @@ def wait_until() -> WaitUntil:
             pytest.fail(f"not true within {within}s: {what or predicate}")
 
     return wait
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SqliteAttributeStore | MemoryAttributeStore]:
+    """Each local attribute store: both are looked up (AttributeStore) and followed into
+    (FollowedStore)."""
+    s: SqliteAttributeStore | MemoryAttributeStore
+    if request.param == "sqlite":
+        s = SqliteAttributeStore(tmp_path / "attrs.db")
+    else:
+        s = MemoryAttributeStore()
+    yield s
+    await s.close()

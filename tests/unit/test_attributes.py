@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
-import pytest_asyncio
 
 from consumer.attributes import (
     AttributeStore,
@@ -22,18 +20,6 @@ from consumer.attributes import (
     open_store,
 )
 from consumer.config import AttributesConfig
-
-
-@pytest_asyncio.fixture(params=["sqlite", "memory"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AttributeStore]:
-    s: AttributeStore
-    if request.param == "sqlite":
-        s = SqliteAttributeStore(tmp_path / "attrs.db")
-    else:
-        s = MemoryAttributeStore()
-    yield s
-    await s.close()
-
 
 NESTED = {
     "name": "Zoë 王 🚀",

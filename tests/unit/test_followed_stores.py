@@ -5,13 +5,13 @@ in Lua: tests/integration/test_attributes_topic.py)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from consumer.attributes import AttributesUnavailable, MemoryAttributeStore, SqliteAttributeStore
+from consumer.attributes import AttributesUnavailable, SqliteAttributeStore
 from consumer.attributes.store import Applied, FollowedStore, Update
 from consumer.attributes.versions import Version, newer, topic_tag
 
@@ -20,17 +20,6 @@ TOPIC = "users"
 
 def up(user: str, attributes: Mapping[str, Any] | None, offset: int, **where: int) -> Update:
     return Update(user, attributes, where.get("partition", 0), offset, where.get("ms", offset))
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[FollowedStore]:
-    s: FollowedStore
-    if request.param == "sqlite":
-        s = SqliteAttributeStore(tmp_path / "attrs.db")
-    else:
-        s = MemoryAttributeStore()
-    yield s
-    await s.close()
 
 
 async def test_stores_deletes_and_moves_the_positions(store: FollowedStore) -> None:
