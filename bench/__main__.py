@@ -1,6 +1,6 @@
 """`make bench`: the service beside its ceilings and the peers users would deploy instead.
 
-    python -m bench [--quick] [--only S1/1w,S3] [--profile]
+    python -m bench [--quick] [--only S1/1w,S3] [--profile]   (--profile: S1/1w and S4)
     python -m bench --only S7a,S7b,S7c,S7d,S7e     # the attributes topic alone
 
 Needs a Kafka broker ($KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092), Go (the receiver),
@@ -58,7 +58,7 @@ def _scenarios(profile: bool) -> dict[str, Scenario]:
         "S1/1w-f500": lambda b: scenarios.s1_throughput(b, 1, spy(b, "s1-w1-f500"), 500),
         "S2": scenarios.s2_batching,
         "S3": scenarios.s3_latency,
-        "S4": scenarios.s4_isolation,
+        "S4": lambda b: scenarios.s4_isolation(b, during=spy(b, "s4")),
         "S4-f500": lambda b: scenarios.s4_isolation(b, in_flight=500),
         "S5": scenarios.s5_naive,
         "S8": ordering.s8_ordering,
@@ -169,7 +169,9 @@ def cli() -> None:
     )
     parser.add_argument("--events", type=int, help="events in the main topic (S0b, S1, S2)")
     parser.add_argument(
-        "--profile", action="store_true", help="record S1/1w with py-spy and print its top costs"
+        "--profile",
+        action="store_true",
+        help="record S1/1w and S4 with py-spy and print their top costs",
     )
     sys.exit(asyncio.run(main(parser.parse_args())))
 

@@ -349,14 +349,16 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(values[min(len(values) - 1, int(q * len(values)))], 1)
 
 
-async def s4_isolation(bench: Bench, in_flight: int | None = None) -> Result:
+async def s4_isolation(
+    bench: Bench, in_flight: int | None = None, during: Hook = nothing
+) -> Result:
     """`in_flight` sets kafka.max_in_flight_per_partition, as in S1's variant."""
     topic = bench.topic("mid")
     events = topic.records
     kafka = {} if in_flight is None else {"max_in_flight_per_partition": in_flight}
     name = "s4" + ("" if in_flight is None else f"-f{in_flight}")
     setup = _setup(bench, name, topic, channels=(*CHANNELS, HANG, FAIL), kafka=kafka)
-    run = await _service_run(bench, setup, 1, events * len(CHANNELS), healthy_paths())
+    run = await _service_run(bench, setup, 1, events * len(CHANNELS), healthy_paths(), during)
     stats = await bench.receiver.stats()
     figures = run.figures()
     figures.update(
@@ -366,6 +368,9 @@ async def s4_isolation(bench: Bench, in_flight: int | None = None) -> Result:
         delay_records=await _records_under(bench, f"{setup.group}-retry"),
         dead_letters=await _records_under(bench, f"{setup.group}-dlq"),
     )
+    summary = getattr(during, "summary", None)
+    if summary is not None:
+        figures["profile"] = summary()
     params = {
         "events": events,
         "healthy_channels": len(CHANNELS),

@@ -6,21 +6,25 @@ full lane). A wait rides the shortest level that covers it, so records of one to
 about as long as their neighbours and due times grow along a partition; the listener reads a
 little ahead of a head that is not due yet, so a longer wait never holds back a shorter one
 for long. Every record names its consumer group: another deployment's records are skipped.
+Unordered deliveries of one channel that meet on their way to one topic share a record
+(`delaybundle`).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .catalog import Catalog
 from .config import RetryConfig, ServiceConfig
 from .deadletter import Reason, SourceRef
+from .delaybundle import BUNDLE_SCHEMA_VERSION, Bundle, Member
 from .delivery import Delivery, Source
 from .handoff import ACKNOWLEDGED, Handoff
 from .outcome import Kind, Outcome
@@ -85,8 +89,8 @@ def delay_topics(config: ServiceConfig) -> list[str]:
 
 def level_for(seconds: float, levels: Sequence[float]) -> float:
     """The shortest level covering a wait, else the longest (the wait is then cut to it and
-    re-evaluated when it comes back)."""
-    return next((level for level in levels if level >= seconds), levels[-1])
+    re-evaluated when it comes back). `levels` is sorted, as delay_levels gives them."""
+    return levels[min(bisect_left(levels, seconds), len(levels) - 1)]
 
 
 class DelayedDelivery(BaseModel):
@@ -203,9 +207,22 @@ def due_ms_of(headers: Iterable[tuple[str, bytes]] | None) -> int | None:
         return None
 
 
-def parse_delayed(value: bytes | None) -> DelayedDelivery | str:
+class DelayedBundle(BaseModel):
+    """Several delayed deliveries of one channel in one record (see `delaybundle`)."""
+
+    model_config = ConfigDict(frozen=True, title="DelayedBundle")
+
+    schema_version: Literal[2]
+    deliveries: list[DelayedDelivery] = Field(min_length=1)
+
+
+def parse_delayed_records(value: bytes | None) -> list[DelayedDelivery] | str:
+    """The deliveries a delay record carries: one, or a bundle's."""
     try:
-        return DelayedDelivery.model_validate(orjson.loads(value or b""))
+        document = orjson.loads(value or b"")
+        if isinstance(document, dict) and document.get("schema_version") == BUNDLE_SCHEMA_VERSION:
+            return DelayedBundle.model_validate(document).deliveries
+        return [DelayedDelivery.model_validate(document)]
     except (orjson.JSONDecodeError, ValidationError) as exc:
         return f"not a delayed delivery: {exc}"[:1000]
 
@@ -218,19 +235,22 @@ class DelaySink(Protocol):
 
 
 class MemoryDelaySink:
-    """For unit tests: (topic, record) pairs in write order, and the raw keys and headers."""
+    """For unit tests: (topic, delivery) pairs in write order (a bundle's deliveries one by
+    one), and each record's raw value, key and headers."""
 
     def __init__(self) -> None:
         self.written: list[tuple[str, DelayedDelivery]] = []
+        self.values: list[bytes] = []
         self.keys: list[bytes | None] = []
         self.headers: list[list[tuple[str, bytes]]] = []
 
     async def send(
         self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> Awaitable[Any]:
-        record = parse_delayed(value)
-        assert isinstance(record, DelayedDelivery), record
-        self.written.append((topic, record))
+        records = parse_delayed_records(value)
+        assert not isinstance(records, str), records
+        self.written += [(topic, record) for record in records]
+        self.values.append(value)
         self.keys.append(key)
         self.headers.append(headers)
         return ACKNOWLEDGED
@@ -250,16 +270,28 @@ class KafkaDelaySink:
 def headers_for(record: DelayedDelivery, group: str) -> list[tuple[str, bytes]]:
     """What the listener and the redelivery read without decoding the value: when it is due,
     whose it is, for which channel, how old the delivery is and when it goes stale."""
+    return _headers(
+        record.due_ms, group, record.channel, _ms(record.created_at), _ms(record.expires_at)
+    )
+
+
+def _headers(
+    due_ms: int, group: str, channel: str, created_ms: int | None, expires_ms: int | None
+) -> list[tuple[str, bytes]]:
     headers = [
-        (DUE_HEADER, str(record.due_ms).encode()),
+        (DUE_HEADER, str(due_ms).encode()),
         (GROUP_HEADER, group.encode()),
-        (CHANNEL_HEADER, record.channel.encode()),
+        (CHANNEL_HEADER, channel.encode()),
     ]
-    if record.created_at is not None:
-        headers.append((CREATED_HEADER, str(int(record.created_at * 1000)).encode()))
-    if record.expires_at is not None:
-        headers.append((EXPIRES_HEADER, str(int(record.expires_at * 1000)).encode()))
+    if created_ms is not None:
+        headers.append((CREATED_HEADER, str(created_ms).encode()))
+    if expires_ms is not None:
+        headers.append((EXPIRES_HEADER, str(expires_ms).encode()))
     return headers
+
+
+def _ms(epoch: float | None) -> int | None:
+    return None if epoch is None else int(epoch * 1000)
 
 
 class RawRecord(Protocol):
@@ -291,6 +323,7 @@ class DelayPath:
         self._group = group
         self._handoff = handoff or Handoff("delay")
         self._on_unwritable = on_unwritable  # typically: dead-letter it
+        self._open: dict[tuple[str, str], Bundle] = {}  # (topic, channel) -> taking members
 
     @property
     def pending(self) -> int:
@@ -313,7 +346,6 @@ class DelayPath:
         topic, due_ms = self._place(seconds, due_ms)
         record = DelayedDelivery.of(delivery, due_ms=due_ms)
         value = record.model_dump_json().encode()
-        headers = [*headers_for(record, self._group), *headers]
         on_written = self._handoff.traced(
             on_written, record.traceparent, record.tracestate, delivery.id, delivery.channel.name
         )
@@ -325,10 +357,63 @@ class DelayPath:
                 reason = Outcome(Kind.UNWRITABLE, retryable=False, message=repr(exc)[:500])
                 give_up(delivery, reason)
 
-        # Mostly no key: a delivery has no order to keep with others, and an unkeyed record
-        # is spread over the partitions without hashing.
+        member = Member(
+            value, due_ms, _ms(record.created_at), _ms(record.expires_at), on_written, fallback
+        )
+        if key is None and not headers:
+            # Mostly no key: a delivery has no order to keep with others, so it may share a
+            # record, and an unkeyed record is spread over the partitions without hashing.
+            self._join(topic, record.channel, member)
+            return
+        self._write_alone(topic, record.channel, member, key, headers)
+
+    def _join(self, topic: str, channel: str, member: Member) -> None:
+        """Into the bundle the writer has not taken yet, or a new one."""
+        bundle = self._open.get((topic, channel))
+        if bundle is None or not bundle.fits(member):
+            bundle = self._open[(topic, channel)] = Bundle()
+            self._handoff.submit(
+                lambda: self._send_bundle(topic, channel, bundle),
+                bundle.written,
+                lambda exc: self._split(topic, channel, bundle, exc),
+            )
+        bundle.add(member)
+
+    def _send_bundle(self, topic: str, channel: str, bundle: Bundle) -> Awaitable[Any]:
+        if self._open.get((topic, channel)) is bundle:
+            del self._open[(topic, channel)]
+        record = bundle.seal()
+        headers = _headers(
+            record.due_ms, self._group, channel, record.created_ms, record.expires_ms
+        )
+        return self._sink.send(topic, record.value, None, headers)
+
+    def _split(self, topic: str, channel: str, bundle: Bundle, exc: Exception) -> None:
+        """A record too large to write: its deliveries each go alone, so none of them pays
+        for having shared it; one alone that cannot be written either gives up as its own."""
+        if len(bundle.members) == 1 and bundle.members[0].on_unwritable is not None:
+            bundle.members[0].on_unwritable(exc)
+            return
+        for member in bundle.members:
+            self._write_alone(topic, channel, member, None, ())
+
+    def _write_alone(
+        self,
+        topic: str,
+        channel: str,
+        member: Member,
+        key: bytes | None,
+        extra: Sequence[tuple[str, bytes]],
+    ) -> None:
+        headers = [
+            *_headers(member.due_ms, self._group, channel, member.created_ms, member.expires_ms),
+            *extra,
+        ]
+        value = member.value
         self._handoff.submit(
-            lambda: self._sink.send(topic, value, key, headers), on_written, fallback
+            lambda: self._sink.send(topic, value, key, headers),
+            member.on_written,
+            member.on_unwritable,
         )
 
     def rewait(self, record: RawRecord, seconds: float, on_written: Callable[[], None]) -> None:

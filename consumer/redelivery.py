@@ -16,7 +16,7 @@ from .delaypath import (
     DelayedDelivery,
     DelayPath,
     header,
-    parse_delayed,
+    parse_delayed_records,
 )
 from .delivery import Owner, Source, Ticket
 from .dispatcher import Lanes, RecordLike
@@ -66,24 +66,29 @@ class Redelivery:
                 continue
             if self._held(record, ticket) or self._unseen(record, ticket):
                 continue
-            delayed = parse_delayed(record.value)
-            if isinstance(delayed, str):
-                reason = Outcome(Kind.INVALID_EVENT, retryable=False, message=delayed)
+            carried = parse_delayed_records(record.value)
+            if isinstance(carried, str):
+                reason = Outcome(Kind.INVALID_EVENT, retryable=False, message=carried)
                 self._give_up(for_record(source, record.value, None, reason), reason, ticket)
                 continue
-            delivery = delayed.to_delivery(self._catalog)
-            if delivery is None:
-                reason = Outcome(
-                    Kind.UNKNOWN_CHANNEL,
-                    retryable=False,
-                    message=f"channel {delayed.channel!r} is no longer configured",
-                )
-                letter = _letter_for(delayed, reason, source)
-                self._give_up(letter, reason, ticket, delayed.channel, self._erasing(delayed))
-                continue
-            delivery.tickets.append(ticket)
-            self._observer.emit(Redelivered(delivery))
-            self._lanes[delivery.channel.name].submit(delivery)
+            ticket.remaining = len(carried)  # a bundle's record is done with its last delivery
+            for delayed in carried:
+                self._send_again(delayed, source, ticket)
+
+    def _send_again(self, delayed: DelayedDelivery, source: Source, ticket: Ticket) -> None:
+        delivery = delayed.to_delivery(self._catalog)
+        if delivery is None:
+            reason = Outcome(
+                Kind.UNKNOWN_CHANNEL,
+                retryable=False,
+                message=f"channel {delayed.channel!r} is no longer configured",
+            )
+            letter = _letter_for(delayed, reason, source)
+            self._give_up(letter, reason, ticket, delayed.channel, self._erasing(delayed))
+            return
+        delivery.tickets.append(ticket)
+        self._observer.emit(Redelivered(delivery))
+        self._lanes[delivery.channel.name].submit(delivery)
 
     def _held(self, record: RecordLike, ticket: Ticket) -> bool:
         """Back while its channel's circuit is still open: wait again for the next probe,

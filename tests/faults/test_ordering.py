@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consumer.delaypath import CHANNEL_HEADER, header, parse_delayed
+from consumer.delaypath import CHANNEL_HEADER, header, parse_delayed_records
 from consumer.delivery import delivery_id
 from consumer.kafkatools import stop_consumer
 from tests.integration.arrivals import ArrivalReceiver, order_violations
@@ -129,9 +129,9 @@ async def _redoable(
                         event_id = orjson.loads(record.value)["event_id"]
                         ids.update(delivery_id(ch, [event_id]) for ch in CHANNELS)
                     else:
-                        delayed = parse_delayed(record.value)
-                        if not isinstance(delayed, str):
-                            ids[delayed.delivery_id] += 1
+                        carried = parse_delayed_records(record.value)
+                        if not isinstance(carried, str):
+                            ids.update(delayed.delivery_id for delayed in carried)
         assert not left, f"could not read {left} to their end"
     finally:
         await stop_consumer(consumer)

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.config import ServiceConfig, parse_config
-from consumer.delaypath import delay_topic, level_of
+from consumer.delaypath import DelayedDelivery, delay_topic, level_of, parse_delayed_records
 from consumer.kafkatools import stop_consumer, topic_partitions
 from consumer.receiver import Receiver
 from consumer.service import run_service
@@ -292,6 +292,24 @@ async def record_count(bootstrap: str, topic: str) -> int:
         return 0
 
 
+def carried(records: Iterable[Any]) -> list[DelayedDelivery]:
+    """The deliveries delay records carry, a bundle's one by one."""
+    deliveries = []
+    for record in records:
+        found = parse_delayed_records(record.value)
+        assert not isinstance(found, str), found
+        deliveries.extend(found)
+    return deliveries
+
+
+async def delayed_deliveries(bootstrap: str, prefix: str) -> list[DelayedDelivery]:
+    """Every delivery written to a delay topic under `prefix`."""
+    records = []
+    for topic in await delay_topics_named(bootstrap, prefix):
+        records.extend(await read_all(bootstrap, topic, within=60))
+    return carried(records)
+
+
 async def delay_topics_named(bootstrap: str, prefix: str) -> list[str]:
     """The delay topics that exist under `prefix` (`<prefix>.<level>`), whoever created them."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -310,6 +328,18 @@ async def wait_record_count(bootstrap: str, topic: str, at_least: int, within: f
         return await record_count(bootstrap, topic) >= at_least
 
     return await until(enough, within, every=0.2)
+
+
+async def wait_delayed_count(bootstrap: str, topic: str, at_least: int, within: float) -> bool:
+    """Poll until delay topic `topic` carries at least `at_least` deliveries (records
+    may carry several); False at the deadline."""
+
+    async def enough() -> bool:
+        if await record_count(bootstrap, topic) == 0:
+            return False
+        return len(carried(await read_all(bootstrap, topic))) >= at_least
+
+    return await until(enough, within, every=0.5)
 
 
 async def group_committed_to_end(

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from consumer.delaypath import DelayedDelivery
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
 
@@ -19,12 +18,11 @@ from .support import (
     channel,
     committed_to_end,
     create_topic,
-    delay_topics_named,
+    delayed_deliveries,
     encoded,
     event,
     pairs_delivered,
     produce,
-    read_all,
 )
 
 FAST_RETRY = {
@@ -51,9 +49,8 @@ def _bound(control: tuple[float, float]) -> float:
 
 async def _parked(setup: Setup, name: str) -> int:
     """How many times channel `name`'s deliveries went onto the delay topics."""
-    topics = await delay_topics_named(setup.bootstrap, f"{setup.group}.retry")
-    records = [r for topic in topics for r in await read_all(setup.bootstrap, topic)]
-    return sum(DelayedDelivery.model_validate_json(r.value).channel == name for r in records)
+    delayed = await delayed_deliveries(setup.bootstrap, f"{setup.group}.retry")
+    return sum(d.channel == name for d in delayed)
 
 
 def _control(times: tuple[float, float]) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 import orjson
 
 from consumer.deadletter import DeadLetter, Reason, SourceRef
-from consumer.delaypath import DelayedDelivery
 from consumer.delivery import delivery_id
 from consumer.receiver import Receiver
 from tests.support.processes import Launch, ServiceProcess, run_cli
@@ -19,6 +18,7 @@ from tests.support.processes import Launch, ServiceProcess, run_cli
 from .support import (
     Setup,
     StartService,
+    carried,
     channel,
     create_topic,
     encoded,
@@ -157,8 +157,7 @@ async def test_an_interrupted_replay_resumes_without_replaying_twice(
 async def _replayed(bootstrap: str, topic: str) -> Counter[str]:
     """Delivery ids the replay sent to the delay topic; the service's own records there (a
     busy lane parks work on it) have been parked at least once."""
-    records = await read_all(bootstrap, topic)
-    delayed = [DelayedDelivery.model_validate_json(r.value) for r in records]
+    delayed = carried(await read_all(bootstrap, topic))
     return Counter(d.delivery_id for d in delayed if d.parks == 0)
 
 

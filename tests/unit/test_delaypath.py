@@ -24,7 +24,7 @@ from consumer.delaypath import (
     due_ms_of,
     level_for,
     level_of,
-    parse_delayed,
+    parse_delayed_records,
     topic_pattern,
 )
 from consumer.delivery import Delivery, Source, delivery_id
@@ -135,8 +135,7 @@ def test_a_delayed_delivery_comes_back_unchanged(catalog: Catalog) -> None:
     delivery = failed_delivery(catalog)
     delivery.parks = 2
     record = DelayedDelivery.of(delivery, due_ms=1_700_000_605_500)
-    decoded = parse_delayed(record.model_dump_json().encode())
-    assert isinstance(decoded, DelayedDelivery)
+    [decoded] = parse_delayed_records(record.model_dump_json().encode())
     again = decoded.to_delivery(catalog)
     assert again is not None
     assert again.id == delivery.id
@@ -177,9 +176,20 @@ def test_due_time_is_read_from_the_header() -> None:
     assert due_ms_of([(DUE_HEADER, b"soon")]) is None
 
 
-@pytest.mark.parametrize("value", [None, b"", b"{oops", b"[1, 2]", b'{"delivery_id": "x"}'])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        b"",
+        b"{oops",
+        b"[1, 2]",
+        b'{"delivery_id": "x"}',
+        b'{"schema_version": 2, "deliveries": []}',
+        b'{"schema_version": 2, "deliveries": [{"delivery_id": "x"}]}',
+    ],
+)
 def test_garbage_is_reported_not_raised(value: bytes | None) -> None:
-    result = parse_delayed(value)
+    result = parse_delayed_records(value)
     assert isinstance(result, str)
     assert result.startswith("not a delayed delivery")
 
@@ -273,8 +283,7 @@ def test_a_delayed_delivery_stays_in_its_records_trace(catalog: Catalog) -> None
         "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "01", "a=b", "1111111111111111"
     )
     record = DelayedDelivery.of(delivery, due_ms=1)
-    decoded = parse_delayed(record.model_dump_json().encode())
-    assert isinstance(decoded, DelayedDelivery)
+    [decoded] = parse_delayed_records(record.model_dump_json().encode())
     again = decoded.to_delivery(catalog)
     assert again is not None
     assert again.trace is not None
