@@ -35,6 +35,7 @@ from .observer import (
     Stage,
 )
 from .offsets import OffsetTracker, PartitionState
+from .resting import Resting
 
 log = structlog.get_logger(__name__)
 
@@ -71,9 +72,11 @@ class Listener:
         load_committed: CommittedLoader | None = None,
         observer: Observer = NO_OBSERVER,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        levels: Sequence[float] = (),
     ) -> None:
         """`prepare` is awaited after each assignment, before any record of the new
-        partitions is handed on (the order ledger reads to its end)."""
+        partitions is handed on (the order ledger reads to its end); `levels` are the delay
+        levels of the retry schedule (their delay partitions rest while idle)."""
         self._consumer = consumer
         self._dispatcher = dispatcher
         self._redelivery = redelivery
@@ -90,6 +93,9 @@ class Listener:
         self._levels: dict[str, float | None] = {}  # delay topic -> its delay, once parsed
         self._draining = False
         self._resume_below = max(1, config.max_in_flight_per_partition // 2)
+        self._resting = Resting(
+            consumer, levels, self._level, self._position, lambda tp: tp in self._paused
+        )
 
     @property
     def tracker(self) -> OffsetTracker:
@@ -119,6 +125,7 @@ class Listener:
                 await self._dispatch(tp, records)
             await self._release_due()
             self._resume_drained()
+            self._resting.tick()
             if loop.time() >= next_commit:
                 await self.commit()
                 await self._report_lag()
@@ -136,6 +143,7 @@ class Listener:
             await self._dispatcher.dispatch(records, state)
         else:
             self._observer.emit(Consumed("delay", len(records)))
+            self._resting.read(tp)
             due = self._hold_back(tp, state, records)
             if due:
                 await self._redelivery.dispatch(due, state)
@@ -164,11 +172,20 @@ class Listener:
                 state.waiting += 1
         return due
 
-    def _level_ms(self, topic: str) -> int:
+    def _level(self, topic: str) -> float | None:
+        """The delay a topic stands for; None for the input topic."""
         if topic not in self._levels:
             self._levels[topic] = level_of(topic, self._config.retry_topic_prefix)
-        level = self._levels[topic]
+        return self._levels[topic]
+
+    def _level_ms(self, topic: str) -> int:
+        level = self._level(topic)
         return 0 if level is None else int(level * 1000)
+
+    def _position(self, tp: TopicPartition) -> int | None:
+        """The next offset to read, as far as this member knows it."""
+        state = self._tracker.state(_key(tp))
+        return state.committed if state.next_offset is None else state.next_offset
 
     async def _release_due(self) -> None:
         if not self._waiting:
@@ -275,6 +292,7 @@ class Listener:
         for key in keys:
             self._tracker.revoke(key)
         self._paused.difference_update(revoked)
+        self._resting.revoked(revoked)
         for tp in revoked:
             self._waiting.pop(tp, None)
         self._owned.difference_update(tp.partition for tp in revoked if self._is_input(tp))
@@ -297,6 +315,7 @@ class Listener:
         finally:
             if assigned and not self._draining:
                 self._consumer.resume(*assigned)
+                self._resting.assigned(assigned)
         log.info(
             "partitions.assigned",
             partitions=sorted(_key(tp) for tp in assigned),

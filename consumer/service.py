@@ -284,6 +284,7 @@ async def run_service(
             load_committed=committed,
             observer=observer,
             prepare=(None if ledger_follower is None else _caught_up(ledger_follower, stop_on_bug)),
+            levels=levels,
         )
         if config_path is not None:
             reloader = Reloader(
