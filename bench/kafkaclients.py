@@ -86,7 +86,7 @@ class Aiokafka:
 
 
 class Confluent:
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, overrides: dict[str, str]) -> None:
         from confluent_kafka.aio import AIOConsumer
 
         self.consumer = AIOConsumer(
@@ -96,6 +96,7 @@ class Confluent:
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": FETCH_WAIT_MS,
                 "fetch.min.bytes": 1,
+                **overrides,
             }
         )
 
@@ -128,8 +129,10 @@ class Confluent:
         await self.consumer.close()
 
 
-def _reader(client: str, bootstrap: str) -> Aiokafka | Confluent:
-    return Confluent(bootstrap) if client.startswith("confluent") else Aiokafka(bootstrap)
+def _reader(spec: dict[str, Any]) -> Aiokafka | Confluent:
+    if spec["client"].startswith("confluent"):
+        return Confluent(spec["bootstrap"], spec["confluent"])
+    return Aiokafka(spec["bootstrap"])
 
 
 def _parts(topics: list[str]) -> list[tuple[str, int]]:
@@ -149,25 +152,30 @@ def _rss_mib() -> float:
 
 
 async def consume_bulk(spec: dict[str, Any]) -> dict[str, Any]:
-    reader = _reader(spec["client"], spec["bootstrap"])
+    reader = _reader(spec)
     await reader.start()
     try:
-        cpu0 = time.process_time()
+        cpu0, assigned = time.process_time(), time.monotonic()
         await reader.assign(_parts([spec["topic"]]), [])
-        seen, first = 0, 0.0
+        seen, first, last, gap = 0, 0.0, 0.0, 0.0
         while seen < spec["records"]:
             batches = await reader.take()
-            if batches and not seen:
-                first, first_cpu = time.monotonic(), time.process_time()
+            if not batches:
+                continue
+            now = time.monotonic()
+            if not seen:
+                first = last = now
+                first_cpu = time.process_time()
+            gap, last = max(gap, now - last), now
             seen += sum(len(batch) for batch in batches)
-        seconds, cpu = time.monotonic() - first, time.process_time() - cpu0
+        cpu = time.process_time()
         return {
             "records": seen,
-            "records_per_second": round(seen / seconds),
-            "cpu_s_per_1000": round(1000 * cpu / seen, 5),
-            "cpu_s_per_1000_from_first_record": round(
-                1000 * (time.process_time() - first_cpu) / seen, 5
-            ),
+            "records_per_second": round(seen / (last - first)),
+            "cpu_s_per_1000": round(1000 * (cpu - cpu0) / seen, 5),
+            "cpu_s_per_1000_from_first_record": round(1000 * (cpu - first_cpu) / seen, 5),
+            "first_record_ms": round(1000 * (first - assigned)),
+            "longest_gap_ms": round(1000 * gap),  # between two batches: a stalled fetch
             "peak_rss_mib": round(_rss_mib(), 1),
         }
     finally:
@@ -175,7 +183,7 @@ async def consume_bulk(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def consume_paced(spec: dict[str, Any]) -> dict[str, Any]:
-    reader = _reader(spec["client"], spec["bootstrap"])
+    reader = _reader(spec)
     value = reader.value
     await reader.start()
     try:
@@ -286,6 +294,7 @@ def _medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float
     return {
         client: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
         for client, rows in runs.items()
+        if rows
     }
 
 
@@ -307,7 +316,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     prefix = f"ckbench-{time.strftime('%Y%m%dT%H%M%S')}-"
     idle_topics = [f"{prefix}delay-{n}" for n in range(IDLE_TOPICS)]
-    base = {"bootstrap": bootstrap, "idle_topics": idle_topics, "idle_seconds": 5}
+    overrides = dict(pair.split("=", 1) for pair in args.confluent)
+    base = {
+        "bootstrap": bootstrap,
+        "idle_topics": idle_topics,
+        "idle_seconds": 5,
+        "confluent": overrides,
+    }
     document: dict[str, Any] = {"versions": _versions(), "params": vars(args)}
     document["load_average_at_start"] = os.getloadavg()
     bulk: dict[str, list[dict[str, Any]]] = {client: [] for client in BULK}
@@ -317,13 +332,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await preload(bootstrap, f"{prefix}bulk", events(args.records))
         for topic in idle_topics:
             await create_topic(bootstrap, topic, PARTITIONS)
-        for index in range(args.runs):
+        for index in range(args.runs if "bulk" in args.cases else 0):
             for client in BULK if index % 2 == 0 else BULK[::-1]:
                 spec = {**base, "client": client, "topic": f"{prefix}bulk", "records": args.records}
                 figures = await _result(await _child("_consume_bulk", spec), 300)
                 print(f"bulk {index + 1} {client}: {figures}", file=sys.stderr, flush=True)
                 bulk[client].append(figures)
-        for index in range(args.runs):
+        for index in range(args.runs if "paced" in args.cases else 0):
             for client in PACED if index % 2 == 0 else PACED[::-1]:
                 spec = {**base, "client": client, "topic": f"{prefix}in-{index}-{client}"}
                 figures = await run_paced(spec, args.rate, args.seconds)
@@ -373,6 +388,16 @@ def cli() -> None:
     parser.add_argument("--records", type=int, default=200_000, help="bulk topic size")
     parser.add_argument("--rate", type=int, default=500, help="paced records per second")
     parser.add_argument("--seconds", type=float, default=30, help="paced duration")
+    parser.add_argument(
+        "--cases", type=lambda v: v.split(","), default=["bulk", "paced"], help="bulk,paced"
+    )
+    parser.add_argument(
+        "--confluent",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a librdkafka setting for the confluent runs (repeatable)",
+    )
     args = parser.parse_args()
     try:
         import confluent_kafka  # noqa: F401
