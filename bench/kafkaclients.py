@@ -2,10 +2,12 @@
 measured process on uvloop, in alternating runs; prints a JSON document and a table.
 
     nice -n 10 python -m bench.kafkaclients [--runs 3] [--records N] [--rate R] [--seconds S]
+        [--cases bulk,paced] [--confluent librdkafka.setting=value ...]
 
 - bulk: a pre-loaded topic (S1's ~300-byte records, 6 partitions) read from its beginning,
   assigned (no group), nothing done per record: records/s from the first record to the last,
-  CPU seconds per 1,000 from the assign to the last record.
+  CPU seconds per 1,000 from the assign to the last record (librdkafka prefetches before its
+  first record is taken), the time to the first record and the longest gap between two batches.
 - paced: a producer process writes `--rate` stamped records/s for `--seconds` into a fresh
   6-partition topic while the consumer is assigned those 6 plus 48 empty partitions (8 topics,
   like the service's delay topics); the consumer's CPU per second over the window from its first
@@ -35,6 +37,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -299,16 +302,13 @@ def _medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float
 
 
 def _versions() -> dict[str, str]:
-    import aiokafka
     import confluent_kafka
-    import uvloop
 
+    found = {name: version(name) for name in ("aiokafka", "confluent-kafka", "uvloop")}
     return {
         "python": platform.python_version(),
-        "aiokafka": aiokafka.__version__,
-        "confluent_kafka": confluent_kafka.version()[0],
+        **found,
         "librdkafka": confluent_kafka.libversion()[0],
-        "uvloop": uvloop.__version__,
     }
 
 
