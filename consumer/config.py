@@ -172,7 +172,7 @@ class KafkaConfig(_Model):
     delay_lookahead_records: PositiveInt = Field(
         1000,
         description="Delay records held in memory per partition while they wait for their due "
-        "time; a partition holding this many is paused.",
+        "time; a partition holding this many (or 4 MiB of them) is paused.",
     )
     commit_interval_ms: PositiveInt = Field(
         500, description="How often finished offsets are committed."

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 BUNDLE_SCHEMA_VERSION = 2
 # Far below the delay topics' 8 MiB and the producer's request limit: a bundle is never what
 # makes a write fail, and one record read back stays a modest amount of work.
-MAX_BUNDLE_BYTES = 256 * 1024
-MAX_BUNDLE_DELIVERIES = 500
+MAX_BUNDLE_BYTES = 64 * 1024
+MAX_BUNDLE_DELIVERIES = 200
 
 _OPEN = b'{"schema_version":%d,"deliveries":[' % BUNDLE_SCHEMA_VERSION
 _CLOSE = b"]}"

@@ -44,6 +44,10 @@ Key = tuple[str, int]
 # record was written or first read: a replica with a fast clock, or a bad header, cannot hold a
 # delay partition for longer than the delay it stands for.
 DUE_SLACK_MS = 2_000
+# Bytes of delay records held per partition before their due time, beside the count
+# (kafka.delay_lookahead_records): a record of a bundle carries many deliveries, so a count
+# alone would not bound the memory.
+DELAY_LOOKAHEAD_BYTES = 4 * 1024 * 1024
 
 
 class Handler(Protocol):
@@ -56,6 +60,10 @@ class Handler(Protocol):
 
 def _key(tp: TopicPartition) -> Key:
     return (tp.topic, tp.partition)
+
+
+def _size(record: Any) -> int:
+    return len(record.value or b"")
 
 
 # What the group committed for some partitions: {partition: (offset, metadata)}.
@@ -148,7 +156,11 @@ class Listener:
             if due:
                 await self._redelivery.dispatch(due, state)
         limit = self._config.max_in_flight_per_partition
-        full = state.unfinished >= limit or state.waiting >= self._config.delay_lookahead_records
+        full = (
+            state.unfinished >= limit
+            or state.waiting >= self._config.delay_lookahead_records
+            or state.waiting_bytes >= DELAY_LOOKAHEAD_BYTES
+        )
         if full and tp not in self._paused:
             self._consumer.pause(tp)
             self._paused.add(tp)
@@ -170,6 +182,7 @@ class Listener:
             else:
                 heapq.heappush(waiting, (at, record.offset, record))
                 state.waiting += 1
+                state.waiting_bytes += _size(record)
         return due
 
     def _level(self, topic: str) -> float | None:
@@ -199,6 +212,7 @@ class Listener:
                 due.append(heapq.heappop(waiting)[2])
             state = self._tracker.state(_key(tp))
             state.waiting -= len(due)
+            state.waiting_bytes -= sum(_size(record) for record in due)
             await self._redelivery.dispatch(due, state)
 
     def _resume_drained(self) -> None:
@@ -206,7 +220,11 @@ class Listener:
         ready = []
         for tp in self._paused:
             state = self._tracker.state(_key(tp))
-            if state.unfinished < self._resume_below and state.waiting < max(1, lookahead // 2):
+            if (
+                state.unfinished < self._resume_below
+                and state.waiting < max(1, lookahead // 2)
+                and state.waiting_bytes < DELAY_LOOKAHEAD_BYTES // 2
+            ):
                 ready.append(tp)
         self._paused.difference_update(ready)
         if ready and not self._draining:

@@ -36,6 +36,7 @@ class PartitionState:
     next_offset: int | None = None  # one past the highest offset seen
     committed: int | None = None  # what was last committed
     waiting: int = 0  # read ahead, not handed to a handler yet (delay records not yet due)
+    waiting_bytes: int = 0  # their values' size: a record may carry a bundle of deliveries
     revoked: bool = False
     on_progress: Callable[[], None] | None = None
     skip: set[int] = field(default_factory=set)  # finished by an earlier owner, per metadata

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from consumer import offsetmap
 from consumer.config import KafkaConfig
 from consumer.delaypath import DUE_HEADER
 from consumer.delivery import Owner
-from consumer.listener import DUE_SLACK_MS, Listener
+from consumer.listener import DELAY_LOOKAHEAD_BYTES, DUE_SLACK_MS, Listener
 from tests.support.polling import until
 
 from .fakes import FakeConsumer, Record
@@ -159,6 +159,26 @@ async def test_a_full_lookahead_pauses_the_partition_until_records_fall_due(
     w.listener._resume_drained()
     assert w.consumer.calls == [("pause", TP), ("resume", TP)]
     assert w.redelivered.batches == [[0, 1, 2]]
+
+
+async def test_a_lookahead_full_of_bytes_pauses_the_partition_too(
+    make_world: Callable[..., World],
+) -> None:
+    """Bundled delay records carry many deliveries each: the count alone bounds no memory."""
+    w = make_world(lookahead=1000)
+    big = DELAY_LOOKAHEAD_BYTES // 2
+    soon, later = now_ms() + 100, now_ms() + 60_000
+    records = [
+        replace(record(0, soon), value=b"x" * (big + 10)),
+        replace(record(1, later), value=b"x"),
+    ]
+    await w.listener._dispatch(TP, records)
+    assert w.consumer.calls == []  # half the bytes, and two records of a thousand
+    await w.listener._dispatch(TP, [replace(record(2, later), value=b"x" * (big - 10))])
+    assert w.consumer.calls == [("pause", TP)]
+    await w.release()
+    w.listener._resume_drained()  # record 0 fell due: back under half the bytes
+    assert w.consumer.calls == [("pause", TP), ("resume", TP)]
 
 
 async def test_a_drain_does_not_wait_for_records_not_yet_due(
