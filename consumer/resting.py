@@ -95,10 +95,6 @@ class Resting:
         if partition is not None:
             partition.awake_since_ms = self._wall_ms()
 
-    @property
-    def resting(self) -> int:
-        return sum(1 for p in self._partitions.values() if p.wake_at is not None)
-
     def tick(self) -> None:
         """Between fetches: wake the partitions whose peek is due, rest the idle ones."""
         now = self._clock()

@@ -245,19 +245,35 @@ async def test_one_delivery_too_large_alone_gives_up_as_its_own(
     assert given_up == [Kind.UNWRITABLE]
 
 
-async def test_a_bundle_read_back_is_done_with_its_last_delivery(
-    delays: Path, catalog: Catalog, wait_until: WaitUntil
-) -> None:
+async def bundle_of_three(delays: Path, catalog: Catalog, wait_until: WaitUntil) -> Record:
+    """Three held deliveries of "crm", written as one record, as the listener reads it."""
     for n in range(3):
         delays.submit(held(catalog, n), 4.0)
     await wait_until(lambda: len(delays.written) == 3, what="the bundle written")
     [value], [headers] = delays.sink.values, delays.sink.headers
-    lanes = {name: RecordingLane() for name in catalog.channels}
-    letters = MemoryDeadLetterSink()
-    writer = DeadLetterWriter(letters)
-    redelivery = Redelivery(catalog, lanes, writer, delays.path, GROUP, 3600.0)
+    return Record("webhook-retry.5s", 0, 42, value, headers)
+
+
+async def read_back(
+    delays: Path, catalog: Catalog, record: Record, lanes: dict[str, RecordingLane]
+) -> FakeOwner:
+    """The record through the redelivery; the owner hears when it is finished."""
+    writer = DeadLetterWriter(MemoryDeadLetterSink())
     owner = FakeOwner()
-    await redelivery.dispatch([Record("webhook-retry.5s", 0, 42, value, headers)], owner)
+    try:
+        redelivery = Redelivery(catalog, lanes, writer, delays.path, GROUP, 3600.0)
+        await redelivery.dispatch([record], owner)
+    finally:
+        await writer.close()
+    return owner
+
+
+async def test_a_bundle_read_back_is_done_with_its_last_delivery(
+    delays: Path, catalog: Catalog, wait_until: WaitUntil
+) -> None:
+    record = await bundle_of_three(delays, catalog, wait_until)
+    lanes = {name: RecordingLane() for name in catalog.channels}
+    owner = await read_back(delays, catalog, record, lanes)
     got = lanes["crm"].deliveries
     assert [d.id for d in got] == [held(catalog, n).id for n in range(3)]
     got[0].finish()
@@ -265,31 +281,18 @@ async def test_a_bundle_read_back_is_done_with_its_last_delivery(
     assert owner == []  # one of its deliveries is still out
     got[1].finish()
     assert owner == [42]
-    await writer.close()
 
 
 async def test_a_bundle_back_while_the_circuit_is_open_waits_again_as_one_record(
     delays: Path, catalog: Catalog, wait_until: WaitUntil
 ) -> None:
-    for n in range(3):
-        delays.submit(held(catalog, n), 4.0)
-    await wait_until(lambda: len(delays.written) == 3, what="the bundle written")
-    [value], [headers] = delays.sink.values, delays.sink.headers
+    record = await bundle_of_three(delays, catalog, wait_until)
     lanes = {name: RecordingLane() for name in catalog.channels}
     lanes["crm"].held = 30.0
-    writer = DeadLetterWriter(MemoryDeadLetterSink())
-    redelivery = Redelivery(catalog, lanes, writer, delays.path, GROUP, 3600.0)
-    owner = FakeOwner()
-    await redelivery.dispatch([Record("webhook-retry.5s", 0, 42, value, headers)], owner)
+    owner = await read_back(delays, catalog, record, lanes)
     await wait_until(lambda: owner == [42], what="the record written back")
     assert lanes["crm"].deliveries == []
-    assert delays.sink.values[1] == value  # undecoded: the same bytes, one record
-    await writer.close()
-
-
-def _deliveries(value: bytes) -> list[dict[str, Any]]:
-    document = orjson.loads(value)
-    return list(document["deliveries"]) if document["schema_version"] == 2 else [document]
+    assert delays.sink.values[1] == record.value  # undecoded: the same bytes, one record
 
 
 async def test_a_bundle_holds_at_most_its_count_of_deliveries(
@@ -300,3 +303,8 @@ async def test_a_bundle_holds_at_most_its_count_of_deliveries(
         delays.submit(held(catalog, n), 4.0)
     await wait_until(lambda: len(delays.written) == 4, what="all written")
     assert [len(_deliveries(v)) for v in delays.sink.values] == [3, 1]
+
+
+def _deliveries(value: bytes) -> list[dict[str, Any]]:
+    document = orjson.loads(value)
+    return list(document["deliveries"]) if document["schema_version"] == 2 else [document]

@@ -138,7 +138,6 @@ def test_revoked_and_unassigned_partitions_are_not_touched() -> None:
     w.broker.assigned.discard(EIGHTY)  # gone without a revoke yet: aiokafka asserts on it
     w.later(0.2)
     assert w.broker.paused == set()
-    assert w.resting.resting == 0
 
 
 def test_a_new_assignment_starts_awake() -> None:
@@ -146,10 +145,12 @@ def test_a_new_assignment_starts_awake() -> None:
     w.later(0.2)
     w.answer(TWENTY)
     w.later(0.2)
-    assert w.resting.resting == 1
+    assert w.broker.paused == {TWENTY}
     w.resting.revoked([TWENTY])
     w.broker.resume(TWENTY)  # as aiokafka forgets pauses across an assignment
     w.resting.assigned([TWENTY])
-    assert w.resting.resting == 0
     w.later(0.2)
     assert w.broker.paused == set(), "no fetch has answered since it was assigned"
+    w.answer(TWENTY)
+    w.later(0.2)
+    assert w.broker.paused == {TWENTY}, "it rests again, as any awake partition would"
